@@ -1,0 +1,31 @@
+# Two entry points for a fresh machine (see README): `make run` and `make test`.
+# Both set up first; setup is idempotent and quick once done.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: setup data run test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade "pip>=25"
+
+# Every version is pinned in requirements.lock, so pip resolves nothing and installs in about a minute.
+$(VENV)/.installed: $(BIN)/python pyproject.toml requirements.lock
+	$(BIN)/pip install -q -c requirements.lock -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed data
+
+# DVC materialises data/ from the remote named in .dvc/config (the shared local remote by default).
+data: $(VENV)/.installed
+	$(BIN)/dvc pull -q
+
+run: setup
+	$(BIN)/shapca run
+
+test: setup
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache

