@@ -88,3 +88,27 @@ class ReadResult:
 
     examples: list = field(default_factory=list)
     problems: list[ReadProblem] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ContextSet:
+    """The contexts one training run uses: image_id -> text written by one generator (an LMM)."""
+
+    generator: str  # "blip2", "mplug-owl", or the id of a generated set
+    contexts: dict[str, str]
+
+    def content_hash(self) -> str:
+        """sha256 over the sorted (image_id, text) pairs: the same contexts give the same hash, whatever their order."""
+        import hashlib
+        import json
+
+        digest = hashlib.sha256()
+        for image_id in sorted(self.contexts):
+            digest.update(json.dumps([image_id, self.contexts[image_id]], ensure_ascii=False).encode("utf-8"))
+            digest.update(b"\n")
+        return digest.hexdigest()
+
+    def coverage(self, image_ids) -> float:
+        """Share of the given image ids that have a context."""
+        ids = list(image_ids)
+        return sum(i in self.contexts for i in ids) / len(ids) if ids else 0.0
