@@ -1,0 +1,84 @@
+"""`shapca validate`: run the Great Expectations suites on one dataset (or all four), print the table of every
+expectation, write the full GX results as JSON, and exit 1 when a blocking expectation fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+DATASET_NAMES = ("twitter2015", "twitter2017", "mnre", "mnre-joint")
+
+
+def validate(
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help=f"One of: {', '.join(DATASET_NAMES)}."),
+    all_datasets: bool = typer.Option(False, "--all", help="Validate all four datasets."),
+    data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Where `dvc pull` materialised the data."),
+    context_generator: str = typer.Option("blip2", "--context-generator", help="blip2, mplug-owl or none."),
+    output: Optional[Path] = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="GX result JSON (a directory with --all). Default: outputs/validation/<dataset>.json.",
+    ),
+    max_bio_error_rate: float = typer.Option(
+        0.05, "--max-bio-error-rate", help="Fail when more than this share of a split's mentions start with I-."
+    ),
+    min_context_coverage: Optional[float] = typer.Option(
+        None,
+        "--min-context-coverage",
+        help="Make coverage blocking at this share (default: 100%, blocking for blip2 on the Twitter sets).",
+    ),
+    published_sizes: bool = typer.Option(
+        True,
+        "--published-sizes/--any-sizes",
+        help="Require the published split sizes (default), or only non-empty splits (for other copies of the data).",
+    ),
+) -> None:
+    """Validate datasets with Great Expectations and print a table of every expectation."""
+    if all_datasets == (dataset is not None):
+        raise typer.BadParameter("give exactly one of --dataset NAME or --all")
+    if dataset is not None and dataset not in DATASET_NAMES:
+        expected = ", ".join(DATASET_NAMES)
+        raise typer.BadParameter(f"unknown dataset {dataset!r}: expected one of {expected}", param_hint="--dataset")
+    if context_generator not in ("blip2", "mplug-owl", "none"):
+        raise typer.BadParameter("expected blip2, mplug-owl or none", param_hint="--context-generator")
+
+    from components.data.records import DataFormatError
+    from components.validation import make_gx_context, render_report, validate_dataset
+
+    names = list(DATASET_NAMES) if all_datasets else [dataset]
+    gx_context = make_gx_context()  # one GX context for the whole command: it is the slow part to start
+    failed = []
+    for name in names:
+        if all_datasets:
+            result_path = (output or Path("outputs/validation")) / f"{name}.json"
+        else:
+            result_path = output or Path("outputs/validation") / f"{name}.json"
+        try:
+            report = validate_dataset(
+                name,
+                data_dir,
+                context_generator=context_generator,
+                max_bio_error_rate=max_bio_error_rate,
+                result_path=result_path,
+                min_context_coverage=min_context_coverage,
+                check_published_sizes=published_sizes,
+                gx_context=gx_context,
+            )
+        except (FileNotFoundError, DataFormatError) as err:
+            typer.echo(f"{name}: cannot validate: {err}", err=True)
+            failed.append(name)
+            continue
+        typer.echo(render_report(report))
+        typer.echo("")
+        if not report.success:
+            failed.append(name)
+    if failed:
+        typer.echo(f"validation failed: {', '.join(failed)}", err=True)
+        raise typer.Exit(code=1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("validate")(validate)

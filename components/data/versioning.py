@@ -1,0 +1,117 @@
+"""Is `data/` the version that `data.dvc` points at? `dvc status` answers; `dvc pull` makes it so when it is not.
+
+The pointer file (`data.dvc`, committed to git) records the md5 of the whole directory (`<md5>.dir`); that md5 is
+the data version every downstream step (validation cache, MLflow params) refers to. Missing or partial data is pulled
+from the DVC remote; local edits are never overwritten silently: they are an error unless `force=True`.
+
+A directory DVC does not track (a copy elsewhere, a test fixture) gets its version from its content instead:
+`content_version` is sha256 over every file's relative path and bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+
+class DataVersionError(RuntimeError):
+    """`data/` does not match its pointer and could not be made to."""
+
+
+@dataclass(frozen=True)
+class DataVersion:
+    md5: str  # the directory hash recorded in the pointer, without the ".dir" suffix
+    path: Path  # the materialised directory
+    pulled: bool  # True when it had to be pulled to match the pointer
+
+
+def read_pointer(pointer: Path) -> tuple[str, Path]:
+    """The (md5, output path) a single-output `.dvc` file records; the path is resolved next to the pointer."""
+    if not pointer.is_file():
+        raise DataVersionError(f"{pointer}: no such DVC pointer file")
+    raw: Any = yaml.safe_load(pointer.read_text(encoding="utf-8"))
+    outs = raw.get("outs") if isinstance(raw, dict) else None
+    if not isinstance(outs, list) or len(outs) != 1 or not isinstance(outs[0], dict):
+        raise DataVersionError(f"{pointer}: expected `outs:` with exactly one entry (md5, path)")
+    md5, path = outs[0].get("md5"), outs[0].get("path")
+    if not isinstance(md5, str) or not isinstance(path, str):
+        raise DataVersionError(f"{pointer}: outs[0] needs string fields `md5` and `path`, got md5={md5!r} path={path!r}")
+    return md5.removesuffix(".dir"), pointer.parent / path
+
+
+def _describe(status: dict[str, Any]) -> str:
+    # dvc status: {"data.dvc": [{"changed outs": {"data": "modified"}}]} -> "data: modified"
+    parts = []
+    for entries in status.values():
+        for entry in entries:
+            if isinstance(entry, dict):
+                for changes in entry.values():
+                    parts.extend(f"{out}: {what}" for out, what in changes.items())
+            else:
+                parts.append(str(entry))
+    return ", ".join(parts) or str(status)
+
+
+def ensure_data_matches_pointer(
+    project_root: str | Path, pointer: str = "data.dvc", *, pull: bool = True, force: bool = False
+) -> DataVersion:
+    """Check `data/` against `pointer` with `dvc status`; pull from the default remote when it differs.
+
+    `force=True` lets the pull overwrite local edits (what `dvc pull --force` does); without it they are an error.
+    """
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    root = Path(project_root).resolve()
+    md5, out_path = read_pointer(root / pointer)
+    # DVC resolves output paths against the process's working directory, so it must be the project root.
+    with contextlib.chdir(root), Repo(str(root)) as repo:
+        status = repo.status(targets=[pointer])
+        if not status:
+            return DataVersion(md5=md5, path=out_path, pulled=False)
+        if not pull:
+            raise DataVersionError(f"{out_path} does not match {pointer} ({_describe(status)}); run `dvc pull`")
+        log.info("%s does not match %s (%s): pulling from the DVC remote", out_path, pointer, _describe(status))
+        try:
+            repo.pull(targets=[pointer], force=force)
+        except DvcException as err:
+            raise DataVersionError(
+                f"{out_path} does not match {pointer} ({_describe(status)}) and `dvc pull` failed: {err}\n"
+                "Local edits are kept unless you discard them (`dvc pull --force`) or record them as a new data "
+                "version (`dvc add data`, then commit data.dvc)."
+            ) from err
+        after = repo.status(targets=[pointer])
+    if after:
+        raise DataVersionError(f"{out_path} still differs from {pointer} after `dvc pull`: {_describe(after)}")
+    return DataVersion(md5=md5, path=out_path, pulled=True)
+
+
+def fingerprint_directory(path: str | Path) -> str:
+    """sha256 over (relative path, bytes) of every file under `path`, in sorted order: changes with any edit."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DataVersionError(f"{root}: not a directory")
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(root).as_posix().encode("utf-8") + b"\0")
+        with open(file, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def content_version(data_dir: str | Path, tracked: DataVersion | None) -> str:
+    """The version of `data_dir`: the pointer's md5 when it is the directory DVC tracks (and `tracked` says it
+    matches), else `sha256:<fingerprint>` of its files."""
+    if tracked is not None and Path(data_dir).resolve() == tracked.path.resolve():
+        return f"md5:{tracked.md5}"
+    return f"sha256:{fingerprint_directory(data_dir)}"

@@ -1,0 +1,145 @@
+"""Flatten the typed records of one split into the pandas frames that the Great Expectations suites check.
+
+Where no built-in expectation computes a property (a BIO sequence that starts with ``I-``, a sentence of the test
+split that also is in train), the property is computed here into a column, so that GX still measures and reports it:
+
+- ``sentences``: one row per example (per instance for mnre): sizes, text, context, leakage flags, span checks.
+- ``tokens`` (ner): one row per token with its tag.
+- ``mentions`` (ner): one row per entity mention; ``starts_with_i`` marks a mention whose first tag is ``I-T``
+  without a ``B-T``/``I-T`` before it. BIO error rate = mentions starting with I- / all mentions.
+- ``entities``, ``triples`` (joint): one row per entity span / relation triple of a sentence.
+- ``problems``: one row per problem the reader reported (path, line, message).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import pandas as pd
+
+from components.data.records import JointExample, NerExample, ReadProblem, ReExample, Span
+
+TOKEN_JOIN = "\x1f"  # joins tokens into a comparison key; no token contains it, unlike a space
+
+
+def sentence_key(tokens: Sequence[str]) -> str:
+    return TOKEN_JOIN.join(tokens)
+
+
+def example_key(tokens: Sequence[str], image_id: str) -> str:
+    """A multimodal example is its text and its image: the same text with another image is another example."""
+    return f"{sentence_key(tokens)}\t{image_id}"
+
+
+def bio_mentions(tags: Sequence[str]) -> list[tuple[str, bool]]:
+    """(entity type, starts_with_i) for every mention: a B-T tag, or an I-T tag that continues no T mention."""
+    mentions = []
+    previous = "O"
+    for tag in tags:
+        if tag.startswith("B-"):
+            mentions.append((tag[2:], False))
+        elif tag.startswith("I-") and previous[2:] != tag[2:]:  # previous is O, or a tag of another type
+            mentions.append((tag[2:], True))
+        previous = tag
+    return mentions
+
+
+def span_in_bounds(span: Span, n_tokens: int) -> bool:
+    return 0 <= span.start < span.end <= n_tokens
+
+
+TASK_COLUMNS = {
+    "ner": ["n_tags"],
+    "re": ["relation", "head_in_bounds", "tail_in_bounds", "distinct_spans"],
+    "joint": ["n_entities", "n_triples"],
+}
+
+
+def sentences_frame(
+    task: str,
+    examples: Sequence[NerExample | ReExample | JointExample],
+    contexts: dict[str, str] | None,
+    train_sentences: set[str] | None = None,
+    train_examples: set[str] | None = None,
+) -> pd.DataFrame:
+    """One row per example. ``train_*`` (for dev/test) are the train split's sentence and example keys."""
+    rows = []
+    for ex in examples:
+        context = contexts.get(ex.image_id) if contexts is not None else None
+        row = {
+            "id": ex.id,
+            "image_id": ex.image_id,
+            "n_tokens": len(ex.tokens),
+            "empty_tokens": sum(1 for t in ex.tokens if t == ""),
+            "has_context": int(context is not None),
+            "context": context,
+        }
+        if train_sentences is not None:
+            row["text_in_train"] = sentence_key(ex.tokens) in train_sentences
+            row["example_in_train"] = example_key(ex.tokens, ex.image_id) in train_examples
+        if isinstance(ex, NerExample):
+            row["n_tags"] = len(ex.tags)
+        elif isinstance(ex, ReExample):
+            n = len(ex.tokens)
+            row.update(
+                relation=ex.relation,
+                head_in_bounds=span_in_bounds(ex.head, n),
+                tail_in_bounds=span_in_bounds(ex.tail, n),
+                distinct_spans=ex.head != ex.tail,
+            )
+        elif isinstance(ex, JointExample):
+            row.update(n_entities=len(ex.entities), n_triples=len(ex.triples))
+        rows.append(row)
+    # Explicit columns: an empty split still has every column a suite refers to, so only its size check fails.
+    columns = ["id", "image_id", "n_tokens", "empty_tokens", "has_context", "context", *TASK_COLUMNS[task]]
+    if train_sentences is not None:
+        columns += ["text_in_train", "example_in_train"]
+    frame = pd.DataFrame(rows, columns=columns)
+    # object dtype: a column of texts with some None stays a column of values GX measures lengths of
+    frame["context"] = frame["context"].astype(object)
+    return frame
+
+
+def tokens_frame(examples: Iterable[NerExample]) -> pd.DataFrame:
+    rows = [(ex.id, tag) for ex in examples for tag in ex.tags]
+    return pd.DataFrame(rows, columns=["id", "tag"], dtype=object)
+
+
+def mentions_frame(examples: Iterable[NerExample]) -> pd.DataFrame:
+    rows = [(ex.id, t, starts_with_i) for ex in examples for t, starts_with_i in bio_mentions(ex.tags)]
+    frame = pd.DataFrame(rows, columns=["id", "type", "starts_with_i"])
+    frame["starts_with_i"] = frame["starts_with_i"].astype(bool)
+    return frame
+
+
+def entities_frame(examples: Iterable[JointExample]) -> pd.DataFrame:
+    rows = [(ex.id, s.start, s.end, span_in_bounds(s, len(ex.tokens))) for ex in examples for s in ex.entities]
+    frame = pd.DataFrame(rows, columns=["id", "start", "end", "in_bounds"])
+    frame["in_bounds"] = frame["in_bounds"].astype(bool)
+    return frame
+
+
+def triples_frame(examples: Iterable[JointExample]) -> pd.DataFrame:
+    rows = []
+    for ex in examples:
+        entities = set(ex.entities)
+        n = len(ex.tokens)
+        for triple in ex.triples:
+            rows.append(
+                (
+                    ex.id,
+                    triple.relation,
+                    span_in_bounds(triple.head, n) and span_in_bounds(triple.tail, n),
+                    triple.head in entities and triple.tail in entities,
+                )
+            )
+    frame = pd.DataFrame(rows, columns=["id", "relation", "in_bounds", "ends_are_entities"])
+    for column in ("in_bounds", "ends_are_entities"):
+        frame[column] = frame[column].astype(bool)
+    frame["relation"] = frame["relation"].astype(object)
+    return frame
+
+
+def problems_frame(problems: Iterable[ReadProblem]) -> pd.DataFrame:
+    rows = [(str(p.path), p.line, p.message) for p in problems]
+    return pd.DataFrame(rows, columns=["path", "line", "message"])

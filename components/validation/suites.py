@@ -1,0 +1,121 @@
+"""The Great Expectations suites: which expectations each frame of a split must meet.
+
+Every expectation carries ``meta``: ``check`` (what the table calls it) and ``blocking`` (whether its failure makes the
+validation fail). Informational expectations (context coverage where no published set covers the images, sentences
+shared with train under another image) are reported but never block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from components.data.conll import bio_tags
+from components.data.datasets import MNRE_RELATIONS, DatasetSpec
+
+# The checks below are built only when a suite is built, so GX is imported by the command that validates, not by
+# whoever imports this module.
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Thresholds of one validation run."""
+
+    max_bio_error_rate: float  # mentions starting with I- / all mentions, per split
+    min_context_coverage: float | None  # None: no contexts to check (generator "none")
+    coverage_blocking: bool
+    max_empty_context_rate: float
+    check_published_sizes: bool
+
+
+def _meta(check: str, blocking: bool = True, **extra) -> dict:
+    return {"check": check, "blocking": blocking, **extra}
+
+
+def _all_in(column: str, values: list, check: str, blocking: bool = True, **kwargs):
+    """Every value of ``column`` is one of ``values`` (``mostly`` relaxes it to a share)."""
+    import great_expectations.expectations as gxe
+
+    return gxe.ExpectColumnValuesToBeInSet(column=column, value_set=values, meta=_meta(check, blocking), **kwargs)
+
+
+def sentence_expectations(spec: DatasetSpec, split: str, policy: Policy) -> list:
+    import great_expectations.expectations as gxe
+
+    unit = "instances" if spec.task == "re" else "sentences"
+    out = []
+    if policy.check_published_sizes:
+        expected = spec.sizes[split]
+        check = f"split size = published {expected} {unit}"
+        out.append(gxe.ExpectTableRowCountToEqual(value=expected, meta=_meta(check)))
+    else:
+        out.append(gxe.ExpectTableRowCountToBeBetween(min_value=1, meta=_meta(f"split size >= 1 {unit}")))
+    out += [
+        gxe.ExpectColumnValuesToBeBetween(column="n_tokens", min_value=1, meta=_meta("no empty sentence")),
+        _all_in("empty_tokens", [0], "no empty token"),
+    ]
+    if spec.task == "ner":
+        check = "as many tags as tokens"
+        out.append(gxe.ExpectColumnPairValuesToBeEqual(column_A="n_tokens", column_B="n_tags", meta=_meta(check)))
+    if spec.task == "re":
+        out += [
+            _all_in("relation", list(MNRE_RELATIONS), "relation in label set"),
+            _all_in("head_in_bounds", [True], "head span inside sentence"),
+            _all_in("tail_in_bounds", [True], "tail span inside sentence"),
+            _all_in("distinct_spans", [True], "head span != tail span"),
+        ]
+    if spec.task == "joint":
+        check = "at least one entity pair"
+        out.append(gxe.ExpectColumnValuesToBeBetween(column="n_entities", min_value=2, meta=_meta(check)))
+    if policy.min_context_coverage is not None:
+        out += [
+            gxe.ExpectColumnMeanToBeBetween(
+                column="has_context",
+                min_value=policy.min_context_coverage,
+                max_value=1.0,
+                meta=_meta(
+                    f"context coverage >= {policy.min_context_coverage:.0%}"
+                    + ("" if policy.coverage_blocking else " (informational)"),
+                    policy.coverage_blocking,
+                    format="share",
+                ),
+            ),
+            gxe.ExpectColumnValueLengthsToBeBetween(
+                column="context",
+                min_value=1,
+                mostly=1.0 - policy.max_empty_context_rate,
+                meta=_meta(f"empty context texts <= {policy.max_empty_context_rate:.0%}", policy.coverage_blocking),
+            ),
+        ]
+    if split != "train":
+        out += [
+            _all_in("example_in_train", [False], "no leakage: (text, image) also in train"),
+            _all_in("text_in_train", [False], "text also in train (another image)", blocking=False),
+        ]
+    return out
+
+
+def token_expectations(spec: DatasetSpec, policy: Policy) -> list:
+    return [_all_in("tag", bio_tags(spec.labels), "tag in label set")]
+
+
+def mention_expectations(spec: DatasetSpec, policy: Policy) -> list:
+    check = f"BIO: mentions starting with I- <= {policy.max_bio_error_rate:.0%}"
+    return [_all_in("starts_with_i", [False], check, mostly=1.0 - policy.max_bio_error_rate)]
+
+
+def entity_expectations(spec: DatasetSpec, policy: Policy) -> list:
+    return [_all_in("in_bounds", [True], "entity span inside sentence")]
+
+
+def triple_expectations(spec: DatasetSpec, policy: Policy) -> list:
+    return [
+        _all_in("relation", list(spec.labels), "relation in label set"),
+        _all_in("in_bounds", [True], "triple spans inside sentence"),
+        _all_in("ends_are_entities", [True], "triple head and tail are entities"),
+    ]
+
+
+def problem_expectations() -> list:
+    import great_expectations.expectations as gxe
+
+    return [gxe.ExpectTableRowCountToEqual(value=0, meta=_meta("reader problems = 0"))]
