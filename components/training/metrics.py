@@ -1,0 +1,264 @@
+"""Evaluation metrics for the three tasks, as the Shap-CA paper and its peers report them.
+
+All three are micro-averaged set matches:
+
+    precision = |gold ∩ pred| / |pred|      recall = |gold ∩ pred| / |gold|      f1 = 2·P·R / (P + R)
+
+(0 where a denominator is 0), over a different kind of item per task:
+
+- MNER: entity chunks ``(type, start, end)`` read from BIO tags with conlleval semantics (what seqeval computes by
+  default): an ``I-X`` that follows ``O`` or a chunk of another type starts a new chunk instead of being dropped.
+- MRE: one (instance, relation) per instance whose relation is not ``None`` (the MNRE convention of HVPNeT/MKGformer):
+  precision counts the non-None predictions, recall the non-None gold labels; accuracy is over all instances.
+- Joint: exact ``(head span, relation, tail span)`` triples.
+
+Every scorer returns a :class:`Scores`; ``scores.as_dict("dev")`` gives MLflow metric names such as ``dev_f1``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from components.data.records import Span, Triple
+
+# A typed entity mention: ("PER", Span(0, 2)).
+Entity = tuple[str, Span]
+
+
+def _safe_div(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator else 0.0
+
+
+def _metric_key(prefix: str, *parts: str) -> str:
+    """MLflow accepts [A-Za-z0-9_-. /] in metric names; relation labels such as ``/per/loc/place_of_birth`` are
+    turned into ``per_loc_place_of_birth`` so that keys stay readable and flat."""
+    cleaned = [re.sub(r"[^A-Za-z0-9_.-]+", "_", p).strip("_") for p in parts]
+    return "_".join(p for p in [prefix, *cleaned] if p)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Micro precision/recall/F1 with the counts behind them; ``per_type`` holds the same per entity type/relation."""
+
+    precision: float
+    recall: float
+    f1: float
+    support: int  # gold items
+    predicted: int  # predicted items
+    correct: int  # items in both
+    per_type: dict[str, Scores] = field(default_factory=dict)
+    accuracy: float | None = None  # MRE only: share of all instances (None included) labelled correctly
+
+    @classmethod
+    def from_counts(cls, correct: int, predicted: int, support: int, **extra) -> Scores:
+        precision = _safe_div(correct, predicted)
+        recall = _safe_div(correct, support)
+        f1 = _safe_div(2 * precision * recall, precision + recall)
+        return cls(precision, recall, f1, support, predicted, correct, **extra)
+
+    def as_dict(self, prefix: str = "") -> dict[str, float]:
+        """Flat metrics for MLflow: ``{prefix}_precision``, ``{prefix}_f1``, ..., ``{prefix}_{type}_f1`` per type."""
+        out = {
+            _metric_key(prefix, "precision"): self.precision,
+            _metric_key(prefix, "recall"): self.recall,
+            _metric_key(prefix, "f1"): self.f1,
+            _metric_key(prefix, "support"): float(self.support),
+            _metric_key(prefix, "predicted"): float(self.predicted),
+            _metric_key(prefix, "correct"): float(self.correct),
+        }
+        if self.accuracy is not None:
+            out[_metric_key(prefix, "accuracy")] = self.accuracy
+        for name, sub in sorted(self.per_type.items()):
+            for metric in ("precision", "recall", "f1"):
+                out[_metric_key(prefix, name, metric)] = getattr(sub, metric)
+            out[_metric_key(prefix, name, "support")] = float(sub.support)
+        return out
+
+    def per_type_rows(self) -> list[dict[str, float | int | str]]:
+        """One row per type plus a ``micro`` row: the per-type table a run logs as an artifact."""
+        rows: list[dict[str, float | int | str]] = []
+        for name, sub in [*sorted(self.per_type.items()), ("micro", self)]:
+            rows.append(
+                {
+                    "type": name,
+                    "precision": round(sub.precision, 6),
+                    "recall": round(sub.recall, 6),
+                    "f1": round(sub.f1, 6),
+                    "support": sub.support,
+                    "predicted": sub.predicted,
+                    "correct": sub.correct,
+                }
+            )
+        return rows
+
+    def format_table(self) -> str:
+        """The per-type table as aligned text (what `per_type_rows` holds), for logs and artifacts."""
+        lines = [f"{'type':<32} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8} {'predicted':>9}"]
+        for row in self.per_type_rows():
+            lines.append(
+                f"{row['type']!s:<32} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1']:>9.4f} "
+                f"{row['support']:>8d} {row['predicted']:>9d}"
+            )
+        if self.accuracy is not None:
+            lines.append(f"accuracy {self.accuracy:.4f}")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# MNER
+
+
+def _split_tag(tag: str, sentence: int, position: int) -> tuple[str, str]:
+    """``"B-PER"`` -> ``("B", "PER")``; ``"O"`` -> ``("O", "")``. Anything else is a clear error."""
+    if tag == "O":
+        return "O", ""
+    prefix, sep, entity_type = tag.partition("-")
+    if not sep or prefix not in {"B", "I", "E", "S"} or not entity_type:
+        raise ValueError(
+            f"sentence {sentence}, token {position}: tag {tag!r} is not 'O' or '<B|I|E|S>-<TYPE>' (e.g. 'B-PER')"
+        )
+    return prefix, entity_type
+
+
+def bio_to_spans(tags: Sequence[str], sentence: int = 0) -> list[Entity]:
+    """Entity chunks of one sentence, conlleval rules (IOB1/IOB2/IOBES tolerant), in order of their start.
+
+    A chunk ends before a token when the previous token closed one (E, S), when the token begins a new one (B, S)
+    or is outside (O), or when the type changes. A chunk starts at B or S, at an I/E that follows O or a closed
+    chunk (E, S), and at any typed token whose type differs from the previous one: ``O I-PER`` is a PER chunk and
+    ``B-PER I-LOC`` is two chunks. ``sentence`` only locates errors.
+    """
+    spans: list[Entity] = []
+    prev_prefix, prev_type = "O", ""
+    start = 0
+    # A trailing "O" closes a chunk that runs to the end of the sentence.
+    for i, tag in enumerate([*tags, "O"]):
+        prefix, entity_type = _split_tag(tag, sentence, i)
+        type_changed = prev_type != entity_type
+        ends = prev_prefix != "O" and (
+            prev_prefix in {"E", "S"} or prefix in {"B", "S", "O"} or type_changed
+        )
+        starts = prefix != "O" and (
+            prefix in {"B", "S"} or prev_prefix in {"O", "E", "S"} or type_changed
+        )
+        if ends:
+            spans.append((prev_type, Span(start, i)))
+        if starts:
+            start = i
+        prev_prefix, prev_type = prefix, entity_type
+    return spans
+
+
+def _check_lengths(gold: Sequence, pred: Sequence, what: str) -> None:
+    if len(gold) != len(pred):
+        raise ValueError(f"{what}: {len(gold)} gold sentences/instances but {len(pred)} predicted")
+
+
+def span_scores(gold: Sequence[Iterable[Entity]], pred: Sequence[Iterable[Entity]]) -> Scores:
+    """Entity-level micro P/R/F1 and per-type scores from typed spans, one collection per sentence."""
+    _check_lengths(gold, pred, "span_scores")
+    correct: Counter[str] = Counter()
+    predicted: Counter[str] = Counter()
+    support: Counter[str] = Counter()
+    for gold_sentence, pred_sentence in zip(gold, pred):
+        gold_set, pred_set = set(gold_sentence), set(pred_sentence)
+        support.update(t for t, _ in gold_set)
+        predicted.update(t for t, _ in pred_set)
+        correct.update(t for t, _ in gold_set & pred_set)
+    per_type = {
+        t: Scores.from_counts(correct[t], predicted[t], support[t]) for t in sorted(set(support) | set(predicted))
+    }
+    return Scores.from_counts(sum(correct.values()), sum(predicted.values()), sum(support.values()), per_type=per_type)
+
+
+def ner_scores(gold_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]]) -> Scores:
+    """Entity-level micro P/R/F1 (conlleval/seqeval default semantics) from BIO tag sequences, one per sentence."""
+    _check_lengths(gold_tags, pred_tags, "ner_scores")
+    for i, (g, p) in enumerate(zip(gold_tags, pred_tags)):
+        if len(g) != len(p):
+            raise ValueError(f"ner_scores: sentence {i} has {len(g)} gold tags but {len(p)} predicted tags")
+    gold = [bio_to_spans(tags, i) for i, tags in enumerate(gold_tags)]
+    pred = [bio_to_spans(tags, i) for i, tags in enumerate(pred_tags)]
+    return span_scores(gold, pred)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# MRE
+
+
+def re_scores(gold_labels: Sequence[str], pred_labels: Sequence[str], none_label: str = "None") -> Scores:
+    """Micro P/R/F1 over the non-None relations, per-relation scores, and accuracy over all instances.
+
+    correct = instances with gold == pred != None; predicted = pred != None; support = gold != None.
+    """
+    _check_lengths(gold_labels, pred_labels, "re_scores")
+    correct: Counter[str] = Counter()
+    predicted: Counter[str] = Counter()
+    support: Counter[str] = Counter()
+    exact = 0
+    for gold, pred in zip(gold_labels, pred_labels):
+        exact += gold == pred
+        if gold != none_label:
+            support[gold] += 1
+        if pred != none_label:
+            predicted[pred] += 1
+            if pred == gold:
+                correct[gold] += 1
+    per_type = {
+        r: Scores.from_counts(correct[r], predicted[r], support[r]) for r in sorted(set(support) | set(predicted))
+    }
+    return Scores.from_counts(
+        sum(correct.values()),
+        sum(predicted.values()),
+        sum(support.values()),
+        per_type=per_type,
+        accuracy=_safe_div(exact, len(gold_labels)),
+    )
+
+
+def confusion_matrix(
+    gold_labels: Sequence[str], pred_labels: Sequence[str], labels: Sequence[str] | None = None
+) -> tuple[list[str], np.ndarray]:
+    """``(labels, counts)`` with ``counts[i, j]`` = instances of gold ``labels[i]`` predicted as ``labels[j]``.
+
+    ``labels`` fixes the order (and must cover every label seen); by default the sorted union of both sides.
+    """
+    _check_lengths(gold_labels, pred_labels, "confusion_matrix")
+    seen = set(gold_labels) | set(pred_labels)
+    if labels is None:
+        labels = sorted(seen)
+    else:
+        missing = seen - set(labels)
+        if missing:
+            raise ValueError(f"confusion_matrix: labels {sorted(missing)} occur but are not in the given label list")
+    index = {label: i for i, label in enumerate(labels)}
+    counts = np.zeros((len(labels), len(labels)), dtype=np.int64)  # (gold, pred)
+    for gold, pred in zip(gold_labels, pred_labels):
+        counts[index[gold], index[pred]] += 1
+    return list(labels), counts
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Joint MNER + MRE
+
+
+def triple_scores(gold: Sequence[Iterable[Triple]], pred: Sequence[Iterable[Triple]]) -> Scores:
+    """Micro P/R/F1 over exact (head span, relation, tail span) triples, one collection per sentence; per relation."""
+    _check_lengths(gold, pred, "triple_scores")
+    correct: Counter[str] = Counter()
+    predicted: Counter[str] = Counter()
+    support: Counter[str] = Counter()
+    for gold_sentence, pred_sentence in zip(gold, pred):
+        gold_set, pred_set = set(gold_sentence), set(pred_sentence)
+        support.update(t.relation for t in gold_set)
+        predicted.update(t.relation for t in pred_set)
+        correct.update(t.relation for t in gold_set & pred_set)
+    per_type = {
+        r: Scores.from_counts(correct[r], predicted[r], support[r]) for r in sorted(set(support) | set(predicted))
+    }
+    return Scores.from_counts(sum(correct.values()), sum(predicted.values()), sum(support.values()), per_type=per_type)
