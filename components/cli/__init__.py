@@ -10,5 +10,10 @@ import typer
 
 app = typer.Typer(help="Shap-CA: train, track and serve multimodal information extraction.", no_args_is_help=True)
 
+
+@app.callback()
+def main() -> None:
+    """Shap-CA: train, track and serve multimodal information extraction."""
+
 for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
     importlib.import_module(f"{__name__}.{_module.name}").register(app)

@@ -1,0 +1,101 @@
+"""Reading one tweet image: its bytes (what the cache key hashes) and, only when a generator needs the pixels, a
+guarded decode.
+
+The decompression-bomb guard runs before any pixel is decoded: PIL reads only the header in `Image.open`, so
+`width * height` is known up front and compared with `max_pixels` (PIL's own MAX_IMAGE_PIXELS by default, but
+configurable per run). PIL's `DecompressionBombError` (raised at open, beyond twice its global limit) is caught too.
+The limit is checked here instead of by setting the global `Image.MAX_IMAGE_PIXELS` because generators run on
+threads, and a process-wide setting (or a `warnings` filter for `DecompressionBombWarning`) is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+# Formats chat-completions servers accept as data URLs; anything else is re-encoded as PNG before sending.
+_DATA_URL_MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
+
+
+class ImageProblem(Exception):
+    """An image that cannot be used: missing, unreadable, oversized. `reason` is what the run report records."""
+
+    def __init__(self, image_id: str, reason: str):
+        self.image_id = image_id
+        self.reason = reason
+        super().__init__(f"image {image_id}: {reason}")
+
+
+def image_path(image_dir: Path, image_id: str) -> Path:
+    return Path(image_dir) / f"{image_id}.jpg"
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """The raw bytes of one image and their sha256; pixels are decoded on demand by `decode`."""
+
+    image_id: str
+    path: Path
+    data: bytes
+    sha256: str
+
+    @property
+    def key_material(self) -> dict:
+        # The bytes decide the context, not the file name: the same picture under two ids is generated once.
+        return {"image_sha256": self.sha256}
+
+    def decode(self, max_pixels: int) -> Image.Image:
+        """The image as RGB, after the size guard; raises ImageProblem when it is oversized or unreadable."""
+        try:
+            with Image.open(io.BytesIO(self.data)) as im:
+                width, height = im.size
+                if width * height > max_pixels:
+                    raise ImageProblem(
+                        self.image_id,
+                        f"oversized: {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} "
+                        f"(decompression-bomb guard) in {self.path}",
+                    )
+                im.load()  # decodes every pixel: a truncated or corrupt file fails here, not inside a model
+                return im.convert("RGB")
+        except ImageProblem:
+            raise
+        except Image.DecompressionBombError as exc:
+            raise ImageProblem(self.image_id, f"oversized: {exc} (decompression-bomb guard) in {self.path}") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            # SyntaxError is what some PIL plugins raise on a malformed header.
+            raise ImageProblem(self.image_id, f"unreadable: {type(exc).__name__}: {exc} in {self.path}") from None
+
+    def data_url(self, max_pixels: int) -> str:
+        """A `data:` URL for a chat-completions request: the original bytes when the format is one servers take."""
+        decoded = self.decode(max_pixels)  # validates before paying for a request
+        with Image.open(io.BytesIO(self.data)) as im:
+            mime = _DATA_URL_MIME.get(im.format or "")
+        payload = self.data
+        if mime is None:
+            buffer = io.BytesIO()
+            decoded.save(buffer, format="PNG")
+            payload, mime = buffer.getvalue(), "image/png"
+        return f"data:{mime};base64,{base64.b64encode(payload).decode('ascii')}"
+
+
+def read_image(image_dir: Path, image_id: str, max_bytes: int) -> ImageInput:
+    """Read `<image_dir>/<image_id>.jpg` and hash it; raises ImageProblem when it is missing or too large a file."""
+    path = image_path(image_dir, image_id)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ImageProblem(image_id, f"missing: no file {path}") from None
+    except OSError as exc:
+        raise ImageProblem(image_id, f"unreadable: {exc}") from None
+    if size > max_bytes:
+        raise ImageProblem(image_id, f"oversized: {path} is {size} bytes, over the limit of {max_bytes}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageProblem(image_id, f"unreadable: {exc}") from None
+    return ImageInput(image_id=image_id, path=path, data=data, sha256=hashlib.sha256(data).hexdigest())
