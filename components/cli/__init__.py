@@ -16,4 +16,6 @@ def main() -> None:
     """Shap-CA: train, track and serve multimodal information extraction."""
 
 for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    if _module.name.startswith("_"):  # __main__ runs the app; it registers nothing
+        continue
     importlib.import_module(f"{__name__}.{_module.name}").register(app)

@@ -1,0 +1,84 @@
+"""`shapca train`, `shapca evaluate`, `shapca predict`: training and model consumers without Prefect."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="experiment YAML (configs/)")]
+OverrideOption = Annotated[
+    list[str] | None, typer.Option("--override", "-o", help="section.field=value, repeatable (train.epochs=1)")
+]
+
+
+def train(
+    config: ConfigOption = Path("configs/default.yaml"),
+    override: OverrideOption = None,
+    resume: Annotated[bool, typer.Option(help="continue from train.output_dir's last checkpoint")] = False,
+    register: Annotated[bool, typer.Option(help="register the model and decide the champion alias")] = True,
+) -> None:
+    """Train one model, log it to MLflow and (by default) register and promote it."""
+    from components.config import load_config
+    from components.training.pipeline import register_and_promote, train_and_log
+
+    cfg = load_config(config, override or [])
+    result = train_and_log(cfg, resume=resume)
+    summary = {"run_id": result.run_id, "model_uri": result.model_uri, "dev_f1": result.dev_metric,
+               "test_f1": result.test_metrics.get("test_f1"), "wall_seconds": round(result.wall_seconds, 1)}
+    if register and cfg.tracking.register_model:
+        version, decision = register_and_promote(result, cfg)
+        summary |= {"version": version, "alias": decision.alias, "reason": decision.reason}
+    typer.echo(json.dumps(summary, indent=2))
+
+
+def evaluate(
+    model: Annotated[str, typer.Option(help="models:/shapca-twitter2017@champion, runs:/..., or models:/m-...")],
+    dataset: Annotated[str, typer.Option(help="twitter2015 | twitter2017 | mnre | mnre-joint")],
+    split: Annotated[str, typer.Option(help="train | dev | test")] = "test",
+    data_dir: Path = Path("data"),
+    context_generator: str = "blip2",
+) -> None:
+    """Score any logged or registered model on a dataset split and log the result to MLflow."""
+    from components.training.pipeline import evaluate_model_uri
+
+    metrics = evaluate_model_uri(model, dataset, split, data_dir, context_generator)
+    headline = [f"{split}_{m}" for m in ("precision", "recall", "f1", "accuracy")]
+    typer.echo(json.dumps({k: round(metrics[k], 4) for k in headline if k in metrics}, indent=2))
+
+
+def predict(
+    model: Annotated[str, typer.Option(help="model URI, e.g. models:/shapca-twitter2017@champion")],
+    input: Annotated[Path, typer.Option(help="JSONL: one object per line with text, optional context/image/head/tail")],
+    output: Annotated[Path, typer.Option(help="JSONL written with one prediction per input line")],
+) -> None:
+    """Run a registered model over a JSONL file; a bad line gets an error field, the rest are still predicted."""
+    import mlflow
+    import pandas as pd
+
+    rows = []
+    for number, line in enumerate(input.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise typer.BadParameter(f"{input}:{number}: not valid JSON ({error.msg})") from error
+        if not isinstance(row, dict):
+            raise typer.BadParameter(f"{input}:{number}: expected a JSON object, got {type(row).__name__}")
+        rows.append(row)
+    predictions = mlflow.pyfunc.load_model(model).predict(pd.DataFrame(rows))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("w", encoding="utf-8") as fh:
+        for prediction in predictions:
+            fh.write(json.dumps(prediction, ensure_ascii=False) + "\n")
+    errors = sum(p.get("error") is not None for p in predictions)
+    typer.echo(f"{len(predictions)} predictions -> {output} ({errors} rows with errors)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(train)
+    app.command()(evaluate)
+    app.command()(predict)

@@ -1,0 +1,94 @@
+"""Everything a training run reads: the dataset's splits, its label set, the context set and (optionally) images."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from components.config import DataConfig
+from components.data.datasets import DATASETS, labels, load_contexts, load_split
+from components.data.records import ContextSet, Example
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "dev", "test")
+
+
+class ImageFolder:
+    """Images as `<image_dir>/<image_id>.jpg` (or .png). A missing or unreadable image is None: its gate closes."""
+
+    def __init__(self, image_dir: Path):
+        self.image_dir = Path(image_dir)
+        if not self.image_dir.is_dir():
+            raise FileNotFoundError(f"data.image_dir {self.image_dir} is not a directory")
+        self.unreadable: dict[str, str] = {}
+
+    def get(self, image_id: str) -> Image.Image | None:
+        for suffix in (".jpg", ".jpeg", ".png"):
+            path = self.image_dir / f"{image_id}{suffix}"
+            if path.is_file():
+                try:
+                    with Image.open(path) as image:
+                        return image.convert("RGB")
+                except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
+                    if image_id not in self.unreadable:
+                        log.warning("image %s unreadable, using no image: %s", path, error)
+                    self.unreadable[image_id] = str(error)
+                    return None
+        return None
+
+    def batch(self, image_ids: list[str]) -> dict[str, Image.Image]:
+        images = {i: self.get(i) for i in image_ids}
+        return {i: im for i, im in images.items() if im is not None}
+
+
+@dataclass
+class TrainingData:
+    dataset: str
+    task: str  # "ner" | "re" | "joint"
+    labels: list[str]
+    splits: dict[str, list[Example]]
+    contexts: ContextSet | None
+    images: ImageFolder | None
+
+    def context_coverage(self) -> dict[str, float]:
+        if self.contexts is None:
+            return {split: 0.0 for split in self.splits}
+        return {split: self.contexts.coverage(e.image_id for e in ex) for split, ex in self.splits.items()}
+
+
+def load_context_set(cfg: DataConfig) -> ContextSet | None:
+    if cfg.context_file is not None:
+        from components.contexts import read_context_set
+
+        return read_context_set(cfg.context_file)
+    if cfg.context_generator == "none":
+        return None
+    if cfg.dataset.startswith("mnre"):
+        # The published LMM contexts cover the Twitter-2015/2017 images only; MNRE runs need a generated set.
+        return None
+    return load_contexts(cfg.context_generator, cfg.dataset, cfg.data_dir)
+
+
+def load_training_data(cfg: DataConfig) -> TrainingData:
+    limits = cfg.max_examples or {}
+    unknown = set(limits) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"data.max_examples: unknown split(s) {sorted(unknown)}; expected some of {list(SPLITS)}")
+    splits = {s: load_split(cfg.dataset, s, cfg.data_dir, limit=limits.get(s)) for s in SPLITS}
+    contexts = load_context_set(cfg)
+    if contexts is not None:
+        # Keep only this run's images, so the logged content hash names exactly the contexts the run can see.
+        used = {e.image_id for examples in splits.values() for e in examples}
+        contexts = ContextSet(contexts.generator, {i: t for i, t in contexts.contexts.items() if i in used})
+    return TrainingData(
+        dataset=cfg.dataset,
+        task=DATASETS[cfg.dataset].task,
+        labels=labels(cfg.dataset),
+        splits=splits,
+        contexts=contexts,
+        images=ImageFolder(cfg.image_dir) if cfg.image_dir else None,
+    )

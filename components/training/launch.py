@@ -1,0 +1,28 @@
+"""Entry point that `torchrun` starts once per process: `python -m components.training.launch --config-json C`.
+
+Every rank trains its shard; rank 0 logs to MLflow and writes the run's result JSON for the launching process.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from components.config import ExperimentConfig
+from components.training.pipeline import _train_in_process, result_to_json
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config-json", type=Path, required=True)
+    parser.add_argument("--result", type=Path, required=True)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args()
+    cfg = ExperimentConfig.model_validate_json(args.config_json.read_text())
+    result = _train_in_process(cfg, args.resume)
+    if result is not None:
+        args.result.write_text(result_to_json(result))
+
+
+if __name__ == "__main__":
+    main()

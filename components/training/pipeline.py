@@ -1,0 +1,203 @@
+"""One training run as MLflow records it, and the registry step after it.
+
+    result = train_and_log(cfg)                       # data -> fit -> test -> MLflow run with model + artifacts
+    version, decision = register_and_promote(result, cfg)   # shapca-<dataset> vN, challenger / champion
+
+With `train.num_gpus > 1` (and not already inside torchrun) `train_and_log` re-launches itself under
+`torchrun --nproc_per_node=N`; rank 0 logs to MLflow and writes the result for the parent to read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from components.config import ExperimentConfig
+from components.data.records import ContextSet
+
+log = logging.getLogger(__name__)
+
+METRIC_NAME = "dev_f1"  # the registry compares versions on this
+
+
+@dataclass
+class TrainRunResult:
+    run_id: str
+    model_uri: str  # the logged pyfunc (models:/m-...)
+    dev_metric: float
+    metric_name: str
+    test_metrics: dict[str, float]
+    best_epoch: int
+    wall_seconds: float
+    dataset: str
+
+
+def encoder_dirs(cfg: ExperimentConfig) -> dict[str, Path]:
+    """Local directories of the pretrained encoders a run starts from (their weights are checksummed for lineage)."""
+    from components.model.encoders import resolve_encoder_path
+
+    dirs = {"text": resolve_encoder_path(cfg.model.text_encoder)}
+    if cfg.model.context_encoder:
+        dirs["context"] = resolve_encoder_path(cfg.model.context_encoder)
+    if cfg.model.image_encoder:
+        dirs["image"] = resolve_encoder_path(str(cfg.model.image_encoder))
+    return dirs
+
+
+def _log_shapley_heatmap(run, model, examples, contexts: ContextSet | None, out_dir: Path) -> None:
+    """Which context contributes to which text, on one real dev batch: the picture of what alignment learned."""
+    import torch
+
+    from components.tracking.plots import shapley_heatmap_png
+
+    if contexts is None or model.config.alignment != "shapley":
+        return
+    batch_examples = [e for e in examples if e.image_id in contexts.contexts][:12]
+    if len(batch_examples) < 2:
+        return
+    model.eval()
+    with torch.no_grad():
+        out = model(model.collator()(batch_examples, contexts=contexts.contexts))
+    if out.shapley is None:
+        return
+    path = shapley_heatmap_png(
+        out.shapley.float().cpu().numpy(),
+        [contexts.contexts[e.image_id] for e in batch_examples],
+        [" ".join(e.tokens) for e in batch_examples],
+        out_dir / "shapley_heatmap.png",
+    )
+    run.log_artifact(path, "plots")
+
+
+def _train_in_process(cfg: ExperimentConfig, resume: bool) -> TrainRunResult | None:
+    """Train (this rank's share) and, on rank 0, log everything to MLflow. Returns None on other ranks."""
+    from components.tracking.lineage import collect_lineage
+    from components.tracking.mlflow_setup import find_project_root, setup_tracking
+    from components.tracking.plots import confusion_matrix_png
+    from components.tracking.pyfunc_model import log_shapca_model
+    from components.tracking.run_logging import start_run
+    from components.training.data import load_training_data
+    from components.training.metrics import confusion_matrix
+    from components.training.trainer import fit
+
+    started = time.perf_counter()
+    data = load_training_data(cfg.data)
+    if int(os.environ.get("RANK", "0")) != 0:
+        fit(cfg, data, resume=resume)
+        return None
+
+    root = find_project_root()
+    setup = setup_tracking(cfg.tracking.experiment)
+    run_name = f"{cfg.data.dataset}-{cfg.data.context_generator}-{cfg.model.context_mode}-{cfg.model.alignment}"
+    out_dir = Path(cfg.train.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # A resumed run continues its MLflow run, so an interrupted training leaves one run, not two.
+    run_id_file = out_dir / "mlflow_run_id"
+    resume_run_id = run_id_file.read_text().strip() if resume and run_id_file.is_file() else None
+    with start_run(setup, run_name=run_name, run_id=resume_run_id) as run:
+        run_id_file.write_text(run.run_id)
+        run.log_params(cfg.flat())
+        run.log_params({f"data.{s}_size": len(ex) for s, ex in data.splits.items()})
+        run.log_params({f"data.{s}_context_coverage": round(c, 4) for s, c in data.context_coverage().items()})
+        run.log_lineage(collect_lineage(root, data.contexts, encoder_dirs(cfg)))
+
+        result = fit(cfg, data, resume=resume, on_epoch_end=lambda epoch, m: run.log_metrics(m, step=epoch))
+
+        test = result.test
+        run.log_metrics(test.scores.as_dict("test"))
+        run.log_metrics({f"best_dev_{k}": v for k, v in result.best_dev.items()} | {
+            "best_epoch": result.best_epoch, "train_seconds": result.train_seconds})
+        run.log_rows_csv(test.scores.per_type_rows(), "tables/test_per_type.csv")
+        run.log_text(test.scores.format_table(), "tables/test_per_type.txt")
+        run.log_dict({"history": result.history, "stopped_early": result.stopped_early}, "history.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            labels, counts = confusion_matrix(test.confusion_gold, test.confusion_pred)
+            run.log_artifact(confusion_matrix_png(labels, counts, Path(tmp) / "test_confusion.png"), "plots")
+            _log_shapley_heatmap(run, result.model, data.splits["dev"], data.contexts, Path(tmp))
+        info = log_shapca_model(result.checkpoint_dir / "best", data.task)
+
+    return TrainRunResult(
+        run_id=run.run_id,
+        model_uri=info.model_uri,
+        dev_metric=result.best_dev.get("f1", float("nan")),
+        metric_name=METRIC_NAME,
+        test_metrics=test.scores.as_dict("test"),
+        best_epoch=result.best_epoch,
+        wall_seconds=time.perf_counter() - started,
+        dataset=cfg.data.dataset,
+    )
+
+
+def _train_under_torchrun(cfg: ExperimentConfig, resume: bool) -> TrainRunResult:
+    with tempfile.TemporaryDirectory() as tmp:
+        config_path, result_path = Path(tmp) / "config.json", Path(tmp) / "result.json"
+        config_path.write_text(cfg.model_dump_json())
+        command = [
+            sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={cfg.train.num_gpus}",
+            "-m", "components.training.launch", "--config-json", str(config_path), "--result", str(result_path),
+        ] + (["--resume"] if resume else [])
+        log.info("launching DDP training: %s", " ".join(command))
+        subprocess.run(command, check=True)
+        return TrainRunResult(**json.loads(result_path.read_text()))
+
+
+def train_and_log(cfg: ExperimentConfig, *, resume: bool = False) -> TrainRunResult:
+    if cfg.train.num_gpus > 1 and "WORLD_SIZE" not in os.environ:
+        return _train_under_torchrun(cfg, resume)
+    result = _train_in_process(cfg, resume)
+    assert result is not None, "train_and_log runs on rank 0; other ranks go through components.training.launch"
+    return result
+
+
+def register_and_promote(result: TrainRunResult, cfg: ExperimentConfig):
+    """Register the run's model as a new version of `shapca-<dataset>` and decide champion vs challenger."""
+    from mlflow import MlflowClient
+
+    from components.tracking.mlflow_setup import setup_tracking
+    from components.tracking.registry import promote, register_version, registered_model_name
+
+    setup = setup_tracking(cfg.tracking.experiment)
+    client = MlflowClient(tracking_uri=setup.tracking_uri, registry_uri=setup.tracking_uri)
+    name = registered_model_name(result.dataset)
+    version = register_version(client, name, result.model_uri, run_id=result.run_id,
+                               dev_metric=result.dev_metric, metric_name=result.metric_name)
+    decision = promote(client, name, version, metric_name=result.metric_name, min_delta=cfg.tracking.min_delta)
+    return version, decision
+
+
+def evaluate_model_uri(model_uri: str, dataset: str, split: str = "test", data_dir: Path = Path("data"),
+                       context_generator: str = "blip2", experiment: str = "shapca-evaluations",
+                       limit: int | None = None) -> dict[str, float]:
+    """Score any logged or registered model (e.g. `models:/shapca-twitter2017@champion`) and log it as a run."""
+    import mlflow
+
+    from components.config import DataConfig
+    from components.tracking.mlflow_setup import setup_tracking
+    from components.tracking.run_logging import start_run
+    from components.training.data import load_training_data
+    from components.training.evaluate import evaluate_split
+
+    setup = setup_tracking(experiment)
+    model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
+    data_cfg = DataConfig(dataset=dataset, data_dir=data_dir, context_generator=context_generator,  # type: ignore[arg-type]
+                          max_examples={s: limit for s in ("train", "dev", "test")} if limit else None)
+    data = load_training_data(data_cfg)
+    evaluation = evaluate_split(model, data, split)
+    metrics = evaluation.scores.as_dict(split)
+    with start_run(setup, run_name=f"evaluate-{dataset}-{split}") as run:
+        run.log_params({"model_uri": model_uri, "dataset": dataset, "split": split,
+                        "context_generator": context_generator, "limit": limit})
+        run.log_metrics(metrics)
+        run.log_text(evaluation.scores.format_table(), f"tables/{split}_per_type.txt")
+    return metrics
+
+
+def result_to_json(result: TrainRunResult) -> str:
+    return json.dumps(asdict(result))

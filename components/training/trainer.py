@@ -1,0 +1,233 @@
+"""The training loop, top to bottom: data -> model -> optimizer -> epochs (train, dev, checkpoint) -> best model -> test.
+
+A batch's path: `load_training_data` (readers) -> `BucketBatchSampler` picks indices -> `model.collator()` tokenizes
+the examples with their contexts/images into a `Batch` -> `ShapCA.forward` returns task loss + alignment loss.
+
+Model selection and early stopping use the dev split only; the test split is scored once, with the best model, at
+the end. Every epoch ends in a checkpoint, and `resume=True` continues from the last one; on CPU a resumed run ends
+with the same metrics as an uninterrupted one (data order is seeded per epoch, RNG states are checkpointed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from components.config import ExperimentConfig
+from components.model.shapca import ShapCA
+from components.training.checkpoint import TrainerState, has_checkpoint, load_checkpoint, save_checkpoint
+from components.training.data import TrainingData
+from components.training.distributed import (
+    DistContext,
+    all_reduce_mean,
+    barrier,
+    broadcast_flag,
+    init_distributed,
+    resolve_device,
+)
+from components.training.evaluate import SELECTION_METRIC, Evaluation, evaluate_split
+from components.training.sampler import BucketBatchSampler
+
+log = logging.getLogger(__name__)
+
+# Called on the main rank after each epoch's checkpoint: (epoch, metrics) -> None. MLflow logging plugs in here.
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+class NonFiniteLossError(RuntimeError):
+    """A batch produced NaN/inf: training stops instead of corrupting the weights."""
+
+
+@dataclass
+class FitResult:
+    model: ShapCA  # the best model (by dev metric), on CPU
+    best_epoch: int
+    best_dev: dict[str, float]
+    test: Evaluation | None  # None on ranks other than 0
+    history: list[dict[str, float]]
+    stopped_early: bool
+    checkpoint_dir: Path
+    train_seconds: float
+    world_size: int = 1
+    seen_example_ids: list[str] = field(default_factory=list)  # this rank's training examples (DDP sharding checks)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _text_length(example) -> int:
+    return len(example.tokens)
+
+
+def _make_loader(examples, collator, data: TrainingData, sampler) -> DataLoader:
+    contexts = data.contexts.contexts if data.contexts is not None else None
+
+    def collate(items):
+        images = data.images.batch([e.image_id for e in items]) if data.images is not None else None
+        return collator(items, contexts=contexts, images=images)
+
+    return DataLoader(examples, batch_sampler=sampler, collate_fn=collate)
+
+
+def _optimizer(model: ShapCA, cfg: ExperimentConfig) -> torch.optim.Optimizer:
+    groups = model.parameter_groups()
+    return torch.optim.AdamW(
+        [
+            {"params": groups["encoder"], "lr": cfg.train.lr_encoder},
+            {"params": groups["other"], "lr": cfg.train.lr_head},
+        ],
+        weight_decay=cfg.train.weight_decay,
+    )
+
+
+def _autocast(device: torch.device, precision: str):
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+
+def fit(
+    cfg: ExperimentConfig,
+    data: TrainingData,
+    *,
+    resume: bool = False,
+    on_epoch_end: EpochCallback | None = None,
+    model: ShapCA | None = None,
+) -> FitResult:
+    tc = cfg.train
+    seed_everything(tc.seed)
+    ctx = init_distributed(resolve_device(tc.device))
+    device = resolve_device(tc.device, ctx.local_rank)
+    started = time.perf_counter()
+
+    # Model: built from the typed config (or passed in, e.g. a tiny test model).
+    model = model or ShapCA.from_config(cfg.model, task=data.task, labels=data.labels)
+    model.to(device)
+    collator = model.collator()
+
+    # Data: length-bucketed, seeded per epoch, sharded across DDP ranks.
+    train_examples = data.splits["train"]
+    sampler = BucketBatchSampler(
+        [_text_length(e) for e in train_examples],
+        tc.batch_size,
+        shuffle=True,
+        seed=tc.seed,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+    )
+    loader = _make_loader(train_examples, collator, data, sampler)
+
+    # Optimizer: two learning rates (pretrained encoders vs. new layers); linear warmup then linear decay.
+    optimizer = _optimizer(model, cfg)
+    steps_per_epoch = math.ceil(len(sampler) / tc.grad_accum)
+    total_steps = max(1, steps_per_epoch * tc.epochs)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(tc.warmup_ratio * total_steps), total_steps)
+
+    checkpoint_dir = Path(tc.output_dir) / "checkpoints"
+    state = TrainerState()
+    if resume and has_checkpoint(checkpoint_dir):
+        state = load_checkpoint(checkpoint_dir, model, optimizer, scheduler)
+        log.info("resumed from %s after epoch %d", checkpoint_dir / "last", state.epoch)
+    elif resume:
+        log.info("resume requested but %s holds no checkpoint: starting from scratch", checkpoint_dir)
+
+    train_model: torch.nn.Module = model
+    if ctx.enabled:
+        train_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
+    if tc.compile:
+        train_model = torch.compile(train_model)
+
+    seen_ids: list[str] = []
+    stopped_early = False
+    for epoch in range(state.epoch + 1, tc.epochs + 1):
+        sampler.set_epoch(epoch)
+        train_model.train()
+        totals = {"loss": 0.0, "task_loss": 0.0, "align_loss": 0.0}
+        n_batches, n_samples, epoch_start = 0, 0, time.perf_counter()
+        bar = tqdm(loader, desc=f"epoch {epoch}/{tc.epochs}", disable=not ctx.is_main, leave=False)
+        optimizer.zero_grad(set_to_none=True)
+        for step, batch in enumerate(bar, start=1):
+            seen_ids += batch.example_ids
+            batch = batch.to(device)
+            with _autocast(device, tc.precision):
+                out = train_model(batch)
+            if not torch.isfinite(out.loss):
+                raise NonFiniteLossError(
+                    f"epoch {epoch}, step {step}: loss is {out.loss.item()} (task {out.task_loss.item()}, "
+                    f"alignment {float(out.align_loss.detach())}); examples {batch.example_ids[:5]}... "
+                    "Stopping rather than training on it: lower the learning rates or check these inputs."
+                )
+            (out.loss / tc.grad_accum).backward()
+            if step % tc.grad_accum == 0 or step == len(loader):
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            totals["loss"] += out.loss.item()
+            totals["task_loss"] += out.task_loss.item()
+            totals["align_loss"] += float(out.align_loss.detach())
+            n_batches += 1
+            n_samples += len(batch)
+            bar.set_postfix(loss=f"{totals['loss'] / n_batches:.4f}", sps=f"{n_samples / (time.perf_counter() - epoch_start):.1f}")
+
+        metrics = {f"train_{k}": all_reduce_mean(v / max(1, n_batches), ctx) for k, v in totals.items()}
+        metrics["train_samples_per_s"] = n_samples / (time.perf_counter() - epoch_start)
+
+        # Dev scoring on the main rank only (the splits are small); other ranks wait at the barrier.
+        dev = evaluate_split(model, data, "dev", tc.batch_size, device).metrics if ctx.is_main else {}
+        metrics.update({f"dev_{k}": v for k, v in dev.items()})
+        state.epoch = epoch
+        state.history.append({"epoch": epoch, **metrics})
+        improved = ctx.is_main and dev[SELECTION_METRIC] > state.best_metric
+        if ctx.is_main:
+            if improved:
+                state.best_metric, state.best_epoch, state.epochs_without_improvement = dev[SELECTION_METRIC], epoch, 0
+                model.save_pretrained(checkpoint_dir / "best")
+            else:
+                state.epochs_without_improvement += 1
+            save_checkpoint(checkpoint_dir, model, optimizer, scheduler, state)
+            log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in metrics.items()})
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, metrics)
+        barrier(ctx)
+        if broadcast_flag(state.epochs_without_improvement >= tc.patience, ctx):
+            stopped_early = True
+            break
+
+    train_seconds = time.perf_counter() - started
+    if ctx.enabled:
+        # Which examples each rank trained on: a cheap record that the data really was sharded.
+        ranks_dir = Path(tc.output_dir) / "ranks"
+        ranks_dir.mkdir(parents=True, exist_ok=True)
+        (ranks_dir / f"rank-{ctx.rank}.json").write_text(json.dumps(sorted(set(seen_ids))))
+    # The test split is scored once, with the best dev model.
+    best = ShapCA.from_pretrained(checkpoint_dir / "best") if ctx.is_main else model.cpu()
+    test = evaluate_split(best.to(device), data, "test", tc.batch_size, device) if ctx.is_main else None
+    best_dev = next((h for h in state.history if h["epoch"] == state.best_epoch), {})
+    return FitResult(
+        model=best.cpu(),
+        best_epoch=state.best_epoch,
+        best_dev={k.removeprefix("dev_"): v for k, v in best_dev.items() if k.startswith("dev_")},
+        test=test,
+        history=state.history,
+        stopped_early=stopped_early,
+        checkpoint_dir=checkpoint_dir,
+        train_seconds=train_seconds,
+        world_size=ctx.world_size,
+        seen_example_ids=seen_ids,
+    )

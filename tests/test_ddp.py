@@ -1,0 +1,34 @@
+"""Distributed data parallel on 2 CPU processes (gloo), launched by train_and_log under torchrun."""
+
+from __future__ import annotations
+
+import json
+
+from mlflow import MlflowClient
+
+from components.config import load_config
+from components.training.pipeline import train_and_log
+
+
+def test_two_ranks_train_on_different_data_and_log_once(tmp_path, tiny_bert_dir, data_dir, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    cfg = load_config("configs/default.yaml", [
+        f"data.data_dir={data_dir}", "data.max_examples={train: 32, dev: 8, test: 8}",
+        f"model.text_encoder={tiny_bert_dir}", "model.align_dim=16", "model.permutations=4",
+        "train.batch_size=8", "train.epochs=1", "train.device=cpu", "train.num_gpus=2",
+        f"train.output_dir={tmp_path / 'out'}", "tracking.experiment=ddp-test",
+    ])
+    result = train_and_log(cfg)
+
+    seen = [set(json.loads((tmp_path / "out" / "ranks" / f"rank-{r}.json").read_text())) for r in (0, 1)]
+    assert seen[0] and seen[1]
+    assert not seen[0] & seen[1], "both ranks trained on the same examples"
+    assert len(seen[0] | seen[1]) == 32
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("ddp-test")
+    runs = client.search_runs([experiment.experiment_id])
+    assert [r.info.run_id for r in runs] == [result.run_id], "the run must be logged once, by rank 0"
+    assert "test_f1" in runs[0].data.metrics

@@ -1,0 +1,78 @@
+"""The trainer on a real Twitter-2017 subset with real BLIP-2 contexts and a tiny random BERT."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from components.config import load_config
+from components.training.data import load_training_data
+from components.training.trainer import NonFiniteLossError, fit
+
+
+def _config(tmp_path, tiny_bert_dir, data_dir, **train):
+    overrides = [
+        f"data.data_dir={data_dir}",
+        "data.max_examples={train: 48, dev: 16, test: 16}",
+        f"model.text_encoder={tiny_bert_dir}",
+        "model.align_dim=16",
+        "model.permutations=8",
+        "train.batch_size=8",
+        "train.epochs=3",
+        "train.patience=10",
+        "train.lr_encoder=1e-3",
+        f"train.output_dir={tmp_path}",
+    ] + [f"train.{k}={v}" for k, v in train.items()]
+    return load_config("configs/default.yaml", overrides)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resumed_run_ends_where_an_uninterrupted_run_ends(tmp_path, tiny_bert_dir, data_dir):
+    full_cfg = _config(tmp_path / "full", tiny_bert_dir, data_dir)
+    data = load_training_data(full_cfg.data)
+    full = fit(full_cfg, data)
+
+    cut_cfg = _config(tmp_path / "cut", tiny_bert_dir, data_dir)
+
+    def stop_after_first_epoch(epoch, metrics):
+        if epoch == 1:
+            raise Interrupt  # as if the process died right after the epoch-1 checkpoint
+
+    with pytest.raises(Interrupt):
+        fit(cut_cfg, data, on_epoch_end=stop_after_first_epoch)
+    resumed = fit(cut_cfg, data, resume=True)
+
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    for a, b in zip(full.history, resumed.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-6)
+    full_state, resumed_state = full.model.state_dict(), resumed.model.state_dict()
+    assert full_state.keys() == resumed_state.keys()
+    for key in full_state:
+        torch.testing.assert_close(full_state[key], resumed_state[key], msg=key)
+    assert full.test.metrics == resumed.test.metrics
+
+
+def test_training_changes_the_weights_and_keeps_the_best_dev_epoch(tmp_path, tiny_bert_dir, data_dir):
+    cfg = _config(tmp_path, tiny_bert_dir, data_dir, epochs=2)
+    data = load_training_data(cfg.data)
+    result = fit(cfg, data)
+    best = max(result.history, key=lambda h: h["dev_f1"])
+    assert result.best_epoch == best["epoch"]
+    assert result.history[0]["train_loss"] > 0
+    assert (result.checkpoint_dir / "best").is_dir() and (result.checkpoint_dir / "last" / "model.safetensors").is_file()
+    assert set(result.test.metrics) >= {"precision", "recall", "f1"}
+
+
+def test_a_non_finite_loss_stops_training_with_a_clear_message(tmp_path, tiny_bert_dir, data_dir):
+    cfg = _config(tmp_path, tiny_bert_dir, data_dir, epochs=1)
+    data = load_training_data(cfg.data)
+    from components.model.shapca import ShapCA
+
+    model = ShapCA.from_config(cfg.model, task=data.task, labels=data.labels)
+    with torch.no_grad():
+        next(p for p in model.parameters() if p.requires_grad).fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 1: loss is nan"):
+        fit(cfg, data, model=model)
