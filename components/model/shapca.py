@@ -1,0 +1,279 @@
+"""Shap-CA: Shapley value-based contrastive alignment for multimodal information extraction (Luo, Xia, Shen, Li,
+ACM MM 2024), assembled from its parts:
+
+    text    --text encoder-->    token states H (B, T, d), pooled t (B, d)
+    context --context encoder--> token states C (B, T_c, d_c), pooled c      (or the second segment of H: concat mode)
+    image   --vision encoder-->  patch states V (B, P, d_v), pooled v        (optional)
+    H' = AdaptiveFusion(H, C, V)                      fusion.py
+    task loss = head(H')                              heads.py: MNER CRF | MRE markers | joint CRF + pair classifier
+    L_ct, L_ci = ContrastiveAlignment(t, c, v)        alignment.py (Shapley InfoNCE, or plain InfoNCE)
+    loss = task loss + lambda_ct L_ct + lambda_ci L_ci
+
+`ShapCA.from_config` loads pretrained encoders from local paths; `save_pretrained(dir)` writes config.json (model
+config, task, labels), model.safetensors (every weight, encoders included) and each encoder's config and tokenizer or
+image processor, so that `ShapCA.from_pretrained(dir)` rebuilds the same model without the original encoder paths.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch import Tensor, nn
+
+from components.model.alignment import ContrastiveAlignment
+from components.model.batch import MARKERS, Batch, Collator
+from components.model.config import ShapCAConfig
+from components.model.encoders import (
+    ImageEncoder,
+    TextEncoder,
+    encode_images,
+    hidden_size,
+    image_encoder_from_saved,
+    load_image_encoder,
+    load_text_encoder,
+    mean_pool,
+    save_encoder_files,
+    text_encoder_from_saved,
+)
+from components.model.fusion import AdaptiveFusion, FusionOutput
+from components.model.heads import NO_RELATION, JointHead, NerHead, ReHead, bio_tags
+
+Task = Literal["ner", "re", "joint"]
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ShapCAOutput:
+    loss: Tensor  # task_loss + align_loss
+    task_loss: Tensor
+    align_loss: Tensor  # lambda_ct * align_ct + lambda_ci * align_ci (0 without alignment)
+    shapley: Tensor | None  # (N, N) phi[i, j]: context i's Shapley value for text j (detached); None unless shapley
+    align_ct: Tensor | None = None  # unweighted context-text loss
+    align_ci: Tensor | None = None  # unweighted context-image loss
+    logits: Tensor | None = None  # ner/joint: tag emissions (B, W, C); re: relation logits (B, R)
+    context_gate: Tensor | None = None  # (B, T) fusion gates, for inspection
+    image_gate: Tensor | None = None  # (B, T)
+
+
+@dataclass
+class _Encoded:
+    fusion: FusionOutput
+    text: Tensor  # (B, d) pooled text
+    context: Tensor | None  # (B, d_c) pooled context
+    image: Tensor | None  # (B, d_v) pooled image
+
+
+def _check_labels(task: str, labels: list[str]) -> list[str]:
+    labels = list(labels)
+    if task not in ("ner", "re", "joint"):
+        raise ValueError(f"task must be 'ner', 're' or 'joint', got {task!r}")
+    if not labels or len(set(labels)) != len(labels):
+        raise ValueError(f"{task}: labels must be a non-empty list without repeats, got {labels}")
+    if task == "ner" and any(t == "O" or t[:2] in ("B-", "I-") for t in labels):
+        raise ValueError(f"ner: labels are entity types such as PER, LOC (BIO tags derive from them), got {labels}")
+    if task == "joint" and NO_RELATION in labels:
+        raise ValueError(f"joint: labels are the relations without {NO_RELATION!r} (the pair classifier adds it)")
+    return labels
+
+
+class ShapCA(nn.Module):
+    def __init__(
+        self,
+        config: ShapCAConfig,
+        task: Task,
+        labels: list[str],
+        text: TextEncoder,
+        context: TextEncoder | None = None,  # a separate context encoder; None shares the text encoder
+        image: ImageEncoder | None = None,
+    ):
+        super().__init__()
+        self.config, self.task, self.labels = config, task, _check_labels(task, labels)
+        self.tokenizer = text.tokenizer
+        self.context_tokenizer = context.tokenizer if context else None
+        self.image_processor = image.processor if image else None
+        self.text_encoder = text.model
+        self.context_encoder = context.model if context else None
+        self.image_encoder = image.model if image else None
+        if task == "re":  # entity markers as whole tokens, with embeddings of their own
+            self.tokenizer.add_special_tokens({"additional_special_tokens": MARKERS})
+            if len(self.tokenizer) > self.text_encoder.get_input_embeddings().num_embeddings:
+                self.text_encoder.resize_token_embeddings(len(self.tokenizer))
+        self._takes_token_types = "token_type_ids" in inspect.signature(self.text_encoder.forward).parameters
+
+        dim = hidden_size(self.text_encoder)
+        context_dim = hidden_size(self.context_encoder) if self.context_encoder is not None else dim
+        image_dim = hidden_size(self.image_encoder) if self.image_encoder is not None else None
+        fused_context = context_dim if config.context_mode == "fusion" else None
+        self.fusion = (
+            AdaptiveFusion(dim, fused_context, image_dim, config.fusion_heads, config.dropout)
+            if fused_context or image_dim
+            else None
+        )
+        self.alignment = (
+            ContrastiveAlignment(
+                dim, context_dim, image_dim, config.align_dim, config.alignment, config.estimator,
+                config.permutations, config.temperature,
+            )
+            if config.alignment != "none"
+            else None
+        )
+        if task == "ner":
+            self.head = NerHead(dim, self.labels, config.dropout)
+        elif task == "re":
+            self.head = ReHead(dim, self.labels, config.dropout)
+        else:
+            self.head = JointHead(dim, self.labels, config.pair_hidden, config.dropout)
+
+    # -- construction ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: ShapCAConfig, task: Task, labels: list[str]) -> ShapCA:
+        """A new model on pretrained encoders loaded from local paths (heads, fusion, projections from scratch)."""
+        _check_labels(task, labels)
+        text = load_text_encoder(config.text_encoder)
+        context = (
+            load_text_encoder(config.context_encoder, "context_encoder")
+            if config.context_encoder is not None and config.context_mode == "fusion"
+            else None
+        )
+        image = load_image_encoder(config.image_encoder) if config.image_encoder is not None else None
+        return cls(config, task, labels, text, context, image)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        parts = {"text": TextEncoder(self.text_encoder, self.tokenizer)}
+        if self.context_encoder is not None:
+            parts["context"] = TextEncoder(self.context_encoder, self.context_tokenizer)
+        if self.image_encoder is not None:
+            parts["image"] = ImageEncoder(self.image_encoder, self.image_processor)
+        for name, encoder in parts.items():
+            save_encoder_files(encoder, directory / f"{name}_encoder")
+        meta = {
+            "format": "shapca",
+            "format_version": FORMAT_VERSION,
+            "task": self.task,
+            "labels": self.labels,
+            "encoders": sorted(parts),
+            "model": self.config.model_dump(mode="json"),
+        }
+        (directory / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        save_model(self, str(directory / "model.safetensors"))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> ShapCA:
+        directory = Path(directory)
+        config_file = directory / "config.json"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"{config_file}: missing; not a directory written by ShapCA.save_pretrained")
+        meta = json.loads(config_file.read_text(encoding="utf-8"))
+        if meta.get("format") != "shapca" or meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{config_file}: expected format 'shapca' version {FORMAT_VERSION}, got "
+                             f"{meta.get('format')!r} version {meta.get('format_version')!r}")
+        encoders = set(meta["encoders"])
+        model = cls(
+            ShapCAConfig.model_validate(meta["model"]),
+            meta["task"],
+            meta["labels"],
+            text_encoder_from_saved(directory / "text_encoder"),
+            text_encoder_from_saved(directory / "context_encoder") if "context" in encoders else None,
+            image_encoder_from_saved(directory / "image_encoder") if "image" in encoders else None,
+        )
+        load_model(model, str(directory / "model.safetensors"), strict=True)
+        return model.eval()
+
+    def collator(self, contexts=None, images=None) -> Collator:
+        """Records -> Batch for this model (its tokenizers, image processor and labels)."""
+        if self.task == "ner":
+            tags, relations = bio_tags(self.labels), None
+        elif self.task == "re":
+            tags, relations = None, self.labels
+        else:
+            tags, relations = bio_tags(["ENT"]), [NO_RELATION, *self.labels]
+        return Collator(
+            self.config, self.task, self.tokenizer, tags=tags, relations=relations,
+            context_tokenizer=self.context_tokenizer, image_processor=self.image_processor,
+            contexts=contexts, images=images,
+        )
+
+    @property
+    def uses_images(self) -> bool:
+        """Whether the model has an image encoder (otherwise images given to the collator are not used)."""
+        return self.image_encoder is not None
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """encoder: the pretrained encoders; other: everything trained from scratch (fusion, projections, heads)."""
+        encoders = [m for m in (self.text_encoder, self.context_encoder, self.image_encoder) if m is not None]
+        encoder_ids = {id(p) for m in encoders for p in m.parameters()}
+        params = list(self.parameters())  # deduplicated by nn.Module
+        return {
+            "encoder": [p for p in params if id(p) in encoder_ids],
+            "other": [p for p in params if id(p) not in encoder_ids],
+        }
+
+    # -- forward -----------------------------------------------------------------------------------------------
+    def _encode(self, batch: Batch) -> _Encoded:
+        extra = {}
+        if self._takes_token_types and batch.token_type_ids is not None:  # segment ids of text [SEP] context
+            extra["token_type_ids"] = batch.token_type_ids
+        text = self.text_encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **extra)
+        text_states = text.last_hidden_state  # (B, T, d)
+        pooled_text = mean_pool(text_states, batch.text_mask)  # (B, d)
+        context_states = pooled_context = None
+        if self.config.context_mode == "fusion":
+            if batch.context_input_ids is None:
+                raise ValueError("context_mode is 'fusion' but the batch has no context tokens: use model.collator()")
+            context_model = self.context_encoder if self.context_encoder is not None else self.text_encoder
+            context_states = context_model(
+                input_ids=batch.context_input_ids, attention_mask=batch.context_attention_mask
+            ).last_hidden_state  # (B, T_c, d_c)
+            pooled_context = mean_pool(context_states, batch.context_attention_mask)
+        elif self.config.context_mode == "concat":
+            pooled_context = mean_pool(text_states, batch.context_segment_mask)  # the second segment
+        image_states = pooled_image = None
+        if self.image_encoder is not None and batch.pixel_values is not None:
+            image_states, pooled_image = encode_images(self.image_encoder, batch.pixel_values)  # (B, P, d_v), (B, d_v)
+        if self.fusion is None:
+            fused = FusionOutput(text_states, None, None)
+        else:
+            fused = self.fusion(
+                text_states, context_states, batch.context_attention_mask, batch.has_context,
+                image_states, batch.has_image,
+            )
+        return _Encoded(fused, pooled_text, pooled_context, pooled_image)
+
+    def forward(self, batch: Batch) -> ShapCAOutput:
+        encoded = self._encode(batch)
+        task_loss, logits = self.head(encoded.fusion.states, batch)
+        align_loss, shapley, align_ct, align_ci = task_loss.new_zeros(()), None, None, None
+        if self.alignment is not None and encoded.context is not None:
+            aligned = self.alignment(encoded.text, encoded.context, batch.has_context, encoded.image, batch.has_image)
+            align_ct, align_ci, shapley = aligned.loss_ct, aligned.loss_ci, aligned.shapley_ct
+            align_loss = self.config.lambda_ct * align_ct + self.config.lambda_ci * align_ci
+        return ShapCAOutput(
+            loss=task_loss + align_loss,
+            task_loss=task_loss,
+            align_loss=align_loss,
+            shapley=shapley,
+            align_ct=align_ct,
+            align_ci=align_ci,
+            logits=logits,
+            context_gate=encoded.fusion.context_gate,
+            image_gate=encoded.fusion.image_gate,
+        )
+
+    @torch.no_grad()
+    def predict(self, batch: Batch) -> list:
+        """One prediction per example (in eval mode):
+        ner: [(Span, type, score)], re: (label, score), joint: [(Triple, score)]."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.head.predict(self._encode(batch).fusion.states, batch)
+        finally:
+            self.train(was_training)

@@ -1,0 +1,365 @@
+"""ShapCA assembled on tiny random encoders (BERT, CLIP vision, ViT) saved with save_pretrained: every head trains and
+predicts, the collator's tensors say what they should, and save/load round-trips without the encoder paths."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+from transformers import (
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+    CLIPImageProcessor,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    ViTConfig,
+    ViTImageProcessor,
+    ViTModel,
+)
+
+from components.data.records import JointExample, NerExample, ReExample, Span, Triple
+from components.model.batch import HEAD_START, TAIL_START
+from components.model.config import ShapCAConfig
+from components.model.encoders import MINILM_SHA256, minilm_path, resolve_encoder_path, verify_sha256
+from components.model.heads import bio_tags, crf_marginals, spans_from_bio
+from components.model.shapca import ShapCA, ShapCAOutput
+
+torch.set_num_threads(2)
+NER_TYPES = ["PER", "LOC", "ORG", "MISC"]
+RELATIONS = ["None", "/per/org/member_of", "/per/loc/place_of_residence"]
+
+
+def _tiny_bert(path: Path) -> Path:
+    """A 2-layer, 32-wide BERT with MiniLM's real WordPiece tokenizer (vocab 30522)."""
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path(), local_files_only=True)
+    tokenizer.save_pretrained(path)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=48, max_position_embeddings=128)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("encoders")
+    torch.manual_seed(0)
+    clip, vit = root / "clip", root / "vit"
+    CLIPVisionModel(CLIPVisionConfig(hidden_size=24, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                     image_size=32, patch_size=8)).save_pretrained(clip)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(clip)
+    ViTModel(ViTConfig(hidden_size=16, intermediate_size=24, num_hidden_layers=1, num_attention_heads=2,
+                       image_size=32, patch_size=16)).save_pretrained(vit)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(vit)
+    return {"bert": _tiny_bert(root / "bert"), "clip": clip, "vit": vit}
+
+
+def _config(encoders, **overrides) -> ShapCAConfig:
+    base = dict(text_encoder=str(encoders["bert"]), align_dim=16, fusion_heads=4, pair_hidden=24, dropout=0.1,
+                permutations=8)
+    return ShapCAConfig(**{**base, **overrides})
+
+
+NER = [
+    NerExample("train-0", "img0", ["Kawhi", "Leonard", "wins", "the", "fan", "vote", "\u200d"],
+               ["B-PER", "I-PER", "O", "O", "O", "O", "O"]),
+    NerExample("train-1", "img1", ["Spurs", "play", "in", "San", "Antonio"], ["B-ORG", "O", "O", "B-LOC", "I-LOC"]),
+    NerExample("train-2", "img2", ["#", "NBA", "final", "tonight"], ["O", "B-ORG", "O", "O"]),
+    NerExample("train-3", "img3", ["Watching", "Star", "Wars", "again"], ["O", "B-MISC", "I-MISC", "O"]),
+]
+RE = [
+    ReExample("train-0", "img0", ["Kawhi", "Leonard", "plays", "for", "the", "Spurs"], Span(0, 2), Span(5, 6),
+              "/per/org/member_of"),
+    ReExample("train-1", "img1", ["Tony", "lives", "in", "Paris"], Span(0, 1), Span(3, 4),
+              "/per/loc/place_of_residence"),
+    ReExample("train-2", "img2", ["Tony", "and", "Tim", "at", "the", "game"], Span(2, 3), Span(0, 1), "None"),
+]
+JOINT = [
+    JointExample("train-0", "img0", ["Kawhi", "Leonard", "plays", "for", "the", "Spurs", "in", "Texas"],
+                 [Span(0, 2), Span(5, 6), Span(7, 8)],
+                 [Triple(Span(0, 2), "/per/org/member_of", Span(5, 6))]),
+    JointExample("train-1", "img1", ["Tony", "lives", "in", "Paris"], [Span(0, 1), Span(3, 4)],
+                 [Triple(Span(0, 1), "/per/loc/place_of_residence", Span(3, 4))]),
+    JointExample("train-2", "img2", ["Nothing", "to", "see"], [], []),
+]
+CONTEXTS = {"img0": "a basketball player holding a trophy", "img1": "a city street at night",
+            "img2": "a crowd in an arena"}
+TASKS = {"ner": (NER_TYPES, NER), "re": (RELATIONS, RE), "joint": (RELATIONS[1:], JOINT)}
+
+
+def _images(ids, seed=0) -> dict[str, Image.Image]:
+    rng = np.random.default_rng(seed)
+    return {i: Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)) for i in ids}
+
+
+@pytest.mark.parametrize("task", ["ner", "re", "joint"])
+def test_each_head_runs_forward_and_backward(encoders, task):
+    labels, examples = TASKS[task]
+    model = ShapCA.from_config(_config(encoders), task, labels).train()
+    batch = model.collator()(examples, contexts=CONTEXTS)
+    out = model(batch)
+    assert isinstance(out, ShapCAOutput) and torch.isfinite(out.loss)
+    assert out.loss.item() == pytest.approx(out.task_loss.item() + out.align_loss.item(), rel=1e-6)
+    assert out.align_loss.item() == pytest.approx(0.1 * out.align_ct.item() + 0.1 * out.align_ci.item(), rel=1e-6)
+    assert out.shapley.shape == (len(examples), len(examples))
+    out.loss.backward()
+    groups = model.parameter_groups()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in groups["encoder"])
+    assert all(p.grad is not None for p in model.head.parameters())
+    assert model.alignment.proj_context.weight.grad.abs().sum() > 0
+
+
+def test_predictions_have_the_promised_shapes(encoders):
+    ner = ShapCA.from_config(_config(encoders), "ner", NER_TYPES)
+    preds = ner.predict(ner.collator()(NER, contexts=CONTEXTS))
+    assert len(preds) == len(NER) and ner.training  # predict restores the training mode
+    for example, found in zip(NER, preds):
+        for span, kind, score in found:
+            assert isinstance(span, Span) and 0 <= span.start < span.end <= len(example.tokens)
+            assert kind in NER_TYPES and 0.0 < score <= 1.0
+    re_model = ShapCA.from_config(_config(encoders), "re", RELATIONS)
+    for label, score in re_model.predict(re_model.collator()(RE, contexts=CONTEXTS)):
+        assert label in RELATIONS and 1 / len(RELATIONS) <= score <= 1.0
+    joint = ShapCA.from_config(_config(encoders), "joint", RELATIONS[1:])
+    preds = joint.predict(joint.collator()(JOINT, contexts=CONTEXTS))
+    assert len(preds) == len(JOINT)
+    for found in preds:
+        for triple, score in found:
+            assert isinstance(triple, Triple) and triple.relation in RELATIONS[1:] and triple.head != triple.tail
+
+
+def test_a_few_steps_fit_a_tiny_batch(encoders):
+    """The whole model learns: 30 AdamW steps on three RE examples bring the loss down and the predictions right."""
+    torch.manual_seed(0)
+    model = ShapCA.from_config(_config(encoders, dropout=0.0), "re", RELATIONS).train()
+    batch = model.collator()(RE, contexts=CONTEXTS)
+    groups = model.parameter_groups()
+    optimizer = torch.optim.AdamW([{"params": groups["encoder"], "lr": 1e-3}, {"params": groups["other"], "lr": 1e-2}])
+    first = model(batch).task_loss.item()
+    for _ in range(30):
+        optimizer.zero_grad()
+        model(batch).loss.backward()
+        optimizer.step()
+    assert model(batch).task_loss.item() < 0.2 * first
+    assert [label for label, _ in model.predict(batch)] == [ex.relation for ex in RE]
+
+
+@pytest.mark.parametrize("task", ["ner", "re", "joint"])
+def test_save_and_load_are_exact_inverses_without_the_encoder_paths(encoders, tmp_path, task):
+    labels, examples = TASKS[task]
+    bert = _tiny_bert(tmp_path / "bert-copy")
+    model = ShapCA.from_config(_config(encoders, text_encoder=str(bert), image_encoder=encoders["clip"]), task, labels)
+    shutil.copytree(encoders["clip"], tmp_path / "clip-copy")
+    model.save_pretrained(tmp_path / "saved")
+    shutil.rmtree(bert)  # the original text encoder is gone
+    loaded = ShapCA.from_pretrained(tmp_path / "saved")
+    assert (loaded.task, loaded.labels, loaded.config) == (task, labels, model.config)
+    expected = model.state_dict()
+    assert loaded.state_dict().keys() == expected.keys()
+    assert all(torch.equal(v, expected[k]) for k, v in loaded.state_dict().items())
+    images = _images(["img0", "img2"])
+    batch = model.collator()(examples, contexts=CONTEXTS, images=images)
+    reloaded_batch = loaded.collator()(examples, contexts=CONTEXTS, images=images)
+    assert torch.equal(batch.input_ids, reloaded_batch.input_ids)  # the saved tokenizer (with markers) is the same
+    model.eval()
+    torch.manual_seed(3)
+    out = model(batch)
+    torch.manual_seed(3)
+    out_loaded = loaded(reloaded_batch)
+    assert out.loss.item() == out_loaded.loss.item()
+    assert model.predict(batch) == loaded.predict(reloaded_batch)
+    assert {p.name for p in (tmp_path / "saved").iterdir()} >= {
+        "config.json", "model.safetensors", "text_encoder", "image_encoder"
+    }
+
+
+def test_parameter_groups_split_encoders_from_the_rest(encoders):
+    model = ShapCA.from_config(_config(encoders, image_encoder=encoders["vit"]), "ner", NER_TYPES)
+    groups = model.parameter_groups()
+    encoder_ids = {id(p) for m in (model.text_encoder, model.image_encoder) for p in m.parameters()}
+    assert {id(p) for p in groups["encoder"]} == encoder_ids
+    assert {id(p) for p in groups["other"]} == {id(p) for p in model.parameters()} - encoder_ids
+    assert len(groups["encoder"]) + len(groups["other"]) == len(list(model.parameters()))
+    assert any(p is model.head.tagger.crf.transitions for p in groups["other"])
+
+
+@pytest.mark.parametrize("image_encoder", ["clip", "vit"])
+def test_image_encoder_with_synthetic_images(encoders, image_encoder):
+    model = ShapCA.from_config(_config(encoders, image_encoder=encoders[image_encoder]), "ner", NER_TYPES)
+    images = _images(["img0", "img1", "img3"])  # img2 has no image
+    batch = model.collator()(NER, contexts=CONTEXTS, images=images)
+    assert batch.pixel_values.shape == (4, 3, 32, 32)
+    assert batch.has_image.tolist() == [True, True, False, True]
+    assert torch.equal(batch.pixel_values[2], torch.zeros(3, 32, 32))
+    out = model(batch)
+    assert out.image_gate.shape == batch.input_ids.shape
+    assert torch.equal(out.image_gate[2], torch.zeros(batch.input_ids.shape[1]))  # no image: gate closed
+    assert (out.image_gate[0] > 0).all()
+    assert out.align_ci.item() > 0  # context-image alignment over the samples with both
+    out.loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.image_encoder.parameters())
+
+
+def test_missing_contexts_close_the_gate_and_leave_the_alignment(encoders):
+    model = ShapCA.from_config(_config(encoders), "ner", NER_TYPES).eval()
+    contexts = {"img0": CONTEXTS["img0"], "img1": "   ", "img3": "a poster of a film"}  # img1 empty, img2 missing
+    batch = model.collator()(NER, contexts=contexts)
+    assert batch.has_context.tolist() == [True, False, False, True]
+    out = model(batch)
+    assert torch.equal(out.context_gate[1], torch.zeros_like(out.context_gate[1]))
+    assert (out.context_gate[0][batch.attention_mask[0].bool()] > 0).all()
+    assert torch.allclose(out.shapley[1:3], torch.zeros(2, 4), atol=1e-6)  # null players
+    no_contexts = model(model.collator()(NER))
+    assert no_contexts.align_loss.item() == 0.0 and torch.isfinite(no_contexts.loss)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(context_mode="concat"),
+        dict(context_mode="none", alignment="none"),
+        dict(alignment="infonce"),
+        dict(estimator="exact"),
+        dict(context_mode="fusion", alignment="none"),
+    ],
+)
+def test_ablation_switches(encoders, overrides):
+    model = ShapCA.from_config(_config(encoders, **overrides), "joint", RELATIONS[1:])
+    batch = model.collator()(JOINT, contexts=CONTEXTS)
+    out = model(batch)
+    out.loss.backward()
+    alignment = overrides.get("alignment", "shapley")
+    assert (out.shapley is not None) == (alignment == "shapley")
+    assert (out.align_ct is not None) == (alignment != "none")
+    if overrides.get("context_mode") == "concat":
+        assert batch.context_input_ids is None and batch.context_segment_mask.any(dim=1).all()
+        assert not (batch.context_segment_mask & batch.text_mask).any()
+        assert out.context_gate is None  # no cross-attention in concat mode
+    if overrides.get("context_mode") == "none":
+        assert model.fusion is None and not batch.has_context.any()
+        assert torch.equal(out.loss, out.task_loss)
+
+
+def test_alignment_without_contexts_is_a_config_error():
+    with pytest.raises(ValueError, match="set model.alignment=none too"):
+        ShapCAConfig(context_mode="none", alignment="shapley")
+
+
+def test_collator_marks_entities_and_keeps_every_word(encoders):
+    model = ShapCA.from_config(_config(encoders), "re", RELATIONS)
+    batch = model.collator()(RE, contexts=CONTEXTS)
+    head_id, tail_id = model.tokenizer.convert_tokens_to_ids([HEAD_START, TAIL_START])
+    rows = torch.arange(len(RE))
+    assert (batch.input_ids[rows, batch.head_marker] == head_id).all()
+    assert (batch.input_ids[rows, batch.tail_marker] == tail_id).all()
+    assert batch.relation.tolist() == [RELATIONS.index(ex.relation) for ex in RE]
+    assert model.text_encoder.get_input_embeddings().num_embeddings == len(model.tokenizer)
+
+    ner = ShapCA.from_config(_config(encoders), "ner", NER_TYPES)
+    batch = ner.collator()(NER)
+    assert batch.word_mask[0].sum() == 7  # the zero-width joiner keeps a state of its own
+    tags = bio_tags(NER_TYPES)
+    assert [tags[i] for i in batch.tags[1, :5].tolist()] == NER[1].tags
+    first_pieces = batch.input_ids[0, batch.word_index[0, :2]]
+    assert ner.tokenizer.convert_ids_to_tokens(first_pieces.tolist()) == ["ka", "leonard"]
+
+
+def test_collator_builds_gold_entity_pairs(encoders):
+    model = ShapCA.from_config(_config(encoders), "joint", RELATIONS[1:])
+    batch = model.collator()(JOINT)
+    pairs = {
+        (b, tuple(h), tuple(t)): label
+        for b, h, t, label in zip(batch.pair_sample.tolist(), batch.pair_head.tolist(), batch.pair_tail.tolist(),
+                                  batch.pair_label.tolist())
+    }
+    assert len(pairs) == 3 * 2 + 2 * 1  # ordered pairs of distinct entities: 3 in sentence 0, 2 in sentence 1
+    classes = ["None", *RELATIONS[1:]]
+    assert classes[pairs[(0, (0, 2), (5, 6))]] == "/per/org/member_of"
+    assert pairs[(0, (5, 6), (0, 2))] == 0 and pairs[(0, (0, 2), (7, 8))] == 0
+    assert classes[pairs[(1, (0, 1), (3, 4))]] == "/per/loc/place_of_residence"
+    assert [tags for tags in batch.tags[0, :8].tolist()] == [1, 2, 0, 0, 0, 1, 0, 1]  # B I O O O B O B
+
+
+def test_collator_works_inside_a_dataloader(encoders):
+    model = ShapCA.from_config(_config(encoders), "ner", NER_TYPES)
+    loader = DataLoader(NER, batch_size=2, collate_fn=model.collator(contexts=CONTEXTS))
+    batches = list(loader)
+    assert [len(b) for b in batches] == [2, 2] and batches[0].example_ids == ["train-0", "train-1"]
+    assert batches[1].has_context.tolist() == [True, False]  # img3 has no context
+    assert batches[0].to("cpu").input_ids.data_ptr() == batches[0].input_ids.data_ptr()
+
+
+def test_collator_rejects_bad_records_by_id(encoders):
+    ner = ShapCA.from_config(_config(encoders), "ner", NER_TYPES)
+    bad_tag = NerExample("dev-7", "img0", ["a", "b"], ["O", "B-ANIMAL"])
+    with pytest.raises(ValueError, match=r"example dev-7: tag 'B-ANIMAL' at token 1"):
+        ner.collator()([bad_tag])
+    re_model = ShapCA.from_config(_config(encoders), "re", RELATIONS)
+    with pytest.raises(ValueError, match=r"example dev-8: relation '/x/y' is not one of"):
+        re_model.collator()([ReExample("dev-8", "i", ["a", "b"], Span(0, 1), Span(1, 2), "/x/y")])
+    with pytest.raises(ValueError, match=r"example dev-9: head Span\(start=1, end=5\)"):
+        re_model.collator()([ReExample("dev-9", "i", ["a", "b"], Span(1, 5), Span(0, 1), "None")])
+    with pytest.raises(ValueError, match="without 'None'"):
+        ShapCA.from_config(_config(encoders), "joint", RELATIONS)
+
+
+def test_words_beyond_the_window_are_reported(encoders):
+    model = ShapCA.from_config(_config(encoders, max_text_tokens=8), "ner", NER_TYPES)
+    long = NerExample("test-3", "img0", ["word"] * 12, ["O"] * 12)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        batch = model.collator()([long])
+    assert any("example test-3: its last 6 words fall beyond" in str(w.message) for w in caught)
+    assert batch.word_mask.sum() == 6
+    assert model.predict(batch)[0] == [] or all(s.end <= 6 for s, _, _ in model.predict(batch)[0])
+
+
+def test_crf_marginals_match_enumeration():
+    from torchcrf import CRF
+
+    torch.manual_seed(0)
+    crf = CRF(3, batch_first=True)
+    torch.nn.init.normal_(crf.transitions), torch.nn.init.normal_(crf.start_transitions)
+    torch.nn.init.normal_(crf.end_transitions)
+    emissions = torch.randn(2, 4, 3)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]], dtype=torch.bool)
+    marginals = crf_marginals(crf, emissions, mask)
+    for b, length in enumerate([4, 2]):
+        expected = torch.zeros(length, 3)
+        paths = list(itertools.product(range(3), repeat=length))
+        scores = []
+        for path in paths:
+            s = crf.start_transitions[path[0]] + crf.end_transitions[path[-1]]
+            s = s + sum(emissions[b, t, path[t]] for t in range(length))
+            s = s + sum(crf.transitions[path[t - 1], path[t]] for t in range(1, length))
+            scores.append(s)
+        probs = torch.stack(scores).softmax(0)
+        for path, p in zip(paths, probs):
+            for t in range(length):
+                expected[t, path[t]] += p
+        torch.testing.assert_close(marginals[b, :length].detach(), expected.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_spans_from_bio():
+    tags = ["B-PER", "I-PER", "O", "I-LOC", "I-LOC", "B-ORG", "B-ORG", "I-PER"]
+    assert spans_from_bio(tags) == [
+        (Span(0, 2), "PER"), (Span(3, 5), "LOC"), (Span(5, 6), "ORG"), (Span(6, 7), "ORG"), (Span(7, 8), "PER"),
+    ]
+
+
+def test_encoders_load_only_from_local_directories(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a local directory; encoders load from disk only"):
+        resolve_encoder_path("bert-base-uncased", "text_encoder")
+    fake = tmp_path / "model.safetensors"
+    fake.write_bytes(b"not the weights")
+    with pytest.raises(ValueError, match=f"sha256 is [0-9a-f]{{64}}, expected {MINILM_SHA256}"):
+        verify_sha256(fake, MINILM_SHA256)
+    assert resolve_encoder_path("minilm") == minilm_path()  # the packaged weights pass the check
