@@ -1,0 +1,137 @@
+"""`shapca experiment ablation|report` and `shapca bench step`: the ablation grid, docs/RESULTS.md from its MLflow
+runs, and the per-phase cost of one training step.
+
+    shapca experiment ablation --dataset twitter2017 --seeds 3                      # variants 1-5, BLIP-2 contexts
+    shapca experiment ablation --dataset twitter2017 --seeds 3 --generator mplug-owl  # variants 2 and 5
+    shapca experiment ablation --dataset twitter2015 --seeds 3                      # variants 1 and 5
+    shapca experiment ablation --dataset mnre --seeds 3                             # text only
+    shapca experiment report --output docs/RESULTS.md
+    shapca bench step --output perf/step.json
+
+An interrupted `ablation` rerun with the same arguments trains only the points without a FINISHED run.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="base experiment YAML (configs/)")]
+OverrideOption = Annotated[
+    list[str] | None, typer.Option("--override", "-o", help="section.field=value on top of the base, repeatable")
+]
+ExperimentOption = Annotated[str, typer.Option("--experiment", help="MLflow experiment of the ablation runs")]
+
+
+def _command(head: str, **options) -> str:
+    """The command line that reproduces a call (for the provenance line of a generated document)."""
+    parts = [head]
+    for name, value in options.items():
+        if value is not None:
+            parts.append(f"--{name.replace('_', '-')} {shlex.quote(str(value))}")
+    return " ".join(parts)
+
+
+def ablation(
+    dataset: Annotated[str, typer.Option(help="twitter2015 | twitter2017 | mnre | mnre-joint")],
+    seeds: Annotated[int, typer.Option(help="seeds per variant: base train.seed + 0, 1, ...")] = 3,
+    epochs: Annotated[int | None, typer.Option(help="train.epochs for every run (default: the config's)")] = None,
+    variants: Annotated[str | None, typer.Option(
+        help="comma-separated numbers or names: 1 text, 2 concat, 3 fusion, 4 infonce, 5 shapca "
+             "(default: the issue-7 grid for this dataset and generator)")] = None,
+    generator: Annotated[str | None, typer.Option(help="context generator: blip2 | mplug-owl")] = None,
+    config: ConfigOption = Path("configs/default.yaml"),
+    override: OverrideOption = None,
+    experiment: ExperimentOption = "shapca-ablation",
+    output_root: Annotated[
+        Path | None, typer.Option(help="checkpoint root (default <train.output_dir>/ablation)")
+    ] = None,
+    keep_checkpoints: Annotated[bool, typer.Option(help="keep each finished point's checkpoints")] = False,
+) -> None:
+    """Train the ablation grid (variants x seeds) as MLflow runs; points already FINISHED are skipped."""
+    from components.config import load_config
+    from components.training.ablation import parse_variants, run_ablation
+
+    try:
+        chosen = parse_variants(variants) if variants else None
+        base = load_config(config)
+        rows = run_ablation(dataset, seeds, base, epochs=epochs, overrides=override or [], generator=generator,
+                            variants=chosen, experiment=experiment, output_root=output_root,
+                            keep_checkpoints=keep_checkpoints)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    typer.echo(json.dumps([row.__dict__ for row in rows], indent=2))
+
+
+def report(
+    output: Annotated[Path, typer.Option(help="markdown file to write")] = Path("docs/RESULTS.md"),
+    experiment: ExperimentOption = "shapca-ablation",
+    group: Annotated[str | None, typer.Option(help="only this group, e.g. twitter2017/blip2")] = None,
+    all_settings: Annotated[bool, typer.Option(
+        help="one row per setting; default: per (group, variant) only the setting with the newest run")] = False,
+    baseline: Annotated[
+        Path, typer.Option(help="config the settings are compared with")
+    ] = Path("configs/default.yaml"),
+) -> None:
+    """Render the ablation's MLflow runs as markdown: mean ± std per variant, per-type F1, runs and configs."""
+    from components.config import load_config
+    from components.tracking.mlflow_setup import setup_tracking
+    from components.training.ablation import collect_ablation_runs, config_identity, summarize_runs
+    from components.training.ablation_report import render_results_markdown
+
+    setup = setup_tracking(experiment)
+    runs = collect_ablation_runs(experiment, group)
+    summaries = summarize_runs(runs, latest_setting_only=not all_settings)
+    baseline_identity = {k: v for k, v in config_identity(load_config(baseline)).items() if k != "train.seed"}
+    command = _command("shapca experiment report", output=output, experiment=experiment, group=group,
+                       baseline=baseline) + (" --all-settings" if all_settings else "")
+    text = render_results_markdown(summaries, runs, experiment=experiment, tracking_uri=setup.tracking_uri,
+                                   command=command, baseline=baseline_identity, baseline_name=str(baseline))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    typer.echo(f"{len(summaries)} settings from {len(runs)} runs -> {output}")
+
+
+def step(
+    config: ConfigOption = Path("configs/default.yaml"),
+    override: OverrideOption = None,
+    repeats: Annotated[int, typer.Option(help="timed steps (medians, min, max over these)")] = 10,
+    warmup: Annotated[int, typer.Option(help="untimed steps first")] = 2,
+    threads: Annotated[int, typer.Option(help="torch CPU threads")] = 2,
+    output: Annotated[Path | None, typer.Option(help="also write the JSON here")] = None,
+) -> None:
+    """Per-phase cost of one CPU training step on a real batch; JSON on stdout.
+
+    Phases: text encoder, context encoder, Shapley + contrastive, fusion, head, backward, optimizer."""
+    from components.config import load_config
+    from components.training.step_profile import run_step_profile
+
+    overrides = ["train.device=cpu", *(override or [])]
+    cfg = load_config(config, overrides)
+    profile = run_step_profile(cfg, repeats=repeats, warmup=warmup, threads=threads)
+    command = _command("shapca bench step", config=config, repeats=repeats, warmup=warmup, threads=threads)
+    command += "".join(f" --override {shlex.quote(o)}" for o in override or [])
+    result = profile.as_dict() | {"command": command}
+    text = json.dumps(result, indent=2)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text + "\n", encoding="utf-8")
+    typer.echo(text)
+
+
+def register(app: typer.Typer) -> None:
+    group = typer.Typer(help="Ablation grid and the results report.", no_args_is_help=True)
+    app.add_typer(group, name="experiment")
+    group.command("ablation")(ablation)
+    group.command("report")(report)
+    # `step` joins the `bench` group that components/cli/bench.py registers (modules register in name order, so it
+    # exists by now); should that module ever go, the group is created here.
+    bench = next((g.typer_instance for g in app.registered_groups if g.name == "bench"), None)
+    if bench is None:
+        bench = typer.Typer(help="Benchmarks.", no_args_is_help=True)
+        app.add_typer(bench, name="bench")
+    bench.command("step")(step)

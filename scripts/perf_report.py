@@ -1,0 +1,303 @@
+"""Collect timings as JSON and render docs/PERFORMANCE.md from the JSON files of the benchmark commands.
+
+    # repeated wall time of any command (median, min, max), with the machine and commit it ran on
+    python scripts/perf_report.py time --name shapca-run --repeats 3 --output perf/shapca-run.json -- shapca run
+    python scripts/perf_report.py time --name fit-direct --repeats 3 --output perf/fit-direct.json -- \
+        python scripts/perf_report.py fit-direct -o train.epochs=1
+    python scripts/perf_report.py time --name flow --baseline fit-direct ...   # "vs baseline" = median difference
+    python scripts/perf_report.py time --name setup --before "rm -rf /tmp/venv" -- bash -c "python3 -m venv ..."
+    python scripts/perf_report.py time --name contexts-hit --warmup 1 -- shapca contexts --dataset twitter2017
+
+    shapca bench shapley > perf/shapley.json         # one or more runs of the Shapley benchmark
+    shapca bench step --output perf/step.json        # the per-phase step profile
+    python scripts/perf_report.py render perf/ --output docs/PERFORMANCE.md
+
+Each input JSON is recognised by its shape: a Shapley benchmark (`rows`, `alignment_share_of_step`), a step profile
+(`phases`) or a timing (`kind: timing`). Every number in the document names the file and the command it came from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+if str(PROJECT_ROOT) not in sys.path:  # run as a plain script: make `components` importable
+    sys.path.insert(0, str(PROJECT_ROOT))
+
+app = typer.Typer(help=__doc__.split("\n\n")[0], no_args_is_help=True)
+
+
+# -- collecting ------------------------------------------------------------------------------------------------------
+
+
+def machine_description() -> str:
+    """CPU model, cores, memory, OS and Python (no torch import: a timing must not pay for it)."""
+    cpu, memory = platform.processor() or "unknown CPU", ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+        kib = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                       if line.startswith("MemTotal")))
+        memory = f", {kib / 2**20:.0f} GiB RAM"
+    except (OSError, StopIteration, ValueError):
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores{memory}, {platform.system()} {platform.machine()}, "
+            f"python {platform.python_version()}")
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def time_command(command: list[str], repeats: int, warmup: int = 0, before: str | None = None,
+                 cwd: Path | None = None) -> list[float]:
+    """Wall seconds of `repeats` runs of `command` (after `warmup` untimed runs); `before` is a shell command run,
+    untimed, before every run (say, removing a virtualenv). A failing run is an error with the end of its output."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    seconds = []
+    for index in range(warmup + repeats):
+        if before:
+            subprocess.run(before, shell=True, check=True, cwd=cwd)
+        started = time.perf_counter()
+        done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+        elapsed = time.perf_counter() - started
+        if done.returncode != 0:
+            tail = (done.stdout + done.stderr)[-2000:]
+            raise RuntimeError(f"{shlex.join(command)} exited with {done.returncode} on run {index + 1}:\n{tail}")
+        if index >= warmup:
+            seconds.append(elapsed)
+    return seconds
+
+
+@app.command("time")
+def time_cmd(
+    command: Annotated[list[str], typer.Argument(help="the command, after --")],
+    name: Annotated[str, typer.Option(help="short name, also what --baseline refers to")],
+    label: Annotated[str | None, typer.Option(help="what the command measures, for the table")] = None,
+    repeats: Annotated[int, typer.Option(help="timed runs")] = 5,
+    warmup: Annotated[int, typer.Option(help="untimed runs first (fills caches: a cache-hit timing)")] = 0,
+    before: Annotated[str | None, typer.Option(help="shell command run untimed before every run")] = None,
+    baseline: Annotated[str | None, typer.Option(help="name of the timing this one is compared with")] = None,
+    output: Annotated[Path | None, typer.Option(help="JSON file to write (default: print)")] = None,
+) -> None:
+    """Time a command repeatedly; write {name, command, seconds, median, min, max, machine, commit} as JSON."""
+    from components.tracking.lineage import git_commit, git_dirty
+
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    try:
+        seconds = time_command(command, repeats, warmup, before)
+    except (RuntimeError, ValueError, subprocess.CalledProcessError) as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from error
+    record = {
+        "kind": "timing", "name": name, "label": label or name, "command": shlex.join(command),
+        "before": before, "warmup": warmup, "repeats": repeats, "seconds": [round(s, 3) for s in seconds],
+        **{k: round(v, 3) for k, v in summary(seconds).items()}, "baseline": baseline,
+        "machine": machine_description(), "commit": git_commit(PROJECT_ROOT), "dirty": git_dirty(PROJECT_ROOT),
+        "cwd": str(Path.cwd()), "started_at": started_at,
+    }
+    text = json.dumps(record, indent=2)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text + "\n", encoding="utf-8")
+    typer.echo(text)
+
+
+@app.command("fit-direct")
+def fit_direct(
+    config: Annotated[Path, typer.Option("--config", "-c")] = PROJECT_ROOT / "configs" / "default.yaml",
+    override: Annotated[list[str] | None, typer.Option("--override", "-o")] = None,
+) -> None:
+    """The training function alone (load data + fit + test scoring): no Prefect, no MLflow. The baseline that
+    `shapca run` (Prefect + MLflow) and `shapca train` (MLflow) are compared with."""
+    import tempfile
+
+    from components.config import load_config
+    from components.training.data import load_training_data
+    from components.training.trainer import fit
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(config, [*(override or []), f"train.output_dir={tmp}"])
+        started = time.perf_counter()
+        result = fit(cfg, load_training_data(cfg.data))
+        typer.echo(json.dumps({"fit_seconds": round(time.perf_counter() - started, 3),
+                               "test_f1": result.test.scores.f1 if result.test else None}))
+
+
+# -- rendering -------------------------------------------------------------------------------------------------------
+
+
+def _kind(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return None
+    if data.get("kind") == "timing":
+        return "timing"
+    if "rows" in data and "alignment_share_of_step" in data:
+        return "shapley"
+    if "phases" in data and "step" in data:
+        return "step"
+    return None
+
+
+def load_inputs(paths: list[Path]) -> dict[str, list[tuple[Path, dict]]]:
+    """JSON files (directories are searched for *.json), sorted by kind; an unrecognised file is an error."""
+    files: list[Path] = []
+    for path in paths:
+        files += sorted(path.glob("*.json")) if path.is_dir() else [path]
+    found: dict[str, list[tuple[Path, dict]]] = {"shapley": [], "step": [], "timing": []}
+    for file in files:
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{file}:{error.lineno}: not valid JSON ({error.msg})") from error
+        kind = _kind(data)
+        if kind is None:
+            raise ValueError(f"{file}: not a Shapley benchmark (rows, alignment_share_of_step), a step profile "
+                             "(phases, step) or a timing (kind: timing)")
+        found[kind].append((file, data))
+    return found
+
+
+def _range(values: list[float], digits: int) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    s = summary(values)
+    return f"{s['median']:.{digits}f} [{s['min']:.{digits}f}–{s['max']:.{digits}f}]"
+
+
+def _shapley_section(items: list[tuple[Path, dict]]) -> list[str]:
+    lines = ["", "## Shapley estimator benchmark (`shapca bench shapley`)", ""]
+    runs = len(items)
+    lines.append(
+        f"Forward + backward time of the vectorised Monte Carlo estimator (K orders and their reverses) against a "
+        f"per-permutation Python loop, and its error against exact Shapley values (N ≤ 12); each cell is the "
+        f"benchmark's best-of-R time" + (f", as median [min–max] over {runs} runs of the command." if runs > 1 else ".")
+        + " Sources: " + ", ".join(f"`{p.name}`" for p, _ in items) + "."
+    )
+    lines += ["", "| N | K | vectorised (ms) | loop (ms) | speedup | relative error |", "|---|---|---|---|---|---|"]
+    cells: dict[tuple[int, int], dict[str, list[float]]] = {}
+    for _, data in items:
+        for row in data["rows"]:
+            cell = cells.setdefault((row["n"], row["k"]), {k: [] for k in ("vectorized_ms", "loop_ms", "speedup",
+                                                                           "rel_error")})
+            for key in cell:
+                if row.get(key) is not None:
+                    cell[key].append(float(row[key]))
+    for (n, k), cell in sorted(cells.items()):
+        err = _range(cell["rel_error"], 4) if cell["rel_error"] else "–"
+        lines.append(f"| {n} | {k} | {_range(cell['vectorized_ms'], 3)} | {_range(cell['loop_ms'], 1)} | "
+                     f"{_range(cell['speedup'], 1)} | {err} |")
+    shares = [float(d["alignment_share_of_step"]) for _, d in items if d.get("alignment_share_of_step") is not None]
+    if shares:
+        lines += ["", f"Alignment share of a MiniLM training step: {_range([100 * s for s in shares], 2)} %."]
+    return lines
+
+
+PHASE_LABELS = {
+    "text_encoder": "text encoder forward",
+    "context_encoder": "context encoder forward",
+    "alignment": "Shapley + contrastive (forward)",
+    "fusion": "fusion forward",
+    "head": "head + task loss forward",
+    "forward_other": "rest of the forward (pooling, sums)",
+    "backward": "backward (all phases)",
+    "optimizer": "clip + AdamW + scheduler + zero_grad",
+}
+
+
+def _step_section(items: list[tuple[Path, dict]]) -> list[str]:
+    lines = ["", "## Cost of one training step on CPU (`shapca bench step`)"]
+    for path, data in items:
+        config = data.get("config", {})
+        setting = ", ".join(f"{k}={v}" for k, v in config.items())
+        lines += ["", f"Source `{path.name}`: `{data.get('command', 'shapca bench step')}`; {data['batch_size']} "
+                      f"examples ({data.get('batch_source', '')}), {data['text_tokens']} text tokens"
+                      + (f", {data['context_tokens']} context tokens" if data.get("context_tokens") else "")
+                      + (f"; {data['torch']}" if data.get("torch") else "")
+                      + f"; median, min and max over {data['repeats']} steps after {data['warmup']} untimed. "
+                      f"Settings: {setting}.", "",
+                  "| phase | median (ms) | min (ms) | max (ms) | share of the step |", "|---|---|---|---|---|"]
+        for phase, stats in data["phases"].items():
+            lines.append(f"| {PHASE_LABELS.get(phase, phase)} | {stats['median_ms']:.1f} | {stats['min_ms']:.1f} | "
+                         f"{stats['max_ms']:.1f} | {100 * stats['share']:.1f} % |")
+        step = data["step"]
+        lines.append(f"| **whole step** | {step['median_ms']:.1f} | {step['min_ms']:.1f} | {step['max_ms']:.1f} | "
+                     "100 % |")
+        collate = data["collate"]
+        lines.append(f"| tokenising the batch (data loader, outside the step) | {collate['median_ms']:.1f} | "
+                     f"{collate['min_ms']:.1f} | {collate['max_ms']:.1f} | – |")
+    return lines
+
+
+def _timing_section(items: list[tuple[Path, dict]]) -> list[str]:
+    by_name = {d["name"]: d for _, d in items}
+    lines = ["", "## Wall time of commands", "",
+             "Median, min and max wall time of repeated runs of each command (after its untimed warm-up runs); "
+             "\"vs baseline\" is the difference of medians with the named timing.", "",
+             "| measurement | runs | median (s) | min (s) | max (s) | vs baseline | command | source |",
+             "|---|---|---|---|---|---|---|---|"]
+    for path, d in sorted(items, key=lambda item: item[1]["name"]):
+        versus = "–"
+        base = by_name.get(d.get("baseline") or "")
+        if d.get("baseline") and base is None:
+            versus = f"baseline `{d['baseline']}` missing"
+        elif base is not None:
+            diff = d["median"] - base["median"]
+            versus = f"{diff:+.1f} s vs `{base['name']}` ({d['median'] / base['median']:.2f}×)"
+        warm = f" (+{d['warmup']} warm-up)" if d.get("warmup") else ""
+        before = f"; before each: `{d['before']}`" if d.get("before") else ""
+        lines.append(f"| {d['label']} | {d['repeats']}{warm} | {d['median']:.1f} | {d['min']:.1f} | {d['max']:.1f} | "
+                     f"{versus} | `{d['command']}`{before} | `{path.name}` (commit `{str(d.get('commit'))[:8]}`"
+                     f"{', dirty' if d.get('dirty') else ''}) |")
+    return lines
+
+
+def render_performance_markdown(inputs: dict[str, list[tuple[Path, dict]]],
+                                generated_at: datetime | None = None) -> str:
+    generated_at = generated_at or datetime.now(timezone.utc)
+    machines = sorted({d["machine"] for group in inputs.values() for _, d in group if d.get("machine")})
+    lines = ["# Performance", "",
+             f"Generated {generated_at:%Y-%m-%d %H:%M} UTC by `python scripts/perf_report.py render` from the JSON "
+             "outputs of the commands named in each section.", "", "Machine(s):", ""]
+    lines += [f"- {m}" for m in machines] or ["- (not recorded)"]
+    if inputs.get("shapley"):
+        lines += _shapley_section(inputs["shapley"])
+    if inputs.get("step"):
+        lines += _step_section(inputs["step"])
+    if inputs.get("timing"):
+        lines += _timing_section(inputs["timing"])
+    return "\n".join(lines) + "\n"
+
+
+@app.command("render")
+def render(
+    inputs: Annotated[list[Path], typer.Argument(help="JSON files or directories of them")],
+    output: Annotated[Path, typer.Option(help="markdown file to write")] = Path("docs/PERFORMANCE.md"),
+) -> None:
+    """Render the Performance document from benchmark and timing JSON files."""
+    try:
+        found = load_inputs(inputs)
+    except (ValueError, OSError) as error:
+        raise typer.BadParameter(str(error)) from error
+    if not any(found.values()):
+        raise typer.BadParameter(f"no JSON inputs in {', '.join(map(str, inputs))}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(render_performance_markdown(found), encoding="utf-8")
+    typer.echo(f"{sum(len(v) for v in found.values())} inputs -> {output}")
+
+
+if __name__ == "__main__":
+    app()

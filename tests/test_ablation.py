@@ -1,0 +1,220 @@
+"""The ablation grid on a real Twitter-2017 subset with real BLIP-2 contexts and a tiny random BERT: MLflow runs and
+their tags, skipping finished points, resuming an interrupted one, and the rendered results table."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from components.cli import app
+from components.config import load_config
+from components.tracking.mlflow_setup import setup_tracking
+from components.tracking.run_logging import start_run
+from components.training.ablation import (
+    VARIANTS,
+    collect_ablation_runs,
+    config_hash,
+    config_identity,
+    find_finished_run,
+    parse_variants,
+    point_config,
+    run_ablation,
+    summarize_runs,
+)
+from components.training.ablation_report import render_results_markdown
+
+EXPERIMENT = "ablation-test"
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _base(tmp_path, tiny_bert_dir, data_dir, *extra):
+    return load_config("configs/default.yaml", [
+        f"data.data_dir={data_dir}",
+        "data.max_examples={train: 32, dev: 16, test: 16}",
+        f"model.text_encoder={tiny_bert_dir}",
+        "model.align_dim=16",
+        "model.permutations=8",
+        "train.batch_size=16",
+        "train.device=cpu",
+        "train.lr_encoder=1e-3",
+        f"train.output_dir={tmp_path / 'outputs'}",
+        *extra,
+    ])
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory, tiny_bert_dir, data_dir):
+    """Variant 1 alone (an interrupted grid), then variants 1 and 5 (the rerun), then the same again."""
+    tmp_path = tmp_path_factory.mktemp("ablation")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+        base = _base(tmp_path, tiny_bert_dir, data_dir)
+        first = run_ablation("twitter2017", 1, base, epochs=1, variants=parse_variants("1"), experiment=EXPERIMENT)
+        second = run_ablation("twitter2017", 1, base, epochs=1, variants=parse_variants("1,shapca"),
+                              experiment=EXPERIMENT)
+        third = run_ablation("twitter2017", 1, base, epochs=1, variants=parse_variants("text,5"),
+                             experiment=EXPERIMENT)
+        setup = setup_tracking(EXPERIMENT)
+        client = MlflowClient(setup.tracking_uri)
+        runs = client.search_runs([setup.experiment_id])
+        collected = collect_ablation_runs(EXPERIMENT)
+        yield {"base": base, "first": first, "second": second, "third": third, "runs": runs, "collected": collected,
+               "setup": setup, "tmp_path": tmp_path, "uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+
+
+def test_each_point_is_one_tagged_finished_run(grid):
+    runs = {r.info.run_id: r for r in grid["runs"]}
+    assert len(runs) == 2  # three invocations, two distinct points: nothing trained twice
+    assert all(r.info.status == "FINISHED" for r in runs.values())
+    by_variant = {r.data.tags["ablation.variant"]: r for r in runs.values()}
+    assert set(by_variant) == {"text", "shapca"}
+    for key, run in by_variant.items():
+        cfg = point_config(grid["base"], VARIANTS[key], 13, dataset="twitter2017", epochs=1)
+        assert run.data.tags["ablation.group"] == "twitter2017/blip2"
+        assert run.data.tags["ablation.seed"] == "13"
+        assert run.data.tags["ablation.config_hash"] == config_hash(cfg)
+        assert run.data.params["tracking.register_model"] == "False"
+        assert run.data.params["train.epochs"] == "1"
+        assert "test_f1" in run.data.metrics and "best_dev_f1" in run.data.metrics
+    assert by_variant["text"].data.params["model.context_mode"] == "none"
+    assert by_variant["text"].data.params["model.alignment"] == "none"
+    assert by_variant["shapca"].data.params["model.context_mode"] == "fusion"
+    assert by_variant["shapca"].data.params["model.alignment"] == "shapley"
+    # The logged model stays in MLflow; the point's checkpoints are removed, its run id file kept.
+    out = grid["tmp_path"] / "outputs" / "ablation" / "twitter2017-blip2" / "text" / "seed13"
+    assert (out / "mlflow_run_id").read_text().strip() == by_variant["text"].info.run_id
+    assert not (out / "checkpoints").exists()
+
+
+def test_a_rerun_skips_finished_points_and_trains_only_the_missing_ones(grid):
+    first, second, third = grid["first"], grid["second"], grid["third"]
+    assert [r.action for r in first] == ["trained"]
+    assert [(r.variant, r.action) for r in second] == [("text", "skipped"), ("shapca", "trained")]
+    assert second[0].run_id == first[0].run_id
+    assert second[0].test_f1 == pytest.approx(first[0].test_f1)
+    assert [(r.variant, r.action) for r in third] == [("text", "skipped"), ("shapca", "skipped")]
+    assert [r.run_id for r in third] == [r.run_id for r in second]
+
+
+def test_failed_runs_and_other_configs_do_not_count_as_finished(grid, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", grid["uri"])
+    setup = setup_tracking(EXPERIMENT)
+    client = MlflowClient(setup.tracking_uri)
+    text = point_config(grid["base"], VARIANTS["text"], 13, dataset="twitter2017", epochs=1)
+    assert find_finished_run(client, setup.experiment_id, text).info.run_id == grid["first"][0].run_id
+    # The same point with more epochs, or another seed, is another config.
+    longer = point_config(grid["base"], VARIANTS["text"], 13, dataset="twitter2017", epochs=2)
+    assert find_finished_run(client, setup.experiment_id, longer) is None
+    other_seed = point_config(grid["base"], VARIANTS["text"], 14, dataset="twitter2017", epochs=1)
+    assert find_finished_run(client, setup.experiment_id, other_seed) is None
+    # A FAILED run with exactly this config's params is not a result.
+    fusion = point_config(grid["base"], VARIANTS["fusion"], 13, dataset="twitter2017", epochs=1)
+    with pytest.raises(RuntimeError), start_run(setup, run_name="crashed") as run:
+        run.log_params(fusion.flat())
+        raise RuntimeError("died")
+    assert client.get_run(run.run_id).info.status == "FAILED"
+    assert find_finished_run(client, setup.experiment_id, fusion) is None
+
+
+def test_summary_and_rendered_table_come_from_the_mlflow_runs(grid, monkeypatch):
+    collected = grid["collected"]
+    summaries = summarize_runs(collected)
+    assert [(s.group, s.number, s.variant) for s in summaries] == [
+        ("twitter2017/blip2", 1, "text"), ("twitter2017/blip2", 5, "shapca")]
+    metrics = {r.data.tags["ablation.variant"]: r.data.metrics for r in grid["runs"]}
+    for s in summaries:
+        assert s.seeds == [13] and len(s.run_ids) == 1
+        assert s.test_f1.mean == pytest.approx(metrics[s.variant]["test_f1"])
+        assert s.test_f1.std is None and s.test_f1.n == 1  # one seed: no spread to report
+        assert s.dev_f1.mean == pytest.approx(metrics[s.variant]["best_dev_f1"])
+        assert set(s.per_type_f1) == {"PER", "LOC", "ORG", "MISC"}
+        assert s.per_type_f1["PER"].mean == pytest.approx(metrics[s.variant]["test_PER_f1"])
+        assert s.epochs_run.mean == 1 and s.best_epoch.mean == 1
+        assert s.wall_seconds.mean > 0
+        assert len(s.commits) == 1
+
+    baseline = {k: v for k, v in config_identity(load_config("configs/default.yaml")).items() if k != "train.seed"}
+    text = render_results_markdown(summaries, collected, experiment=EXPERIMENT, tracking_uri=grid["uri"],
+                                   command="shapca experiment report", baseline=baseline)
+    section = text.split("## twitter2017 · contexts: blip2")[1].split("## Runs")[0]
+    text_row = next(line for line in section.splitlines() if line.startswith("| 1 | text only"))
+    assert f"| {100 * metrics['text']['test_f1']:.2f} |" in text_row
+    assert f"| {100 * metrics['text']['best_dev_f1']:.2f} |" in text_row
+    assert "| ref | UMT peer (BERT-base + ResNet-152 on the real images)" in section and "| 85.09 |" in section
+    assert "73.20" not in text  # the Twitter-2015 reference only beside Twitter-2015 results
+    assert "| # | variant | LOC | MISC | ORG | PER |" in section
+    for run in grid["runs"]:
+        assert f"`{run.info.run_id}`" in text.split("## Runs")[1]
+    configs = text.split("## Configs")[1]
+    assert "`model.context_mode=none`" in configs and "`train.epochs=1`" in configs
+    assert "`model.alignment=shapley`" not in configs  # the default: not a difference
+
+    # The command renders the same from the store.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", grid["uri"])
+    output = grid["tmp_path"] / "RESULTS.md"
+    done = CliRunner().invoke(app, ["experiment", "report", "--experiment", EXPERIMENT, "--output", str(output)])
+    assert done.exit_code == 0, done.output
+    assert "2 settings from 2 runs" in done.output
+    assert text_row in output.read_text()
+
+
+def test_an_interrupted_point_resumes_its_run_from_the_checkpoint(tmp_path, tiny_bert_dir, data_dir, monkeypatch):
+    from components.training.data import load_training_data
+    from components.training.trainer import fit
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    base = _base(tmp_path, tiny_bert_dir, data_dir, "train.patience=5")
+    tracked = base.model_copy(update={"tracking": base.tracking.model_copy(update={"experiment": EXPERIMENT})})
+    cfg = point_config(tracked, VARIANTS["text"], 13, dataset="twitter2017", epochs=2)
+    # What a training killed after its first epoch leaves: a FAILED run with the config's params, the run id in the
+    # output directory, and the epoch-1 checkpoint.
+    setup = setup_tracking(EXPERIMENT)
+    out = cfg.train.output_dir
+    out.mkdir(parents=True)
+
+    def die_after_epoch_one(epoch, metrics):
+        raise Interrupted
+
+    with pytest.raises(Interrupted), start_run(setup, run_name="interrupted") as run:
+        (out / "mlflow_run_id").write_text(run.run_id)
+        run.log_params(cfg.flat())
+        fit(cfg, load_training_data(cfg.data), on_epoch_end=die_after_epoch_one)
+    client = MlflowClient(setup.tracking_uri)
+    assert client.get_run(run.run_id).info.status in ("FAILED", "KILLED")
+
+    rows = run_ablation("twitter2017", 1, base, epochs=2, variants=[VARIANTS["text"]], experiment=EXPERIMENT)
+    assert [(r.action, r.run_id) for r in rows] == [("resumed", run.run_id)]
+    resumed = client.get_run(run.run_id)
+    assert resumed.info.status == "FINISHED"
+    assert resumed.data.tags["ablation.resumed"] == "true"
+    assert [m.step for m in client.get_metric_history(run.run_id, "dev_f1")] == [2]  # epoch 1 was not redone
+    [point] = collect_ablation_runs(EXPERIMENT)
+    assert point.resumed and point.epochs_run == 2  # from the run's history, which includes the epoch before
+    assert len(client.search_runs([setup.experiment_id])) == 1
+
+
+def test_grid_arguments_are_checked():
+    assert [v.key for v in parse_variants("1,shapca,2,1")] == ["text", "shapca", "concat"]
+    with pytest.raises(ValueError, match="unknown ablation variant '7'"):
+        parse_variants("1,7")
+    base = load_config("configs/default.yaml")
+    with pytest.raises(ValueError, match="model.alignment is what the ablation variants set"):
+        point_config(base, VARIANTS["text"], 1, overrides=["model.alignment=none"])
+    with pytest.raises(ValueError, match="data.context_file"):
+        point_config(base, VARIANTS["shapca"], 1, dataset="mnre")
+    cfg = point_config(base, VARIANTS["text"], 1, dataset="mnre")
+    assert cfg.data.dataset == "mnre" and cfg.model.context_mode == "none"
+    mplug = point_config(base, VARIANTS["concat"], 2, generator="mplug-owl", epochs=5,
+                         overrides=["model.permutations=16"])
+    assert (mplug.data.context_generator, mplug.train.epochs, mplug.train.seed) == ("mplug-owl", 5, 2)
+    assert mplug.model.permutations == 16 and mplug.model.context_mode == "concat"
+    assert mplug.train.output_dir.parts[-3:] == ("twitter2017-mplug-owl", "concat", "seed2")
+    assert config_hash(mplug) != config_hash(point_config(base, VARIANTS["concat"], 3, generator="mplug-owl", epochs=5,
+                                                          overrides=["model.permutations=16"]))
+    assert config_hash(mplug, include_seed=False) == config_hash(
+        point_config(base, VARIANTS["concat"], 3, generator="mplug-owl", epochs=5, overrides=["model.permutations=16"]),
+        include_seed=False)
