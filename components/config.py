@@ -54,6 +54,7 @@ class TrackingConfig(BaseModel):
 
     experiment: str = "shapca"
     register_model: bool = True  # register the model as `shapca-<dataset>` and decide the champion alias
+    log_model: bool = True  # log the pyfunc model (~90 MB with MiniLM); registration needs it
     min_delta: float = 0.0  # a challenger must beat the champion's dev metric by at least this
 
 

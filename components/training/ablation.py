@@ -168,7 +168,8 @@ def point_config(
     head = [f"data.dataset={dataset}"] if dataset else []
     head += [f"data.context_generator={generator}"] if generator else []
     head += [f"train.epochs={epochs}"] if epochs is not None else []
-    raw = apply_overrides(raw, [*head, *overrides, *variant.overrides, "tracking.register_model=false"])
+    raw = apply_overrides(raw, [*head, *overrides, *variant.overrides, "tracking.register_model=false",
+                                 "tracking.log_model=false"])
     raw["train"]["seed"] = seed
     cfg = ExperimentConfig.model_validate(raw)
     if variant.needs_contexts and context_source(cfg) == "none":
@@ -313,9 +314,7 @@ def run_ablation(
         resume_id = unfinished_run_to_resume(client, experiment_id, cfg)
         log.info("%s %s seed %d -> %s", "resume" if resume_id else "train", variant.key, cfg.train.seed,
                  cfg.train.output_dir)
-        result = train_and_log(cfg, resume=resume_id is not None)
-        for key, value in _tags(cfg, variant, resumed=resume_id is not None).items():
-            client.set_tag(result.run_id, key, value)
+        result = train_and_log(cfg, resume=resume_id is not None, tags=_tags(cfg, variant, resumed=resume_id is not None))
         if not keep_checkpoints:
             shutil.rmtree(Path(cfg.train.output_dir) / "checkpoints", ignore_errors=True)
         rows.append(AblationRow(group_name(cfg), variant.key, cfg.train.seed, result.run_id,

@@ -6,6 +6,7 @@ Every rank trains its shard; rank 0 logs to MLflow and writes the run's result J
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from components.config import ExperimentConfig
@@ -18,8 +19,9 @@ def main() -> None:
     parser.add_argument("--result", type=Path, required=True)
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
-    cfg = ExperimentConfig.model_validate_json(args.config_json.read_text())
-    result = _train_in_process(cfg, args.resume)
+    payload = json.loads(args.config_json.read_text())
+    cfg = ExperimentConfig.model_validate(payload["config"])
+    result = _train_in_process(cfg, args.resume, payload["tags"] or None)
     if result is not None:
         args.result.write_text(result_to_json(result))
 

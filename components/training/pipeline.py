@@ -30,7 +30,7 @@ METRIC_NAME = "dev_f1"  # the registry compares versions on this
 @dataclass
 class TrainRunResult:
     run_id: str
-    model_uri: str  # the logged pyfunc (models:/m-...)
+    model_uri: str  # the logged pyfunc (models:/m-...); "" when tracking.log_model is off
     dev_metric: float
     metric_name: str
     test_metrics: dict[str, float]
@@ -76,7 +76,7 @@ def _log_shapley_heatmap(run, model, examples, contexts: ContextSet | None, out_
     run.log_artifact(path, "plots")
 
 
-def _train_in_process(cfg: ExperimentConfig, resume: bool) -> TrainRunResult | None:
+def _train_in_process(cfg: ExperimentConfig, resume: bool, tags: dict[str, str] | None = None) -> TrainRunResult | None:
     """Train (this rank's share) and, on rank 0, log everything to MLflow. Returns None on other ranks."""
     from components.tracking.lineage import collect_lineage
     from components.tracking.mlflow_setup import find_project_root, setup_tracking
@@ -101,7 +101,7 @@ def _train_in_process(cfg: ExperimentConfig, resume: bool) -> TrainRunResult | N
     # A resumed run continues its MLflow run, so an interrupted training leaves one run, not two.
     run_id_file = out_dir / "mlflow_run_id"
     resume_run_id = run_id_file.read_text().strip() if resume and run_id_file.is_file() else None
-    with start_run(setup, run_name=run_name, run_id=resume_run_id) as run:
+    with start_run(setup, run_name=run_name, run_id=resume_run_id, tags=tags) as run:
         run_id_file.write_text(run.run_id)
         run.log_params(cfg.flat())
         run.log_params({f"data.{s}_size": len(ex) for s, ex in data.splits.items()})
@@ -121,11 +121,11 @@ def _train_in_process(cfg: ExperimentConfig, resume: bool) -> TrainRunResult | N
             labels, counts = confusion_matrix(test.confusion_gold, test.confusion_pred)
             run.log_artifact(confusion_matrix_png(labels, counts, Path(tmp) / "test_confusion.png"), "plots")
             _log_shapley_heatmap(run, result.model, data.splits["dev"], data.contexts, Path(tmp))
-        info = log_shapca_model(result.checkpoint_dir / "best", data.task)
+        model_uri = log_shapca_model(result.checkpoint_dir / "best", data.task).model_uri if cfg.tracking.log_model else ""
 
     return TrainRunResult(
         run_id=run.run_id,
-        model_uri=info.model_uri,
+        model_uri=model_uri,
         dev_metric=result.best_dev.get("f1", float("nan")),
         metric_name=METRIC_NAME,
         test_metrics=test.scores.as_dict("test"),
@@ -135,10 +135,10 @@ def _train_in_process(cfg: ExperimentConfig, resume: bool) -> TrainRunResult | N
     )
 
 
-def _train_under_torchrun(cfg: ExperimentConfig, resume: bool) -> TrainRunResult:
+def _train_under_torchrun(cfg: ExperimentConfig, resume: bool, tags: dict[str, str] | None) -> TrainRunResult:
     with tempfile.TemporaryDirectory() as tmp:
         config_path, result_path = Path(tmp) / "config.json", Path(tmp) / "result.json"
-        config_path.write_text(cfg.model_dump_json())
+        config_path.write_text(json.dumps({"config": cfg.model_dump(mode="json"), "tags": tags or {}}))
         command = [
             sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={cfg.train.num_gpus}",
             "-m", "components.training.launch", "--config-json", str(config_path), "--result", str(result_path),
@@ -148,10 +148,11 @@ def _train_under_torchrun(cfg: ExperimentConfig, resume: bool) -> TrainRunResult
         return TrainRunResult(**json.loads(result_path.read_text()))
 
 
-def train_and_log(cfg: ExperimentConfig, *, resume: bool = False) -> TrainRunResult:
+def train_and_log(cfg: ExperimentConfig, *, resume: bool = False, tags: dict[str, str] | None = None) -> TrainRunResult:
+    """Train and log one run; `tags` are set on the MLflow run when it starts."""
     if cfg.train.num_gpus > 1 and "WORLD_SIZE" not in os.environ:
-        return _train_under_torchrun(cfg, resume)
-    result = _train_in_process(cfg, resume)
+        return _train_under_torchrun(cfg, resume, tags)
+    result = _train_in_process(cfg, resume, tags)
     assert result is not None, "train_and_log runs on rank 0; other ranks go through components.training.launch"
     return result
 
@@ -163,6 +164,8 @@ def register_and_promote(result: TrainRunResult, cfg: ExperimentConfig):
     from components.tracking.mlflow_setup import setup_tracking
     from components.tracking.registry import promote, register_version, registered_model_name
 
+    if not result.model_uri:
+        raise ValueError("this run logged no model (tracking.log_model is off): there is nothing to register")
     setup = setup_tracking(cfg.tracking.experiment)
     client = MlflowClient(tracking_uri=setup.tracking_uri, registry_uri=setup.tracking_uri)
     name = registered_model_name(result.dataset)
