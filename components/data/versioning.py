@@ -43,7 +43,9 @@ def read_pointer(pointer: Path) -> tuple[str, Path]:
         raise DataVersionError(f"{pointer}: expected `outs:` with exactly one entry (md5, path)")
     md5, path = outs[0].get("md5"), outs[0].get("path")
     if not isinstance(md5, str) or not isinstance(path, str):
-        raise DataVersionError(f"{pointer}: outs[0] needs string fields `md5` and `path`, got md5={md5!r} path={path!r}")
+        raise DataVersionError(
+            f"{pointer}: outs[0] needs string fields `md5` and `path`, got md5={md5!r} path={path!r}"
+        )
     return md5.removesuffix(".dir"), pointer.parent / path
 
 

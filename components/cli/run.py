@@ -1,0 +1,40 @@
+"""`shapca run`: the whole pipeline (the train-shapca flow) in this process, with no server to start.
+
+Prefect runs it against a temporary local server when no PREFECT_API_URL is set. Paths in the config (data/,
+outputs/, .cache/) and the MLflow store (mlruns/) resolve against the project root, whatever the working directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def run(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="experiment YAML; default: configs/default.yaml")
+    ] = None,
+    override: Annotated[
+        list[str] | None, typer.Option("--override", "-o", help="section.field=value, repeatable (train.epochs=1)")
+    ] = None,
+) -> None:
+    """Validate the data, import the contexts, train and test, register and promote; print what came out."""
+    from components.config import load_config
+    from components.tracking.mlflow_setup import find_project_root
+
+    root = find_project_root()
+    config_path = (config or root / "configs" / "default.yaml").resolve()
+    cfg = load_config(config_path, override or [])
+    with contextlib.chdir(root):
+        # Prefect (and the flow's imports) only once the config is known to be valid.
+        from flows.train_shapca import train_shapca
+
+        outcome = train_shapca(config=cfg)
+    typer.echo(outcome.text())
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)

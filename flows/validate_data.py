@@ -1,0 +1,48 @@
+"""The validate-data flow: is data/ the version data.dvc names, and does it pass the Great Expectations suites?
+
+    check-data-version (dvc status; dvc pull when it differs) -> validate-dataset (GX suites, cached per data version)
+    -> markdown artifact with the full report -> fail with the readable report when a blocking expectation failed
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from components.tracking.mlflow_setup import find_project_root
+from components.validation import render_report
+from flows.outcomes import validation_markdown
+from flows.tasks import check_data_version, data_content_version, validate
+
+
+class DataValidationFailed(RuntimeError):
+    """A blocking expectation failed; the message is the whole readable report."""
+
+
+@flow(name="validate-data")
+def validate_data(
+    dataset: str = "twitter2017",
+    context_generator: str = "blip2",
+    data_dir: Path = Path("data"),
+    check_published_sizes: bool = True,
+) -> dict:
+    """Validate `dataset` under `data_dir` with the contexts of `context_generator` ("none": no contexts)."""
+    tracked = check_data_version(find_project_root())
+    version = data_content_version(data_dir, tracked)
+    report = validate(dataset, data_dir, context_generator, version, check_published_sizes)
+    create_markdown_artifact(
+        validation_markdown(report),
+        key=f"validation-{dataset}",
+        description=f"Great Expectations report for {dataset} ({context_generator} contexts) at data {version}",
+    )
+    get_run_logger().info("validation of %s at data %s:\n%s", dataset, version, render_report(report))
+    if not report.success:
+        raise DataValidationFailed(render_report(report))
+    return {"dataset": dataset, "data_version": version, "data_pulled": tracked.pulled, "passed": True,
+            "expectations": len(report.rows)}
+
+
+if __name__ == "__main__":
+    validate_data()
