@@ -19,8 +19,6 @@ Each input JSON is recognised by its shape: a Shapley benchmark (`rows`, `alignm
 from __future__ import annotations
 
 import json
-import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -36,25 +34,12 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 if str(PROJECT_ROOT) not in sys.path:  # run as a plain script: make `components` importable
     sys.path.insert(0, str(PROJECT_ROOT))
 
+from components.machine import machine_description  # noqa: E402  (after the path set-up; imports no torch)
+
 app = typer.Typer(help=__doc__.split("\n\n")[0], no_args_is_help=True)
 
 
 # -- collecting ------------------------------------------------------------------------------------------------------
-
-
-def machine_description() -> str:
-    """CPU model, cores, memory, OS and Python (no torch import: a timing must not pay for it)."""
-    cpu, memory = platform.processor() or "unknown CPU", ""
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-        kib = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                       if line.startswith("MemTotal")))
-        memory = f", {kib / 2**20:.0f} GiB RAM"
-    except (OSError, StopIteration, ValueError):
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores{memory}, {platform.system()} {platform.machine()}, "
-            f"python {platform.python_version()}")
 
 
 def summary(values: list[float]) -> dict[str, float]:

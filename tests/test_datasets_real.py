@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from components.data.conll import bio_tags
+from components.data.bio import bio_tags
 from components.data.datasets import DATASETS, SPLITS, labels, load_contexts, load_split
 from components.validation.frames import bio_mentions
 

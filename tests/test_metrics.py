@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import random
-import re
 
 import numpy as np
 import pytest
@@ -16,57 +15,12 @@ from sklearn.metrics import precision_recall_fscore_support
 from components.data.records import Span, Triple
 from components.training.metrics import (
     Scores,
-    bio_to_spans,
     confusion_matrix,
     ner_scores,
     re_scores,
     span_scores,
     triple_scores,
 )
-
-
-def _seqeval_spans(tags):
-    """seqeval's (type, first, last-inclusive) chunks as our half-open spans."""
-    return [(t, Span(s, e + 1)) for t, s, e in get_entities(list(tags))]
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# BIO chunking
-
-
-@pytest.mark.parametrize(
-    "tags, expected",
-    [
-        (["B-PER", "I-PER", "O", "B-LOC"], [("PER", Span(0, 2)), ("LOC", Span(3, 4))]),
-        # I- after O starts a chunk (conlleval), it is not dropped.
-        (["O", "I-PER", "I-PER", "O"], [("PER", Span(1, 3))]),
-        (["I-LOC"], [("LOC", Span(0, 1))]),
-        (["I-PER", "I-PER"], [("PER", Span(0, 2))]),
-        # I- of another type after a chunk starts a new chunk.
-        (["B-PER", "I-LOC"], [("PER", Span(0, 1)), ("LOC", Span(1, 2))]),
-        (["B-PER", "I-PER", "I-ORG", "I-ORG"], [("PER", Span(0, 2)), ("ORG", Span(2, 4))]),
-        # B- always starts a chunk, even of the same type.
-        (["B-PER", "I-PER", "B-PER"], [("PER", Span(0, 2)), ("PER", Span(2, 3))]),
-        (["I-PER", "B-PER"], [("PER", Span(0, 1)), ("PER", Span(1, 2))]),
-        (["B-ORG", "O", "I-ORG"], [("ORG", Span(0, 1)), ("ORG", Span(2, 3))]),
-        # A chunk that runs to the end of the sentence is closed there.
-        (["O", "O", "B-MISC", "I-MISC"], [("MISC", Span(2, 4))]),
-        (["O", "O"], []),
-        ([], []),
-        # IOBES is read with the same rules.
-        (["B-PER", "E-PER", "S-LOC"], [("PER", Span(0, 2)), ("LOC", Span(2, 3))]),
-        (["S-PER", "I-PER"], [("PER", Span(0, 1)), ("PER", Span(1, 2))]),
-    ],
-)
-def test_bio_to_spans_hand_worked_and_matches_seqeval(tags, expected):
-    assert bio_to_spans(tags) == expected
-    assert bio_to_spans(tags) == _seqeval_spans(tags)
-
-
-@pytest.mark.parametrize("bad", ["X-PER", "B-", "PER", "b-PER", ""])
-def test_malformed_tag_names_sentence_token_and_tag(bad):
-    with pytest.raises(ValueError, match=rf"sentence 3, token 1: tag {re.escape(repr(bad))}"):
-        bio_to_spans(["O", bad], sentence=3)
 
 
 def test_length_mismatches_are_errors():
@@ -298,3 +252,24 @@ def test_triple_scores_hand_worked():
     assert scores.per_type["/per/loc/place_of_residence"].recall == 0.0
     with pytest.raises(ValueError, match="triple_scores"):
         triple_scores(gold, pred[:1])
+
+
+def test_confusion_pairs_count_misses_and_false_positives_for_entities_and_triples():
+    from components.data.records import JointExample, NerExample
+    from components.training.evaluate import score_predictions
+
+    ner = [NerExample("s-0", "i", ["a", "b", "c", "d"], ["B-PER", "I-PER", "O", "B-LOC"])]
+    # PER right, LOC typed ORG, and a spurious PER on "c".
+    predicted = [[(Span(0, 2), "PER", 0.9), (Span(3, 4), "ORG", 0.8), (Span(2, 3), "PER", 0.5)]]
+    ev = score_predictions("ner", ner, predicted)
+    assert sorted(zip(ev.confusion_gold, ev.confusion_pred)) == [("LOC", "ORG"), ("O", "PER"), ("PER", "PER")]
+
+    t = Triple
+    joint = [JointExample("s-0", "i", list("abcdefgh"), [Span(0, 2), Span(4, 5), Span(6, 8)], [
+        t(Span(0, 2), "/per/per/peer", Span(4, 5)), t(Span(0, 2), "/per/loc/place_of_residence", Span(6, 8))])]
+    # The first pair right, the second missed, and a relation on a pair with no gold triple.
+    predicted = [[(t(Span(0, 2), "/per/per/peer", Span(4, 5)), 0.9), (t(Span(4, 5), "/per/per/peer", Span(0, 2)), 0.6)]]
+    ev = score_predictions("joint", joint, predicted)
+    assert sorted(zip(ev.confusion_gold, ev.confusion_pred)) == [
+        ("/per/loc/place_of_residence", "None"), ("/per/per/peer", "/per/per/peer"), ("None", "/per/per/peer")]
+    assert (ev.scores.correct, ev.scores.predicted, ev.scores.support) == (1, 2, 2)

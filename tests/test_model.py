@@ -13,23 +13,14 @@ import pytest
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
-from transformers import (
-    AutoTokenizer,
-    BertConfig,
-    BertModel,
-    CLIPImageProcessor,
-    CLIPVisionConfig,
-    CLIPVisionModel,
-    ViTConfig,
-    ViTImageProcessor,
-    ViTModel,
-)
+from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
+from components.data.bio import bio_tags
 from components.data.records import JointExample, NerExample, ReExample, Span, Triple
 from components.model.batch import HEAD_START, TAIL_START
 from components.model.config import ShapCAConfig
 from components.model.encoders import MINILM_SHA256, minilm_path, resolve_encoder_path, verify_sha256
-from components.model.heads import bio_tags, crf_marginals, spans_from_bio
+from components.model.heads import crf_marginals
 from components.model.shapca import ShapCA, ShapCAOutput
 
 torch.set_num_threads(2)
@@ -37,29 +28,15 @@ NER_TYPES = ["PER", "LOC", "ORG", "MISC"]
 RELATIONS = ["None", "/per/org/member_of", "/per/loc/place_of_residence"]
 
 
-def _tiny_bert(path: Path) -> Path:
-    """A 2-layer, 32-wide BERT with MiniLM's real WordPiece tokenizer (vocab 30522)."""
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path(), local_files_only=True)
-    tokenizer.save_pretrained(path)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=48, max_position_embeddings=128)
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(path)
-    return path
-
-
 @pytest.fixture(scope="module")
-def encoders(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("encoders")
+def encoders(tmp_path_factory, tiny_bert_dir, tiny_clip_dir) -> dict[str, Path]:
+    """Tiny random encoders: the suite's BERT and CLIP vision tower (conftest) and a ViT made here."""
+    vit = tmp_path_factory.mktemp("tiny-vit")
     torch.manual_seed(0)
-    clip, vit = root / "clip", root / "vit"
-    CLIPVisionModel(CLIPVisionConfig(hidden_size=24, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                     image_size=32, patch_size=8)).save_pretrained(clip)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(clip)
     ViTModel(ViTConfig(hidden_size=16, intermediate_size=24, num_hidden_layers=1, num_attention_heads=2,
                        image_size=32, patch_size=16)).save_pretrained(vit)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(vit)
-    return {"bert": _tiny_bert(root / "bert"), "clip": clip, "vit": vit}
+    return {"bert": tiny_bert_dir, "clip": tiny_clip_dir, "vit": vit}
 
 
 def _config(encoders, **overrides) -> ShapCAConfig:
@@ -155,11 +132,12 @@ def test_a_few_steps_fit_a_tiny_batch(encoders):
 @pytest.mark.parametrize("task", ["ner", "re", "joint"])
 def test_save_and_load_are_exact_inverses_without_the_encoder_paths(encoders, tmp_path, task):
     labels, examples = TASKS[task]
-    bert = _tiny_bert(tmp_path / "bert-copy")
-    model = ShapCA.from_config(_config(encoders, text_encoder=str(bert), image_encoder=encoders["clip"]), task, labels)
-    shutil.copytree(encoders["clip"], tmp_path / "clip-copy")
+    bert = Path(shutil.copytree(encoders["bert"], tmp_path / "bert-copy"))
+    clip = Path(shutil.copytree(encoders["clip"], tmp_path / "clip-copy"))
+    model = ShapCA.from_config(_config(encoders, text_encoder=str(bert), image_encoder=clip), task, labels)
     model.save_pretrained(tmp_path / "saved")
-    shutil.rmtree(bert)  # the original text encoder is gone
+    shutil.rmtree(bert)  # the original encoders are gone
+    shutil.rmtree(clip)
     loaded = ShapCA.from_pretrained(tmp_path / "saved")
     assert (loaded.task, loaded.labels, loaded.config) == (task, labels, model.config)
     expected = model.state_dict()
@@ -346,13 +324,6 @@ def test_crf_marginals_match_enumeration():
             for t in range(length):
                 expected[t, path[t]] += p
         torch.testing.assert_close(marginals[b, :length].detach(), expected.detach(), rtol=1e-5, atol=1e-6)
-
-
-def test_spans_from_bio():
-    tags = ["B-PER", "I-PER", "O", "I-LOC", "I-LOC", "B-ORG", "B-ORG", "I-PER"]
-    assert spans_from_bio(tags) == [
-        (Span(0, 2), "PER"), (Span(3, 5), "LOC"), (Span(5, 6), "ORG"), (Span(6, 7), "ORG"), (Span(7, 8), "PER"),
-    ]
 
 
 def test_encoders_load_only_from_local_directories(tmp_path):

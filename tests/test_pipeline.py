@@ -118,8 +118,10 @@ def test_mlflow_models_serve_answers_invocations(trained):
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", MODEL, "--env-manager", "local",
          "--host", "127.0.0.1", "--port", str(port)],
-        env=os.environ | {"MLFLOW_TRACKING_URI": trained["uri"]}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True,
+        # mlflow execs `uvicorn` by name: the environment's bin directory must be on PATH even when it is not activated
+        env=os.environ | {"MLFLOW_TRACKING_URI": trained["uri"],
+                          "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
     )
     try:
         deadline = time.time() + 120
@@ -138,5 +140,8 @@ def test_mlflow_models_serve_answers_invocations(trained):
         predictions = answer["predictions"]
         assert len(predictions) == 2 and predictions[0]["error"] is None and predictions[1]["error"]
     finally:
-        os.killpg(server.pid, 15)
+        try:
+            os.killpg(server.pid, 15)  # the whole group: mlflow's uvicorn child too
+        except ProcessLookupError:  # a server that failed to start has already exited, with its group
+            pass
         server.wait(timeout=30)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from components.data.conll import bio_tags, read_conll
+from components.data.conll import read_conll
 from components.data.context_files import ContextReadResult, read_blip2, read_mplug_owl
 from components.data.datasets import DATASETS, MNRE_RELATIONS, labels, load_contexts, load_split, read_split
 from components.data.joint import group_sentences, read_joint
@@ -56,37 +56,26 @@ def test_conll_accepts_and_keeps_sequences_starting_with_i(tmp_path):
     assert bio_mentions(["B-PER", "I-PER", "O", "B-LOC"]) == [("PER", False), ("LOC", False)]
 
 
-def test_conll_tabless_token_line(tmp_path):
-    path = write(tmp_path / "train.txt", "IMGID:1\nok\tO\nbroken line\nend\tO\n\n")
+@pytest.mark.parametrize(
+    "text, entity_types, line, expected",
+    [
+        ("IMGID:1\nok\tO\nbroken line\nend\tO\n\n", T15, 3, ["expected 'token<TAB>tag', found no tab"]),
+        ("IMGID:1\nok\tO\textra\n\n", None, 2, ["found 2 tabs"]),
+        ("IMGID:1\nok\tO\n\nIMGID:2\nx\tO\nAcme\tB-MISC\n\n", T15, 6, ["unknown tag 'B-MISC'", "B-OTHER"]),
+        ("IMGID:1\nok\tPER\n\n", None, 2, ["malformed tag 'PER'"]),  # without a label set only the form is checked
+        ("IMGID:1\n\tO\n\n", None, 2, ["empty token"]),
+        (b"IMGID:1\nok\tO\n\nIMGID:2\nbad\xff\xfe\tO\n\n", None, 5,
+         ["undecodable bytes at byte 4 (0xff): expected UTF-8"]),
+    ],
+    ids=["no-tab", "two-tabs", "unknown-tag", "malformed-tag", "empty-token", "undecodable-bytes"],
+)
+def test_conll_strict_read_names_the_file_line_and_problem(tmp_path, text, entity_types, line, expected):
+    path = write(tmp_path / "train.txt", text)
     with pytest.raises(DataFormatError) as excinfo:
-        read_conll(path, entity_types=T15)
-    assert single_problem(excinfo)[:2] == (path, 3)
-    assert "expected 'token<TAB>tag', found no tab" in single_problem(excinfo)[2]
-    assert str(excinfo.value).startswith(f"{path}:3: ")
-
-
-def test_conll_two_tabs(tmp_path):
-    path = write(tmp_path / "train.txt", "IMGID:1\nok\tO\textra\n\n")
-    with pytest.raises(DataFormatError) as excinfo:
-        read_conll(path)
-    path_, line, message = single_problem(excinfo)
-    assert (path_, line) == (path, 2) and "found 2 tabs" in message
-
-
-def test_conll_unknown_tag(tmp_path):
-    path = write(tmp_path / "valid.txt", "IMGID:1\nok\tO\n\nIMGID:2\nx\tO\nAcme\tB-MISC\n\n")
-    with pytest.raises(DataFormatError) as excinfo:
-        read_conll(path, entity_types=T15)
-    path_, line, message = single_problem(excinfo)
-    assert (path_, line) == (path, 6)
-    assert "unknown tag 'B-MISC'" in message and "B-OTHER" in message
-
-
-def test_conll_malformed_tag_without_a_label_set(tmp_path):
-    path = write(tmp_path / "t.txt", "IMGID:1\nok\tPER\n\n")
-    with pytest.raises(DataFormatError) as excinfo:
-        read_conll(path)
-    assert single_problem(excinfo)[1] == 2 and "malformed tag 'PER'" in single_problem(excinfo)[2]
+        read_conll(path, entity_types=entity_types)
+    assert single_problem(excinfo)[:2] == (path, line)
+    assert str(excinfo.value).startswith(f"{path}:{line}: ")
+    assert all(fragment in single_problem(excinfo)[2] for fragment in expected)
 
 
 def test_conll_token_line_before_any_imgid(tmp_path):
@@ -105,22 +94,6 @@ def test_conll_tweet_without_tokens_and_empty_image_id(tmp_path):
         (3, "empty image id"),
     ]
     assert result.examples == []
-
-
-def test_conll_empty_token(tmp_path):
-    path = write(tmp_path / "t.txt", "IMGID:1\n\tO\n\n")
-    with pytest.raises(DataFormatError) as excinfo:
-        read_conll(path)
-    assert single_problem(excinfo)[1] == 2 and "empty token" in single_problem(excinfo)[2]
-
-
-def test_conll_undecodable_bytes(tmp_path):
-    path = write(tmp_path / "t.txt", b"IMGID:1\nok\tO\n\nIMGID:2\nbad\xff\xfe\tO\n\n")
-    with pytest.raises(DataFormatError) as excinfo:
-        read_conll(path)
-    path_, line, message = single_problem(excinfo)
-    assert (path_, line) == (path, 5)
-    assert "undecodable bytes at byte 4 (0xff): expected UTF-8" in message
 
 
 def test_conll_lenient_keeps_good_tweets_with_stable_ids(tmp_path):
@@ -143,10 +116,6 @@ def test_conll_limit_counts_tweets(tmp_path):
     path = write(tmp_path / "t.txt", GOOD_CONLL + "IMGID:103\nz\tO\n\n")
     assert [e.image_id for e in read_conll(path, limit=2)] == ["101", "102"]
     assert len(read_conll(path, limit=None)) == 3
-
-
-def test_bio_tags_order():
-    assert bio_tags(["PER", "MISC"]) == ["O", "B-PER", "I-PER", "B-MISC", "I-MISC"]
 
 
 # ------------------------------------------------------------------------------------------------------------ MNRE

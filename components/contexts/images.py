@@ -51,24 +51,7 @@ class ImageInput:
 
     def decode(self, max_pixels: int) -> Image.Image:
         """The image as RGB, after the size guard; raises ImageProblem when it is oversized or unreadable."""
-        try:
-            with Image.open(io.BytesIO(self.data)) as im:
-                width, height = im.size
-                if width * height > max_pixels:
-                    raise ImageProblem(
-                        self.image_id,
-                        f"oversized: {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} "
-                        f"(decompression-bomb guard) in {self.path}",
-                    )
-                im.load()  # decodes every pixel: a truncated or corrupt file fails here, not inside a model
-                return im.convert("RGB")
-        except ImageProblem:
-            raise
-        except Image.DecompressionBombError as exc:
-            raise ImageProblem(self.image_id, f"oversized: {exc} (decompression-bomb guard) in {self.path}") from None
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            # SyntaxError is what some PIL plugins raise on a malformed header.
-            raise ImageProblem(self.image_id, f"unreadable: {type(exc).__name__}: {exc} in {self.path}") from None
+        return decode_image(self.image_id, self.data, max_pixels, where=self.path)
 
     def data_url(self, max_pixels: int) -> str:
         """A `data:` URL for a chat-completions request: the original bytes when the format is one servers take."""
@@ -81,6 +64,29 @@ class ImageInput:
             decoded.save(buffer, format="PNG")
             payload, mime = buffer.getvalue(), "image/png"
         return f"data:{mime};base64,{base64.b64encode(payload).decode('ascii')}"
+
+
+def decode_image(image_id: str, data: bytes, max_pixels: int, where: Path | str = "the given bytes") -> Image.Image:
+    """Image bytes as RGB, after the size guard; raises ImageProblem when oversized or unreadable. ``where`` (the
+    file the bytes came from) only goes into the reason. Every place that decodes an image goes through here."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+            if width * height > max_pixels:
+                raise ImageProblem(
+                    image_id,
+                    f"oversized: {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} "
+                    f"(decompression-bomb guard) in {where}",
+                )
+            im.load()  # decodes every pixel: a truncated or corrupt file fails here, not inside a model
+            return im.convert("RGB")
+    except ImageProblem:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageProblem(image_id, f"oversized: {exc} (decompression-bomb guard) in {where}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        # SyntaxError is what some PIL plugins raise on a malformed header.
+        raise ImageProblem(image_id, f"unreadable: {type(exc).__name__}: {exc} in {where}") from None
 
 
 def read_image(image_dir: Path, image_id: str, max_bytes: int) -> ImageInput:

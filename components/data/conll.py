@@ -21,15 +21,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, overload
 
+from components.data.bio import OUTSIDE, bio_tags
 from components.data.context_files import read_text_lines
-from components.data.records import DataFormatError, NerExample, ReadProblem, ReadResult
+from components.data.records import NerExample, ReadProblem, ReadResult
 
 IMGID_PREFIX = "IMGID:"
-
-
-def bio_tags(entity_types: Sequence[str]) -> list[str]:
-    """``["O", "B-T1", "I-T1", "B-T2", ...]`` in the order of ``entity_types``."""
-    return ["O"] + [f"{prefix}-{t}" for t in entity_types for prefix in ("B", "I")]
 
 
 def _tag_problem(tag: str, allowed: set[str] | None) -> str | None:
@@ -38,13 +34,13 @@ def _tag_problem(tag: str, allowed: set[str] | None) -> str | None:
         if tag in allowed:
             return None
         return f"unknown tag {tag!r}: expected one of {', '.join(sorted(allowed, key=_tag_order))}"
-    if tag == "O" or (tag[:2] in ("B-", "I-") and len(tag) > 2):
+    if tag == OUTSIDE or (tag[:2] in ("B-", "I-") and len(tag) > 2):
         return None
     return f"malformed tag {tag!r}: expected 'O', 'B-<type>' or 'I-<type>'"
 
 
 def _tag_order(tag: str) -> tuple[str, str]:
-    return (tag[2:], tag[:1]) if tag != "O" else ("", "")
+    return (tag[2:], tag[:1]) if tag != OUTSIDE else ("", "")
 
 
 @overload
@@ -150,8 +146,4 @@ def read_conll(
         tags.append(tag)
     close_tweet()
 
-    if strict:
-        if result.problems:
-            raise DataFormatError(result.problems)
-        return result.examples
-    return result
+    return result.examples_or_raise() if strict else result

@@ -60,6 +60,12 @@ class ContextReadResult:
     contexts: ContextSet
     problems: list[ReadProblem] = field(default_factory=list)
 
+    def contexts_or_raise(self) -> ContextSet:
+        """What a strict read returns: the contexts, or ``DataFormatError`` listing every problem."""
+        if self.problems:
+            raise DataFormatError(self.problems)
+        return self.contexts
+
 
 class _ContextCollector:
     """Accumulates image_id -> text and turns a conflicting duplicate into a problem naming both places."""
@@ -87,12 +93,8 @@ class _ContextCollector:
         self.origin[image_id] = (path, line)
 
     def finish(self, generator: str, strict: bool) -> ContextSet | ContextReadResult:
-        contexts = ContextSet(generator=generator, contexts=self.texts)
-        if strict:
-            if self.problems:
-                raise DataFormatError(self.problems)
-            return contexts
-        return ContextReadResult(contexts, self.problems)
+        result = ContextReadResult(ContextSet(generator=generator, contexts=self.texts), self.problems)
+        return result.contexts_or_raise() if strict else result
 
 
 @overload

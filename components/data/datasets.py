@@ -16,7 +16,7 @@ from components.data.conll import read_conll
 from components.data.context_files import ContextReadResult, read_blip2, read_mplug_owl
 from components.data.joint import read_joint
 from components.data.mnre import read_mnre
-from components.data.records import ContextSet, DataFormatError, Example, ReadResult
+from components.data.records import NO_RELATION, ContextSet, Example, ReadResult
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ Generator = Literal["blip2", "mplug-owl"]
 
 # The 23 MNRE relation labels: "None" first, then the 22 relations sorted.
 MNRE_RELATIONS = [
-    "None",
+    NO_RELATION,
     "/loc/loc/contain",
     "/misc/loc/held_on",
     "/misc/misc/part_of",
@@ -143,11 +143,10 @@ def load_split(
 ) -> list[Example]:
     """Read a split; strict raises ``DataFormatError`` on any problem, lenient logs them and keeps the good rows."""
     result = read_split(name, split, data_dir, limit=limit)
-    if result.problems:
-        if strict:
-            raise DataFormatError(result.problems)
-        for problem in result.problems:
-            logger.warning("left out: %s", problem)
+    if strict:
+        return result.examples_or_raise()
+    for problem in result.problems:
+        logger.warning("left out: %s", problem)
     return result.examples
 
 
@@ -176,7 +175,4 @@ def load_contexts(generator: Generator, dataset: str, data_dir: Path = Path("dat
     blip2 has one file per Twitter dataset; mplug-owl's three files are one set shared by both Twitter datasets, so
     its ContextSet holds descriptions of both. mnre / mnre-joint have no published contexts: an empty set, logged.
     """
-    read = read_contexts(generator, dataset, data_dir)
-    if read.problems:
-        raise DataFormatError(read.problems)
-    return read.contexts
+    return read_contexts(generator, dataset, data_dir).contexts_or_raise()

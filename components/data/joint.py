@@ -13,9 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from components.data.mnre import read_mnre
-from components.data.records import DataFormatError, JointExample, ReadResult, ReExample, Triple
-
-NO_RELATION = "None"
+from components.data.records import NO_RELATION, JointExample, ReadResult, ReExample, Triple
 
 
 def group_sentences(
@@ -45,9 +43,5 @@ def read_joint(
     """Read an MNRE split file as joint sentences. Problems are the MNRE reader's (an instance it could not read
     leaves its pair out of the sentence, and is reported). ``relations`` is the full MNRE set, None included."""
     read = read_mnre(path, split=split, relations=relations, strict=False)
-    sentences = group_sentences(read.examples, split=split, limit=limit)
-    if strict:
-        if read.problems:
-            raise DataFormatError(read.problems)
-        return sentences
-    return ReadResult(examples=sentences, problems=read.problems)
+    result = ReadResult(examples=group_sentences(read.examples, split=split, limit=limit), problems=read.problems)
+    return result.examples_or_raise() if strict else result

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, overload
 
 from components.data.context_files import read_text_lines
-from components.data.records import DataFormatError, ReadProblem, ReadResult, ReExample, Span
+from components.data.records import ReadProblem, ReadResult, ReExample, Span
 
 REQUIRED_KEYS = ("token", "h", "t", "img_id", "relation")
 
@@ -34,7 +34,7 @@ def _parse_span(value: Any, role: str, tokens: list[str]) -> tuple[Span | None, 
     ):
         return None, f"{role} entity: expected 'pos' to be [start, end] integers, found {pos!r:.60}"
     start, end = pos
-    if not 0 <= start < end <= len(tokens):
+    if not Span(start, end).fits(len(tokens)):
         return None, (
             f"{role} span [{start}, {end}) outside the sentence: "
             f"expected 0 <= start < end <= {len(tokens)} (its token count)"
@@ -125,8 +125,4 @@ def read_mnre(
             result.problems.append(ReadProblem(path, line.number, why))
             continue
         result.examples.append(ReExample(id=f"{split}-{index}", **fields))
-    if strict:
-        if result.problems:
-            raise DataFormatError(result.problems)
-        return result.examples
-    return result
+    return result.examples_or_raise() if strict else result

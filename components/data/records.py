@@ -17,6 +17,10 @@ class Span:
     def __len__(self) -> int:
         return self.end - self.start
 
+    def fits(self, n_tokens: int) -> bool:
+        """Whether the span is non-empty and inside a sentence of ``n_tokens`` tokens."""
+        return 0 <= self.start < self.end <= n_tokens
+
 
 @dataclass(frozen=True)
 class NerExample:
@@ -28,6 +32,9 @@ class NerExample:
     tags: list[str]
 
 
+NO_RELATION = "None"  # MNRE's label for a pair with no relation between them
+
+
 @dataclass(frozen=True)
 class ReExample:
     """One MNRE instance: a sentence, a (head, tail) entity pair and the relation between them."""
@@ -37,7 +44,7 @@ class ReExample:
     tokens: list[str]
     head: Span
     tail: Span
-    relation: str  # one of 23 labels, "None" included
+    relation: str  # one of 23 labels, NO_RELATION included
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,12 @@ class ReadResult:
 
     examples: list = field(default_factory=list)
     problems: list[ReadProblem] = field(default_factory=list)
+
+    def examples_or_raise(self) -> list:
+        """What a strict read returns: the examples, or ``DataFormatError`` listing every problem."""
+        if self.problems:
+            raise DataFormatError(self.problems)
+        return self.examples
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from components.data.records import JointExample, NerExample, ReExample, Span
 from components.model.config import ShapCAConfig
-from components.model.heads import ordered_pairs, pair_tensors
+from components.model.heads import ENTITY_TYPE, ordered_pairs, pair_tensors
 
 # Entity markers of the MRE head: added to the tokenizer as special tokens, wrapped around the head and tail spans.
 HEAD_START, HEAD_END, TAIL_START, TAIL_END = "<h>", "</h>", "<t>", "</t>"
@@ -70,7 +70,7 @@ class Batch:
 
 
 def _check_span(example, span: Span, what: str) -> None:
-    if not 0 <= span.start < span.end <= len(example.tokens):
+    if not span.fits(len(example.tokens)):
         raise ValueError(
             f"example {example.id}: {what} {span} is not a non-empty span inside its {len(example.tokens)} tokens"
         )
@@ -257,7 +257,7 @@ class Collator:
         """Entity BIO tags (a span overlapping an earlier one is not tagged: BIO cannot hold both) and every ordered
         pair of gold entities with its relation (the first triple's where a pair has several), 0 where none."""
         batch.tags = torch.zeros_like(batch.word_index)
-        begin, inside = self.tag_ids["B-ENT"], self.tag_ids["I-ENT"]
+        begin, inside = self.tag_ids[f"B-{ENTITY_TYPE}"], self.tag_ids[f"I-{ENTITY_TYPE}"]
         visible, relations = [], []  # per sample: spans with word states, (head, tail) -> relation id
         for b, ex in enumerate(examples):
             if not isinstance(ex, JointExample):

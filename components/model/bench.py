@@ -17,8 +17,6 @@ the time of a whole training step (forward, backward, AdamW) of the MiniLM model
 from __future__ import annotations
 
 import json
-import os
-import platform
 import sys
 import time
 import warnings
@@ -30,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from components.machine import machine_description, torch_description
 from components.model.alignment import cosine_of_sum
 from components.model.shapley import exact_shapley, monte_carlo_shapley, random_orders
 
@@ -143,16 +142,6 @@ def alignment_share_of_step(data_dir: Path | None = Path("data"), batch_size: in
     return {"step_ms": step_ms, "align_ms": align_ms, "share": align_ms / step_ms, "batch": source}
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def run_shapley_benchmark(
     ns: Sequence[int] = (8, 12, 16, 32, 64),
     ks: Sequence[int] = (16, 64, 256),
@@ -200,8 +189,5 @@ def run_shapley_benchmark(
         share = round(step["share"], 5)
         if progress:
             print(json.dumps({"training_step": step}), flush=True, file=sys.stderr)
-    machine = (
-        f"{_cpu_name()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
-        f"torch {torch.__version__} with {torch.get_num_threads()} threads"
-    )
+    machine = f"{machine_description()}, {torch_description()}"
     return {"rows": rows, "alignment_share_of_step": share, "machine": machine}

@@ -11,7 +11,6 @@ Both kinds of encoder give token (or patch) states and one pooled vector per inp
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +20,7 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
 
 from components.model.config import MINILM
+from components.tracking.lineage import sha256_file
 
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"  # model.safetensors
 
@@ -39,11 +39,7 @@ class ImageEncoder:
 
 @lru_cache(maxsize=8)
 def _sha256(path: Path, size: int, mtime_ns: int) -> str:  # size and mtime key the cache: a changed file is re-hashed
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 def verify_sha256(path: Path, expected: str) -> None:

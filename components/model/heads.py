@@ -15,28 +15,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchcrf import CRF
 
-from components.data.records import Span, Triple
+from components.data.bio import bio_tags, bio_to_spans
+from components.data.records import NO_RELATION, Span, Triple
 
-NO_RELATION = "None"  # class 0 of the joint pair classifier; MNRE's own name for it
-
-
-def bio_tags(types: list[str]) -> list[str]:
-    """["O", "B-T1", "I-T1", "B-T2", ...] for the given entity types."""
-    return ["O"] + [f"{prefix}-{t}" for t in types for prefix in ("B", "I")]
-
-
-def spans_from_bio(tags: list[str]) -> list[tuple[Span, str]]:
-    """Entity spans of a BIO sequence. An I- tag that does not continue a span of its type opens one (conlleval)."""
-    spans: list[tuple[Span, str]] = []
-    start, kind = None, None
-    for i, tag in enumerate([*tags, "O"]):
-        prefix, _, label = tag.partition("-")
-        if start is not None and (prefix != "I" or label != kind):
-            spans.append((Span(start, i), kind))
-            start, kind = None, None
-        if prefix == "B" or (prefix == "I" and start is None):
-            start, kind = i, label
-    return spans
+ENTITY_TYPE = "ENT"  # the one entity type of the joint head's untyped BIO tagging
 
 
 def word_states(states: Tensor, word_index: Tensor) -> Tensor:
@@ -78,15 +60,18 @@ class CrfTagger(nn.Module):
 
     @torch.no_grad()
     def decode(self, emissions: Tensor, mask: Tensor) -> list[list[tuple[Span, str, float]]]:
-        """Viterbi spans per sample, each with the mean marginal probability of its decoded tags."""
-        paths = self.crf.decode(emissions, mask=mask)
+        """Viterbi spans per sample, each with the mean marginal probability of its decoded tags.
+
+        The path is chunked as the metric chunks gold tags (conlleval, `components.data.bio`): the CRF may decode an
+        I-X after O, and it then counts as the X entity it is scored as, not as nothing."""
+        paths = self.crf.decode(emissions, mask=mask)  # per sample: tag ids of its unmasked words
         marginals = crf_marginals(self.crf, emissions, mask)  # (B, W, C)
         out = []
         for b, path in enumerate(paths):
             names = [self.tags[i] for i in path]
             prob = marginals[b, torch.arange(len(path)), torch.tensor(path, device=marginals.device)].tolist()
-            spans = spans_from_bio(names)
-            out.append([(span, kind, sum(prob[span.start : span.end]) / len(span)) for span, kind in spans])
+            spans = bio_to_spans(names)
+            out.append([(span, kind, sum(prob[span.start : span.end]) / len(span)) for kind, span in spans])
         return out
 
 
@@ -150,8 +135,8 @@ def span_means(words: Tensor, sample: Tensor, spans: Tensor) -> Tensor:
 class JointHead(nn.Module):
     def __init__(self, dim: int, relations: list[str], pair_hidden: int, dropout: float):
         super().__init__()
-        self.classes = [NO_RELATION, *relations]
-        self.tagger = CrfTagger(dim, bio_tags(["ENT"]), dropout)
+        self.classes = [NO_RELATION, *relations]  # class 0: no relation
+        self.tagger = CrfTagger(dim, bio_tags([ENTITY_TYPE]), dropout)
         self.pair = nn.Sequential(
             nn.Linear(3 * dim, pair_hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(pair_hidden, len(self.classes))
         )
@@ -182,11 +167,4 @@ class JointHead(nn.Module):
         for (b, h, t), k, p in zip(pairs, label.tolist(), prob.tolist()):
             if k != 0:
                 out[b].append((Triple(h, self.classes[k], t), p))
-        return out
-        as_tensor = lambda rows: torch.tensor(rows, dtype=torch.long, device=states.device)  # noqa: E731
-        logits = self.pair_logits(words, as_tensor(sample), as_tensor(head), as_tensor(tail))
-        prob, label = logits.softmax(dim=-1).max(dim=-1)
-        for b, h, t, k, p in zip(sample, head, tail, label.tolist(), prob.tolist()):
-            if k != 0:
-                out[b].append((Triple(Span(*h), self.classes[k], Span(*t)), p))
         return out

@@ -26,6 +26,8 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
+from components.data.bio import OUTSIDE, bio_tags
+from components.data.records import NO_RELATION
 from components.model.alignment import ContrastiveAlignment
 from components.model.batch import MARKERS, Batch, Collator
 from components.model.config import ShapCAConfig
@@ -42,7 +44,7 @@ from components.model.encoders import (
     text_encoder_from_saved,
 )
 from components.model.fusion import AdaptiveFusion, FusionOutput
-from components.model.heads import NO_RELATION, JointHead, NerHead, ReHead, bio_tags
+from components.model.heads import ENTITY_TYPE, JointHead, NerHead, ReHead
 
 Task = Literal["ner", "re", "joint"]
 FORMAT_VERSION = 1
@@ -75,7 +77,7 @@ def _check_labels(task: str, labels: list[str]) -> list[str]:
         raise ValueError(f"task must be 'ner', 're' or 'joint', got {task!r}")
     if not labels or len(set(labels)) != len(labels):
         raise ValueError(f"{task}: labels must be a non-empty list without repeats, got {labels}")
-    if task == "ner" and any(t == "O" or t[:2] in ("B-", "I-") for t in labels):
+    if task == "ner" and any(t == OUTSIDE or t[:2] in ("B-", "I-") for t in labels):
         raise ValueError(f"ner: labels are entity types such as PER, LOC (BIO tags derive from them), got {labels}")
     if task == "joint" and NO_RELATION in labels:
         raise ValueError(f"joint: labels are the relations without {NO_RELATION!r} (the pair classifier adds it)")
@@ -194,7 +196,7 @@ class ShapCA(nn.Module):
         elif self.task == "re":
             tags, relations = None, self.labels
         else:
-            tags, relations = bio_tags(["ENT"]), [NO_RELATION, *self.labels]
+            tags, relations = bio_tags([ENTITY_TYPE]), [NO_RELATION, *self.labels]
         return Collator(
             self.config, self.task, self.tokenizer, tags=tags, relations=relations,
             context_tokenizer=self.context_tokenizer, image_processor=self.image_processor,

@@ -15,7 +15,6 @@ batch):
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,10 @@ from typing import Any
 import mlflow.pyfunc
 import pandas as pd
 
+from components.data.bio import OUTSIDE
 from components.data.records import JointExample, NerExample, ReExample, Span
 
 MODEL_ARTIFACT = "model"  # the artifact key under which `ShapCA.save_pretrained` output travels
-MAX_IMAGE_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold
 
 
 def _is_missing(value: Any) -> bool:
@@ -54,20 +53,25 @@ def _span(value: Any, field: str, n_tokens: int) -> Span:
         start, end = (int(v) for v in value)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{field} must be [start, end), got {value!r}") from error
-    if not 0 <= start < end <= n_tokens:
+    span = Span(start, end)
+    if not span.fits(n_tokens):
         raise ValueError(f"{field} span [{start}, {end}) is outside the text's {n_tokens} tokens")
-    return Span(start, end)
+    return span
 
 
-def _image(value: Any):
-    from PIL import Image
+def _image(row_id: str, value: Any):
+    """The row's image (its bytes, or a file path) as RGB, behind the decompression-bomb guard every reader uses."""
+    from components.contexts.config import DEFAULT_MAX_PIXELS
+    from components.contexts.images import ImageProblem, decode_image
 
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-    source = io.BytesIO(value) if isinstance(value, (bytes, bytearray)) else Path(str(value))
     try:
-        with Image.open(source) as image:
-            return image.convert("RGB")
-    except (OSError, Image.DecompressionBombError) as error:
+        if isinstance(value, (bytes, bytearray)):
+            return decode_image(row_id, bytes(value), DEFAULT_MAX_PIXELS)
+        path = Path(str(value))
+        return decode_image(row_id, path.read_bytes(), DEFAULT_MAX_PIXELS, where=path)
+    except ImageProblem as error:
+        raise ValueError(f"image {error.reason}") from error
+    except OSError as error:
         raise ValueError(f"image unreadable: {error}") from error
 
 
@@ -79,13 +83,16 @@ class ShapCAPyfunc(mlflow.pyfunc.PythonModel):
         self.model.eval()
 
     def _record(self, row_id: str, row: dict) -> Any:
+        """The row as the record the collator takes. Its gold labels are placeholders: the collator needs some,
+        prediction ignores them (RE: the model's first label, which every RE model has)."""
         tokens = _tokens(row.get("text"))
         task = self.model.task
         if task == "ner":
-            return NerExample(id=row_id, image_id=row_id, tokens=tokens, tags=["O"] * len(tokens))
+            return NerExample(id=row_id, image_id=row_id, tokens=tokens, tags=[OUTSIDE] * len(tokens))
         if task == "re":
             head, tail = _span(row.get("head"), "head", len(tokens)), _span(row.get("tail"), "tail", len(tokens))
-            return ReExample(id=row_id, image_id=row_id, tokens=tokens, head=head, tail=tail, relation="None")
+            relation = self.model.labels[0]
+            return ReExample(id=row_id, image_id=row_id, tokens=tokens, head=head, tail=tail, relation=relation)
         return JointExample(id=row_id, image_id=row_id, tokens=tokens, entities=[], triples=[])
 
     def _format(self, example, prediction) -> dict:
@@ -107,9 +114,19 @@ class ShapCAPyfunc(mlflow.pyfunc.PythonModel):
         ]
         return {"triples": triples, "error": None}
 
-    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> list[dict]:
-        import torch
+    def _predict_rows(self, rows: list[tuple[int, Any]], contexts: dict, images: dict) -> list[dict]:
+        """Outputs of (row position, record) pairs predicted as one batch. A row the collator rejects (an RE entity
+        marker past model.max_text_tokens) fails the batch, so then each row is predicted alone: only it gets the
+        error."""
+        try:
+            batch = self.model.collator()([r for _, r in rows], contexts=contexts or None, images=images or None)
+        except ValueError as error:
+            if len(rows) == 1:
+                return [{"error": f"row {rows[0][0]}: {error}"}]
+            return [out for row in rows for out in self._predict_rows([row], contexts, images)]
+        return [self._format(record, prediction) for (_, record), prediction in zip(rows, self.model.predict(batch))]
 
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> list[dict]:
         rows = model_input.to_dict(orient="records")
         outputs: list[dict | None] = [None] * len(rows)
         valid: list[tuple[int, Any]] = []  # (row position, record) of the rows that parsed
@@ -119,7 +136,7 @@ class ShapCAPyfunc(mlflow.pyfunc.PythonModel):
             try:
                 record = self._record(row_id, row)
                 if not _is_missing(row.get("image")) and self.model.uses_images:
-                    images[row_id] = _image(row["image"])
+                    images[row_id] = _image(row_id, row["image"])
             except ValueError as error:
                 outputs[i] = {"error": f"row {i}: {error}"}
                 continue
@@ -127,13 +144,10 @@ class ShapCAPyfunc(mlflow.pyfunc.PythonModel):
                 contexts[row_id] = str(row["context"])
             valid.append((i, record))
         batch_size = int((params or {}).get("batch_size", 32))
-        collator = self.model.collator()
-        with torch.no_grad():
-            for start in range(0, len(valid), batch_size):
-                chunk = valid[start : start + batch_size]
-                batch = collator([r for _, r in chunk], contexts=contexts or None, images=images or None)
-                for (i, record), prediction in zip(chunk, self.model.predict(batch)):
-                    outputs[i] = self._format(record, prediction)
+        for start in range(0, len(valid), batch_size):
+            chunk = valid[start : start + batch_size]
+            for (i, _), output in zip(chunk, self._predict_rows(chunk, contexts, images)):
+                outputs[i] = output
         return outputs  # type: ignore[return-value]
 
 

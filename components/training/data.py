@@ -6,9 +6,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from components.config import DataConfig
+from components.contexts.config import DEFAULT_MAX_PIXELS
+from components.contexts.images import ImageProblem, decode_image
 from components.data.datasets import DATASETS, labels, load_contexts, load_split
 from components.data.records import ContextSet, Example
 
@@ -18,7 +20,8 @@ SPLITS = ("train", "dev", "test")
 
 
 class ImageFolder:
-    """Images as `<image_dir>/<image_id>.jpg` (or .png). A missing or unreadable image is None: its gate closes."""
+    """Images as `<image_dir>/<image_id>.jpg` (or .png). A missing, unreadable or oversized image (the same
+    decompression-bomb guard as context generation) is None: its gate closes."""
 
     def __init__(self, image_dir: Path):
         self.image_dir = Path(image_dir)
@@ -31,12 +34,12 @@ class ImageFolder:
             path = self.image_dir / f"{image_id}{suffix}"
             if path.is_file():
                 try:
-                    with Image.open(path) as image:
-                        return image.convert("RGB")
-                except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
+                    return decode_image(image_id, path.read_bytes(), DEFAULT_MAX_PIXELS, where=path)
+                except (ImageProblem, OSError) as error:
+                    reason = error.reason if isinstance(error, ImageProblem) else f"unreadable: {error}"
                     if image_id not in self.unreadable:
-                        log.warning("image %s unreadable, using no image: %s", path, error)
-                    self.unreadable[image_id] = str(error)
+                        log.warning("image %s not used: %s", path, reason)
+                    self.unreadable[image_id] = reason
                     return None
         return None
 
@@ -53,6 +56,16 @@ class TrainingData:
     splits: dict[str, list[Example]]
     contexts: ContextSet | None
     images: ImageFolder | None
+
+    @property
+    def context_texts(self) -> dict[str, str] | None:
+        """image_id -> context text; None when the run uses no contexts."""
+        return self.contexts.contexts if self.contexts is not None else None
+
+    def collate(self, collator, examples: list[Example]):
+        """The model's `Batch` of `examples`, with their contexts and (when the run reads images) their images."""
+        images = self.images.batch([e.image_id for e in examples]) if self.images is not None else None
+        return collator(examples, contexts=self.context_texts, images=images)
 
     def context_coverage(self) -> dict[str, float]:
         if self.contexts is None:

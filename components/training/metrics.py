@@ -7,7 +7,8 @@ All three are micro-averaged set matches:
 (0 where a denominator is 0), over a different kind of item per task:
 
 - MNER: entity chunks ``(type, start, end)`` read from BIO tags with conlleval semantics (what seqeval computes by
-  default): an ``I-X`` that follows ``O`` or a chunk of another type starts a new chunk instead of being dropped.
+  default; ``components.data.bio``): an ``I-X`` that follows ``O`` or a chunk of another type starts a new chunk
+  instead of being dropped.
 - MRE: one (instance, relation) per instance whose relation is not ``None`` (the MNRE convention of HVPNeT/MKGformer):
   precision counts the non-None predictions, recall the non-None gold labels; accuracy is over all instances.
 - Joint: exact ``(head span, relation, tail span)`` triples.
@@ -19,15 +20,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from components.data.records import Span, Triple
-
-# A typed entity mention: ("PER", Span(0, 2)).
-Entity = tuple[str, Span]
+from components.data.bio import Entity, bio_to_spans
+from components.data.records import NO_RELATION, Triple
 
 
 def _safe_div(numerator: float, denominator: float) -> float:
@@ -110,48 +110,7 @@ class Scores:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# MNER
-
-
-def _split_tag(tag: str, sentence: int, position: int) -> tuple[str, str]:
-    """``"B-PER"`` -> ``("B", "PER")``; ``"O"`` -> ``("O", "")``. Anything else is a clear error."""
-    if tag == "O":
-        return "O", ""
-    prefix, sep, entity_type = tag.partition("-")
-    if not sep or prefix not in {"B", "I", "E", "S"} or not entity_type:
-        raise ValueError(
-            f"sentence {sentence}, token {position}: tag {tag!r} is not 'O' or '<B|I|E|S>-<TYPE>' (e.g. 'B-PER')"
-        )
-    return prefix, entity_type
-
-
-def bio_to_spans(tags: Sequence[str], sentence: int = 0) -> list[Entity]:
-    """Entity chunks of one sentence, conlleval rules (IOB1/IOB2/IOBES tolerant), in order of their start.
-
-    A chunk ends before a token when the previous token closed one (E, S), when the token begins a new one (B, S)
-    or is outside (O), or when the type changes. A chunk starts at B or S, at an I/E that follows O or a closed
-    chunk (E, S), and at any typed token whose type differs from the previous one: ``O I-PER`` is a PER chunk and
-    ``B-PER I-LOC`` is two chunks. ``sentence`` only locates errors.
-    """
-    spans: list[Entity] = []
-    prev_prefix, prev_type = "O", ""
-    start = 0
-    # A trailing "O" closes a chunk that runs to the end of the sentence.
-    for i, tag in enumerate([*tags, "O"]):
-        prefix, entity_type = _split_tag(tag, sentence, i)
-        type_changed = prev_type != entity_type
-        ends = prev_prefix != "O" and (
-            prev_prefix in {"E", "S"} or prefix in {"B", "S", "O"} or type_changed
-        )
-        starts = prefix != "O" and (
-            prefix in {"B", "S"} or prev_prefix in {"O", "E", "S"} or type_changed
-        )
-        if ends:
-            spans.append((prev_type, Span(start, i)))
-        if starts:
-            start = i
-        prev_prefix, prev_type = prefix, entity_type
-    return spans
+# Counting, shared by the three tasks
 
 
 def _check_lengths(gold: Sequence, pred: Sequence, what: str) -> None:
@@ -159,21 +118,41 @@ def _check_lengths(gold: Sequence, pred: Sequence, what: str) -> None:
         raise ValueError(f"{what}: {len(gold)} gold sentences/instances but {len(pred)} predicted")
 
 
-def span_scores(gold: Sequence[Iterable[Entity]], pred: Sequence[Iterable[Entity]]) -> Scores:
-    """Entity-level micro P/R/F1 and per-type scores from typed spans, one collection per sentence."""
-    _check_lengths(gold, pred, "span_scores")
+def _micro_scores(correct: Counter[str], predicted: Counter[str], support: Counter[str], **extra) -> Scores:
+    """Micro scores from per-label counts, with per-label scores for every label on either side."""
+    per_type = {
+        label: Scores.from_counts(correct[label], predicted[label], support[label])
+        for label in sorted(set(support) | set(predicted))
+    }
+    return Scores.from_counts(
+        sum(correct.values()), sum(predicted.values()), sum(support.values()), per_type=per_type, **extra
+    )
+
+
+def _set_match_scores(
+    gold: Sequence[Iterable[Hashable]], pred: Sequence[Iterable[Hashable]], label_of: Callable[[Any], str], what: str
+) -> Scores:
+    """Micro P/R/F1 of exact item matches, one collection of items per sentence; per label (``label_of(item)``).
+    Repeats within a sentence count once."""
+    _check_lengths(gold, pred, what)
     correct: Counter[str] = Counter()
     predicted: Counter[str] = Counter()
     support: Counter[str] = Counter()
     for gold_sentence, pred_sentence in zip(gold, pred):
         gold_set, pred_set = set(gold_sentence), set(pred_sentence)
-        support.update(t for t, _ in gold_set)
-        predicted.update(t for t, _ in pred_set)
-        correct.update(t for t, _ in gold_set & pred_set)
-    per_type = {
-        t: Scores.from_counts(correct[t], predicted[t], support[t]) for t in sorted(set(support) | set(predicted))
-    }
-    return Scores.from_counts(sum(correct.values()), sum(predicted.values()), sum(support.values()), per_type=per_type)
+        support.update(map(label_of, gold_set))
+        predicted.update(map(label_of, pred_set))
+        correct.update(map(label_of, gold_set & pred_set))
+    return _micro_scores(correct, predicted, support)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# MNER
+
+
+def span_scores(gold: Sequence[Iterable[Entity]], pred: Sequence[Iterable[Entity]]) -> Scores:
+    """Entity-level micro P/R/F1 and per-type scores from typed spans, one collection per sentence."""
+    return _set_match_scores(gold, pred, lambda entity: entity[0], "span_scores")
 
 
 def ner_scores(gold_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]]) -> Scores:
@@ -191,7 +170,7 @@ def ner_scores(gold_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[
 # MRE
 
 
-def re_scores(gold_labels: Sequence[str], pred_labels: Sequence[str], none_label: str = "None") -> Scores:
+def re_scores(gold_labels: Sequence[str], pred_labels: Sequence[str], none_label: str = NO_RELATION) -> Scores:
     """Micro P/R/F1 over the non-None relations, per-relation scores, and accuracy over all instances.
 
     correct = instances with gold == pred != None; predicted = pred != None; support = gold != None.
@@ -209,16 +188,7 @@ def re_scores(gold_labels: Sequence[str], pred_labels: Sequence[str], none_label
             predicted[pred] += 1
             if pred == gold:
                 correct[gold] += 1
-    per_type = {
-        r: Scores.from_counts(correct[r], predicted[r], support[r]) for r in sorted(set(support) | set(predicted))
-    }
-    return Scores.from_counts(
-        sum(correct.values()),
-        sum(predicted.values()),
-        sum(support.values()),
-        per_type=per_type,
-        accuracy=_safe_div(exact, len(gold_labels)),
-    )
+    return _micro_scores(correct, predicted, support, accuracy=_safe_div(exact, len(gold_labels)))
 
 
 def confusion_matrix(
@@ -249,16 +219,4 @@ def confusion_matrix(
 
 def triple_scores(gold: Sequence[Iterable[Triple]], pred: Sequence[Iterable[Triple]]) -> Scores:
     """Micro P/R/F1 over exact (head span, relation, tail span) triples, one collection per sentence; per relation."""
-    _check_lengths(gold, pred, "triple_scores")
-    correct: Counter[str] = Counter()
-    predicted: Counter[str] = Counter()
-    support: Counter[str] = Counter()
-    for gold_sentence, pred_sentence in zip(gold, pred):
-        gold_set, pred_set = set(gold_sentence), set(pred_sentence)
-        support.update(t.relation for t in gold_set)
-        predicted.update(t.relation for t in pred_set)
-        correct.update(t.relation for t in gold_set & pred_set)
-    per_type = {
-        r: Scores.from_counts(correct[r], predicted[r], support[r]) for r in sorted(set(support) | set(predicted))
-    }
-    return Scores.from_counts(sum(correct.values()), sum(predicted.values()), sum(support.values()), per_type=per_type)
+    return _set_match_scores(gold, pred, lambda triple: triple.relation, "triple_scores")

@@ -24,7 +24,7 @@ from components.data.records import ContextSet
 
 log = logging.getLogger(__name__)
 
-METRIC_NAME = "dev_f1"  # the registry compares versions on this
+METRIC_NAME = "dev_f1"  # the registry compares versions on this: dev_ + evaluate.SELECTION_METRIC
 
 
 @dataclass
@@ -68,7 +68,7 @@ def _log_shapley_heatmap(run, model, examples, contexts: ContextSet | None, out_
     if out.shapley is None:
         return
     path = shapley_heatmap_png(
-        out.shapley.float().cpu().numpy(),
+        out.shapley.float().cpu().numpy(),  # (N, N): phi[i, j] = context i's Shapley value for text j
         [contexts.contexts[e.image_id] for e in batch_examples],
         [" ".join(e.tokens) for e in batch_examples],
         out_dir / "shapley_heatmap.png",
@@ -84,6 +84,7 @@ def _train_in_process(cfg: ExperimentConfig, resume: bool, tags: dict[str, str] 
     from components.tracking.pyfunc_model import log_shapca_model
     from components.tracking.run_logging import start_run
     from components.training.data import load_training_data
+    from components.training.evaluate import SELECTION_METRIC
     from components.training.metrics import confusion_matrix
     from components.training.trainer import fit
 
@@ -126,7 +127,7 @@ def _train_in_process(cfg: ExperimentConfig, resume: bool, tags: dict[str, str] 
     return TrainRunResult(
         run_id=run.run_id,
         model_uri=model_uri,
-        dev_metric=result.best_dev.get("f1", float("nan")),
+        dev_metric=result.best_dev.get(SELECTION_METRIC, float("nan")),
         metric_name=METRIC_NAME,
         test_metrics=test.scores.as_dict("test"),
         best_epoch=result.best_epoch,

@@ -23,17 +23,16 @@ batch; `share` is a phase's median over the median step.
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
+
+from components.machine import machine_description, torch_description
 
 FORWARD_PHASES = ("text_encoder", "context_encoder", "alignment", "fusion", "head")
 PHASES = (*FORWARD_PHASES, "forward_other", "backward", "optimizer")
@@ -203,21 +202,6 @@ def profile_step(
     )
 
 
-def machine_description() -> str:
-    """CPU model, cores, memory, OS and Python, in the words of scripts/perf_report.py (one machine, one line)."""
-    cpu, memory = platform.processor() or "unknown CPU", ""
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-        kib = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                       if line.startswith("MemTotal")))
-        memory = f", {kib / 2**20:.0f} GiB RAM"
-    except (OSError, StopIteration, ValueError):
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores{memory}, {platform.system()} {platform.machine()}, "
-            f"python {platform.python_version()}")
-
-
 PROFILE_CONFIG_KEYS = (
     "data.dataset", "data.context_generator", "model.text_encoder", "model.context_encoder", "model.context_mode",
     "model.alignment", "model.estimator", "model.permutations", "model.max_text_tokens", "model.max_context_tokens",
@@ -243,7 +227,7 @@ def run_step_profile(cfg, *, repeats: int = 10, warmup: int = 2, threads: int | 
         raise ValueError(f"{cfg.data.dataset} train has {len(examples)} examples, fewer than "
                          f"train.batch_size={batch_size}")
     model = ShapCA.from_config(cfg.model, task=data.task, labels=data.labels)
-    contexts = data.contexts.contexts if data.contexts is not None else None
+    contexts = data.context_texts
     profile = profile_step(
         model, examples, contexts, lr_encoder=cfg.train.lr_encoder, lr_head=cfg.train.lr_head,
         weight_decay=cfg.train.weight_decay, grad_clip=cfg.train.grad_clip, repeats=repeats, warmup=warmup,
@@ -253,5 +237,5 @@ def run_step_profile(cfg, *, repeats: int = 10, warmup: int = 2, threads: int | 
     source = f"{cfg.data.dataset} train, first {batch_size}"
     profile.batch_source = source + (f" + {data.contexts.generator} contexts" if data.contexts is not None else "")
     profile.machine = machine_description()
-    profile.torch = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    profile.torch = torch_description()
     return profile

@@ -10,6 +10,7 @@ with the same metrics as an uninterrupted one (data order is seeded per epoch, R
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -29,14 +30,7 @@ from components.config import ExperimentConfig
 from components.model.shapca import ShapCA
 from components.training.checkpoint import TrainerState, has_checkpoint, load_checkpoint, save_checkpoint
 from components.training.data import TrainingData
-from components.training.distributed import (
-    DistContext,
-    all_reduce_mean,
-    barrier,
-    broadcast_flag,
-    init_distributed,
-    resolve_device,
-)
+from components.training.distributed import all_reduce_mean, barrier, broadcast_flag, init_distributed, resolve_device
 from components.training.evaluate import SELECTION_METRIC, Evaluation, evaluate_split
 from components.training.sampler import BucketBatchSampler
 
@@ -74,13 +68,7 @@ def _text_length(example) -> int:
 
 
 def _make_loader(examples, collator, data: TrainingData, sampler) -> DataLoader:
-    contexts = data.contexts.contexts if data.contexts is not None else None
-
-    def collate(items):
-        images = data.images.batch([e.image_id for e in items]) if data.images is not None else None
-        return collator(items, contexts=contexts, images=images)
-
-    return DataLoader(examples, batch_sampler=sampler, collate_fn=collate)
+    return DataLoader(examples, batch_sampler=sampler, collate_fn=functools.partial(data.collate, collator))
 
 
 def _optimizer(model: ShapCA, cfg: ExperimentConfig) -> torch.optim.Optimizer:
@@ -114,7 +102,8 @@ def fit(
     started = time.perf_counter()
 
     # Model: built from the typed config (or passed in, e.g. a tiny test model).
-    model = model or ShapCA.from_config(cfg.model, task=data.task, labels=data.labels)
+    if model is None:
+        model = ShapCA.from_config(cfg.model, task=data.task, labels=data.labels)
     model.to(device)
     collator = model.collator()
 
@@ -183,7 +172,8 @@ def fit(
             totals["align_loss"] += float(out.align_loss.detach())
             n_batches += 1
             n_samples += len(batch)
-            bar.set_postfix(loss=f"{totals['loss'] / n_batches:.4f}", sps=f"{n_samples / (time.perf_counter() - epoch_start):.1f}")
+            samples_per_s = n_samples / (time.perf_counter() - epoch_start)
+            bar.set_postfix(loss=f"{totals['loss'] / n_batches:.4f}", sps=f"{samples_per_s:.1f}")
 
         metrics = {f"train_{k}": all_reduce_mean(v / max(1, n_batches), ctx) for k, v in totals.items()}
         metrics["train_samples_per_s"] = n_samples / (time.perf_counter() - epoch_start)

@@ -17,7 +17,8 @@ from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
-from components.data.records import JointExample, NerExample, ReadProblem, ReExample, Span
+from components.data.bio import bio_to_spans
+from components.data.records import JointExample, NerExample, ReadProblem, ReExample
 
 TOKEN_JOIN = "\x1f"  # joins tokens into a comparison key; no token contains it, unlike a space
 
@@ -32,20 +33,9 @@ def example_key(tokens: Sequence[str], image_id: str) -> str:
 
 
 def bio_mentions(tags: Sequence[str]) -> list[tuple[str, bool]]:
-    """(entity type, starts_with_i) for every mention: a B-T tag, or an I-T tag that continues no T mention."""
-    mentions = []
-    previous = "O"
-    for tag in tags:
-        if tag.startswith("B-"):
-            mentions.append((tag[2:], False))
-        elif tag.startswith("I-") and previous[2:] != tag[2:]:  # previous is O, or a tag of another type
-            mentions.append((tag[2:], True))
-        previous = tag
-    return mentions
-
-
-def span_in_bounds(span: Span, n_tokens: int) -> bool:
-    return 0 <= span.start < span.end <= n_tokens
+    """(entity type, starts_with_i) for every mention, chunked as the metric chunks them (conlleval): a mention starts
+    at a B-T tag, or at an I-T tag that continues no T mention (starts_with_i)."""
+    return [(entity_type, tags[span.start].startswith("I-")) for entity_type, span in bio_to_spans(tags)]
 
 
 TASK_COLUMNS = {
@@ -83,8 +73,8 @@ def sentences_frame(
             n = len(ex.tokens)
             row.update(
                 relation=ex.relation,
-                head_in_bounds=span_in_bounds(ex.head, n),
-                tail_in_bounds=span_in_bounds(ex.tail, n),
+                head_in_bounds=ex.head.fits(n),
+                tail_in_bounds=ex.tail.fits(n),
                 distinct_spans=ex.head != ex.tail,
             )
         elif isinstance(ex, JointExample):
@@ -113,7 +103,7 @@ def mentions_frame(examples: Iterable[NerExample]) -> pd.DataFrame:
 
 
 def entities_frame(examples: Iterable[JointExample]) -> pd.DataFrame:
-    rows = [(ex.id, s.start, s.end, span_in_bounds(s, len(ex.tokens))) for ex in examples for s in ex.entities]
+    rows = [(ex.id, s.start, s.end, s.fits(len(ex.tokens))) for ex in examples for s in ex.entities]
     frame = pd.DataFrame(rows, columns=["id", "start", "end", "in_bounds"])
     frame["in_bounds"] = frame["in_bounds"].astype(bool)
     return frame
@@ -129,7 +119,7 @@ def triples_frame(examples: Iterable[JointExample]) -> pd.DataFrame:
                 (
                     ex.id,
                     triple.relation,
-                    span_in_bounds(triple.head, n) and span_in_bounds(triple.tail, n),
+                    triple.head.fits(n) and triple.tail.fits(n),
                     triple.head in entities and triple.tail in entities,
                 )
             )

@@ -17,7 +17,7 @@ from typing import Any
 
 from components.data.context_files import ContextReadResult
 from components.data.datasets import SPLITS, DatasetSpec, get_spec, read_contexts, read_split
-from components.data.records import ReadResult
+from components.data.records import NO_RELATION, ReadResult
 from components.validation import frames as F
 from components.validation import suites as S
 from components.validation.report import ValidationReport, ValidationRow
@@ -160,8 +160,8 @@ def _split_stats(spec: DatasetSpec, examples: list, contexts: dict[str, str] | N
         relations = Counter(e.relation for e in examples)
         stats.update(
             sentences=len({F.example_key(e.tokens, e.image_id) for e in examples}),
-            none_instances=relations.get("None", 0),
-            related_instances=len(examples) - relations.get("None", 0),
+            none_instances=relations.get(NO_RELATION, 0),
+            related_instances=len(examples) - relations.get(NO_RELATION, 0),
         )
     else:
         stats.update(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from components.data.conll import bio_tags
+from components.data.bio import bio_tags
 from components.data.datasets import MNRE_RELATIONS, DatasetSpec
 
 # The checks below are built only when a suite is built, so GX is imported by the command that validates, not by
