@@ -5,6 +5,8 @@ An experiment is a config, not a code edit: `load_config("configs/default.yaml",
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -79,6 +81,31 @@ class ExperimentConfig(BaseModel):
 
         walk("", self.model_dump(mode="json"))
         return out
+
+
+# Fields that say where things go rather than what is trained: two configs differing only here train the same model.
+IDENTITY_EXCLUDED = ("train.output_dir", "train.num_workers", "data.data_dir", "tracking.")
+SEED_KEY = "train.seed"
+
+
+def identity_excluded(key: str) -> bool:
+    """Whether a flat config key (`train.output_dir`) is left out of a config's identity."""
+    return any(key == p or (p.endswith(".") and key.startswith(p)) for p in IDENTITY_EXCLUDED)
+
+
+def config_identity(cfg: ExperimentConfig) -> dict[str, str]:
+    """The fields that identify what a run trains, as strings (the form MLflow stores params in)."""
+    return {k: str(v) for k, v in sorted(cfg.flat().items()) if not identity_excluded(k)}
+
+
+def identity_hash(identity: dict[str, str], include_seed: bool = True) -> str:
+    items = {k: v for k, v in identity.items() if include_seed or k != SEED_KEY}
+    return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def config_hash(cfg: ExperimentConfig, include_seed: bool = True) -> str:
+    """16 hex digits naming what a config trains (see IDENTITY_EXCLUDED): checkpoints and the ablation grid use it."""
+    return identity_hash(config_identity(cfg), include_seed)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

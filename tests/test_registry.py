@@ -265,3 +265,26 @@ def test_without_the_lock_the_same_race_leaves_the_worse_champion(store, promote
     champion, better, worse, outcomes = _race(store, promoters, "race-unlocked", use_lock=False, slow_writer="worse")
     assert outcomes == {better: CHAMPION, worse: CHAMPION}  # both decided against the stale champion v1
     assert champion == worse
+
+
+def test_registering_the_same_model_twice_reuses_its_version(tmp_path):
+    """A retried pipeline must not add a duplicate version for a model it already registered."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from components.tracking.registry import register_version
+
+    uri = f"sqlite:///{tmp_path / 'reg.db'}"
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+    class Echo(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input):
+            return model_input
+
+    with mlflow.start_run() as run:
+        info = mlflow.pyfunc.log_model(name="model", python_model=Echo())
+    first = register_version(client, "shapca-retry", info.model_uri, run_id=run.info.run_id, dev_metric=0.5)
+    again = register_version(client, "shapca-retry", info.model_uri, run_id=run.info.run_id, dev_metric=0.5)
+    assert first == again == "1"
+    assert len(client.search_model_versions("name='shapca-retry'")) == 1

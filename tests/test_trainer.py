@@ -76,3 +76,12 @@ def test_a_non_finite_loss_stops_training_with_a_clear_message(tmp_path, tiny_be
         next(p for p in model.parameters() if p.requires_grad).fill_(float("nan"))
     with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 1: loss is nan"):
         fit(cfg, data, model=model)
+
+
+def test_resuming_with_another_config_is_refused(tmp_path, tiny_bert_dir, data_dir):
+    cfg = _config(tmp_path, tiny_bert_dir, data_dir, epochs=1)
+    data = load_training_data(cfg.data)
+    fit(cfg, data)
+    other = _config(tmp_path, tiny_bert_dir, data_dir, epochs=1, lr_head=0.5)
+    with pytest.raises(ValueError, match="written by another config"):
+        fit(other, data, resume=True)

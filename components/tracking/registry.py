@@ -166,6 +166,16 @@ def _ensure_registered_model(client, model_name: str) -> None:
             raise
 
 
+def _version_of(client, model_name: str, model_uri: str, run_id: str | None) -> str | None:
+    """The version already registered from exactly this model (same source, same run), if any."""
+    if run_id is None:
+        return None
+    for found in client.search_model_versions(f"name='{model_name}' and run_id='{run_id}'"):
+        if found.source == model_uri or getattr(found, "model_id", None) == model_uri.removeprefix("models:/"):
+            return str(found.version)
+    return None
+
+
 def register_version(
     client,
     model_name: str,
@@ -192,6 +202,10 @@ def register_version(
         version_tags[metric_tag(metric_name)] = repr(float(dev_metric))
 
     _ensure_registered_model(client, model_name)
+    existing = _version_of(client, model_name, model_uri, run_id)
+    if existing is not None:
+        # A retried pipeline registers the same model again: reuse its version instead of adding a duplicate.
+        return existing
     created = client.create_model_version(
         model_name, source=model_uri, run_id=run_id, tags=version_tags, model_id=logged_model_id
     )

@@ -25,8 +25,6 @@ setting): test micro-F1, per-type test F1, dev F1 of the selected epoch, best ep
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import shutil
 import statistics
@@ -36,14 +34,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.config import ExperimentConfig, apply_overrides
+from components.config import (
+    SEED_KEY,
+    ExperimentConfig,
+    apply_overrides,
+    config_hash,
+    config_identity,
+    identity_excluded,
+    identity_hash,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "shapca-ablation"
 # Keys that say where a run reads or writes, or how it is tracked, not what it trains.
-IDENTITY_EXCLUDED = ("train.output_dir", "train.num_workers", "data.data_dir", "tracking.")
-SEED_KEY = "train.seed"
 TAG_PREFIX = "ablation."
 
 
@@ -105,24 +109,6 @@ def default_variants(dataset: str, generator: str) -> list[Variant]:
 
 
 # -- identity -----------------------------------------------------------------------------------------------------
-
-
-def _excluded(key: str) -> bool:
-    return any(key == p or (p.endswith(".") and key.startswith(p)) for p in IDENTITY_EXCLUDED)
-
-
-def config_identity(cfg: ExperimentConfig) -> dict[str, str]:
-    """The params that identify what a run trains, as MLflow stores them (strings; see RunLogger.log_params)."""
-    return {k: str(v) for k, v in sorted(cfg.flat().items()) if not _excluded(k)}
-
-
-def identity_hash(identity: dict[str, str], include_seed: bool = True) -> str:
-    items = {k: v for k, v in identity.items() if include_seed or k != SEED_KEY}
-    return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def config_hash(cfg: ExperimentConfig, include_seed: bool = True) -> str:
-    return identity_hash(config_identity(cfg), include_seed)
 
 
 def matches(params: dict[str, str], identity: dict[str, str]) -> bool:
@@ -411,7 +397,7 @@ def _per_type(metrics: dict[str, float]) -> dict[str, float]:
 
 def _identity_of(params: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in sorted(params.items())
-            if not _excluded(k) and not k.startswith("lineage.") and not _is_data_summary(k)}
+            if not identity_excluded(k) and not k.startswith("lineage.") and not _is_data_summary(k)}
 
 
 def _is_data_summary(key: str) -> bool:

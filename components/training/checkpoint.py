@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 @dataclass
 class TrainerState:
+    config_hash: str = ""  # what the checkpoint trains (components.config.config_hash): a resume must match it
     epoch: int = 0  # epochs completed
     best_metric: float = float("-inf")
     best_epoch: int = 0
@@ -68,6 +69,7 @@ def save_checkpoint(
             "scheduler": scheduler.state_dict(),
             "rng": _rng_state(),
             "trainer": {
+                "config_hash": state.config_hash,
                 "epoch": state.epoch,
                 "best_metric": state.best_metric,
                 "best_epoch": state.best_epoch,

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from components.config import ExperimentConfig
+from components.config import ExperimentConfig, config_hash
 from components.model.shapca import ShapCA
 from components.training.checkpoint import TrainerState, has_checkpoint, load_checkpoint, save_checkpoint
 from components.training.data import TrainingData
@@ -126,9 +126,14 @@ def fit(
     scheduler = get_linear_schedule_with_warmup(optimizer, int(tc.warmup_ratio * total_steps), total_steps)
 
     checkpoint_dir = Path(tc.output_dir) / "checkpoints"
-    state = TrainerState()
+    state = TrainerState(config_hash=config_hash(cfg))
     if resume and has_checkpoint(checkpoint_dir):
         state = load_checkpoint(checkpoint_dir, model, optimizer, scheduler)
+        if state.config_hash != config_hash(cfg):
+            raise ValueError(
+                f"{checkpoint_dir / 'last'} was written by another config (hash {state.config_hash}, this run "
+                f"{config_hash(cfg)}): resuming would mix two trainings; use a fresh train.output_dir"
+            )
         log.info("resumed from %s after epoch %d", checkpoint_dir / "last", state.epoch)
     elif resume:
         log.info("resume requested but %s holds no checkpoint: starting from scratch", checkpoint_dir)
