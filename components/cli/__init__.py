@@ -4,6 +4,7 @@ the command functions so that `shapca --help` is instant."""
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
 
 import typer
@@ -14,6 +15,12 @@ app = typer.Typer(help="Shap-CA: train, track and serve multimodal information e
 @app.callback()
 def main() -> None:
     """Shap-CA: train, track and serve multimodal information extraction."""
+    # The library's own progress lines (epoch summaries, resumes, skipped images) at INFO; other libraries as they are.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    library = logging.getLogger("components")
+    library.addHandler(handler)
+    library.setLevel(logging.INFO)
 
 for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
     if _module.name.startswith("_"):  # __main__ runs the app; it registers nothing
