@@ -15,9 +15,8 @@ check-data-version, or a content hash), its parameters and the suite code (its s
 Training is cached only within one flow run: a retried run (`prefect flow-run retry`, or Retry in the UI) skips a
 training that finished and resumes one that did not from its last epoch checkpoint (`resume=True`), which lives in a
 directory of that flow run's own (`with_run_output_dir`). Registration is keyed on the MLflow run it registers, so a
-retried flow does not register a model that was registered already. (A retry of the register task itself, after an
-MLflow error between creating the version and setting its aliases, can leave one extra version: the registry step
-is at-least-once.)
+retried flow does not register a model that was registered already; a retry of the register task itself reuses
+the version it created (`registry.register_version` looks it up by run and model), so no duplicate appears.
 
 Results are written to Prefect's result storage (`PREFECT_LOCAL_STORAGE_PATH`, `~/.prefect/storage` by default); a
 cluster whose workers do not share a disk sets `PREFECT_DEFAULT_RESULT_STORAGE_BLOCK` to an S3 bucket block instead.
