@@ -41,13 +41,18 @@ def store(tmp_path_factory):
     weights.write_text("a tiny stand-in for model weights\n")
     client.log_artifact(run.info.run_id, str(weights), "model")
     client.set_terminated(run.info.run_id)
-    return {"uri": uri, "client": client, "run": run, "setup": setup, "source": f"{run.info.artifact_uri}/model"}
+    return {"uri": uri, "client": client, "run": run, "setup": setup, "source": f"{run.info.artifact_uri}/model",
+            "weights": str(weights)}
 
 
 def _register(store, name, metric, **kwargs):
-    return register_version(
-        store["client"], name, store["source"], run_id=store["run"].info.run_id, dev_metric=metric, **kwargs
-    )
+    """A new version from a run of its own (one trained model = one run = one version, as in the pipeline)."""
+    client = store["client"]
+    run = client.create_run(store["setup"].experiment_id)
+    client.log_artifact(run.info.run_id, store["weights"], "model")
+    client.set_terminated(run.info.run_id)
+    return register_version(client, name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
+                            dev_metric=metric, **kwargs)
 
 
 def test_first_version_becomes_champion_and_tags_say_why(store):
