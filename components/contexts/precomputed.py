@@ -12,12 +12,12 @@ An image id the source does not describe is a failure with that reason (mPLUG-Ow
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from components.contexts.base import GenerationFailure, GeneratorSpec
+from components.tracking.lineage import sha256_named_files
 
 PRECOMPUTED_GENERATORS = ("blip2", "mplug-owl")
 
@@ -41,14 +41,7 @@ def source_files(generator: str, dataset: str, data_dir: Path) -> list[Path]:
 
 
 def hash_files(paths: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(f"{path.name}\0".encode())
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        digest.update(b"\0")
-    return digest.hexdigest()
+    return sha256_named_files([(p.name, p) for p in paths])
 
 
 class PrecomputedGenerator:

@@ -11,13 +11,14 @@ A directory DVC does not track (a copy elsewhere, a test fixture) gets its versi
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from components.tracking.lineage import sha256_named_files
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +102,8 @@ def fingerprint_directory(path: str | Path) -> str:
     root = Path(path)
     if not root.is_dir():
         raise DataVersionError(f"{root}: not a directory")
-    digest = hashlib.sha256()
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(file.relative_to(root).as_posix().encode("utf-8") + b"\0")
-        with open(file, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        digest.update(b"\0")
-    return digest.hexdigest()
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return sha256_named_files([(f.relative_to(root).as_posix(), f) for f in files])
 
 
 def content_version(data_dir: str | Path, tracked: DataVersion | None) -> str:

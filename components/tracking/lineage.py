@@ -76,6 +76,18 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def sha256_named_files(files: list[tuple[str, Path]]) -> str:
+    """One sha256 over (name, bytes) of each file, in the order given: a rename or any edit changes it."""
+    digest = hashlib.sha256()
+    for name, path in files:
+        digest.update(name.encode("utf-8") + b"\0")
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
 def dir_checksums(directory: str | Path, pattern: str = "*") -> dict[str, str]:
     """``{relative posix path: sha256}`` for the files under ``directory`` matching ``pattern`` (``Path.glob``
     syntax: ``"*.safetensors"``, ``"**/*.json"``), sorted by path."""
