@@ -55,6 +55,8 @@ def test_the_run_records_config_lineage_metrics_and_artifacts(trained):
     assert any(k.startswith("lineage.encoder.text/") for k in params)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "dev_f1")] == [1, 2]
     assert {"test_f1", "test_precision", "test_recall", "best_dev_f1"} <= set(run.data.metrics)
+    assert 0.0 <= run.data.metrics["dev_probe_shapley_top1"] <= 1.0  # the alignment probe ran on dev
+    assert 0.0 < run.data.metrics["dev_probe_context_gate"] < 1.0
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert {"plots/test_confusion.png", "plots/shapley_heatmap.png"} <= artifacts
     assert {a.path for a in client.list_artifacts(run.info.run_id, "tables")} >= {"tables/test_per_type.csv"}

@@ -6,6 +6,7 @@ runs, and the per-phase cost of one training step.
     shapca experiment ablation --dataset twitter2015 --seeds 3                      # variants 1 and 5
     shapca experiment ablation --dataset mnre --seeds 3                             # text only
     shapca experiment report --output docs/RESULTS.md
+    shapca experiment probe --model-uri models:/shapca-twitter2017/1       # alignment sharpness, fusion gates
     shapca bench step --output perf/step.json
 
 An interrupted `ablation` rerun with the same arguments trains only the points without a FINISHED run.
@@ -96,6 +97,38 @@ def report(
     typer.echo(f"{len(summaries)} settings from {len(runs)} runs -> {output}")
 
 
+def probe(
+    model_uri: Annotated[str, typer.Option(help="a logged or registered model, e.g. models:/shapca-twitter2017/1")],
+    dataset: Annotated[str, typer.Option(help="twitter2015 | twitter2017 | mnre | mnre-joint")] = "twitter2017",
+    generator: Annotated[str, typer.Option(help="context generator: blip2 | mplug-owl")] = "blip2",
+    split: Annotated[str, typer.Option(help="train | dev | test")] = "dev",
+    batch_size: Annotated[int, typer.Option(help="batch of the games (the training batch size)")] = 32,
+    data_dir: Annotated[Path, typer.Option(help="DVC-materialised data")] = Path("data"),
+    output: Annotated[Path | None, typer.Option(help="also write the JSON here")] = None,
+) -> None:
+    """How sharply a model's alignment finds each text's own context (cosine and Shapley scores), and how much
+    context its fusion gates let in; JSON on stdout. Models are scored as they are: nothing is logged."""
+    import mlflow
+
+    from components.config import DataConfig
+    from components.tracking.mlflow_setup import setup_tracking
+    from components.training.alignment_probe import probe_alignment
+    from components.training.data import load_training_data
+
+    setup_tracking("shapca-evaluations")  # points MLflow at the project's store; the probe logs nothing
+    model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
+    data = load_training_data(DataConfig(dataset=dataset, data_dir=data_dir, context_generator=generator))  # type: ignore[arg-type]
+    result = probe_alignment(model, data, split, batch_size).as_dict()
+    command = _command("shapca experiment probe", model_uri=model_uri, dataset=dataset, generator=generator,
+                       split=split, batch_size=batch_size)
+    text = json.dumps(result | {"model_uri": model_uri, "dataset": dataset, "generator": generator,
+                                "command": command}, indent=2)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text + "\n", encoding="utf-8")
+    typer.echo(text)
+
+
 def step(
     config: ConfigOption = Path("configs/default.yaml"),
     override: OverrideOption = None,
@@ -128,6 +161,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(group, name="experiment")
     group.command("ablation")(ablation)
     group.command("report")(report)
+    group.command("probe")(probe)
     # `step` joins the `bench` group that components/cli/bench.py registers (modules register in name order, so it
     # exists by now); should that module ever go, the group is created here.
     bench = next((g.typer_instance for g in app.registered_groups if g.name == "bench"), None)

@@ -264,8 +264,9 @@ def run_ablation(
     keep_checkpoints: bool = False,
 ) -> list[AblationRow]:
     """Train every (variant, seed) point not already FINISHED in `experiment`; seed-major, so that an interrupted
-    grid already holds every variant of its first seeds. Models are logged with their runs but never registered.
-    Without `keep_checkpoints` a finished point's checkpoints are deleted (its model is in the MLflow run)."""
+    grid already holds every variant of its first seeds. A point is a measurement: its model is neither logged nor
+    registered (`shapca train` with the same overrides makes one to keep), and without `keep_checkpoints` its
+    checkpoints are deleted once its run is FINISHED."""
     from tqdm.auto import tqdm
 
     from components.training.pipeline import train_and_log

@@ -83,6 +83,7 @@ def _train_in_process(cfg: ExperimentConfig, resume: bool, tags: dict[str, str] 
     from components.tracking.plots import confusion_matrix_png
     from components.tracking.pyfunc_model import log_shapca_model
     from components.tracking.run_logging import start_run
+    from components.training.alignment_probe import probe_alignment
     from components.training.data import load_training_data
     from components.training.evaluate import SELECTION_METRIC
     from components.training.metrics import confusion_matrix
@@ -122,6 +123,9 @@ def _train_in_process(cfg: ExperimentConfig, resume: bool, tags: dict[str, str] 
             labels, counts = confusion_matrix(test.confusion_gold, test.confusion_pred)
             run.log_artifact(confusion_matrix_png(labels, counts, Path(tmp) / "test_confusion.png"), "plots")
             _log_shapley_heatmap(run, result.model, data.splits["dev"], data.contexts, Path(tmp))
+        if data.contexts is not None and cfg.model.context_mode == "fusion":
+            # How sharply the alignment finds each text's own context, and how open the fusion gates are (dev).
+            run.log_metrics(probe_alignment(result.model, data, "dev", cfg.train.batch_size).metrics())
         model_uri = log_shapca_model(result.checkpoint_dir / "best", data.task).model_uri if cfg.tracking.log_model else ""
 
     return TrainRunResult(

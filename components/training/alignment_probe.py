@@ -1,0 +1,125 @@
+"""How sharply a trained model's alignment picks a sample's own context out of a batch, and how much context the
+fusion gates let in: the measurements behind "why does Shapley alignment do no better than plain InfoNCE?".
+
+For every batch of N samples with a context (evaluation order, the training batch size), with z_c, z_t the model's
+projected, L2-normalised context and text vectors, two score matrices (N, N), column j the target text j:
+
+    cosine:  S[i, j] = z_c[i] . z_t[j]                        (the plain-InfoNCE logits, times tau)
+    Shapley: S[i, j] = phi[i, j] = Shapley value of context i for text j     (the Shap-CA logits, times tau)
+
+and for each, averaged over the targets of all batches:
+
+    top1    = mean_j [ argmax_i S[i, j] = j ]                 own context ranked first (chance: 1 / N)
+    own     = mean_j S[j, j],   other = mean_{j, i != j} S[i, j]
+    margin  = (own - other) / tau                             the logit gap the softmax of the loss sees
+    infonce = mean_j -log softmax_i(S[i, j] / tau)[j]         the one-directional loss at the model's tau
+
+Efficiency makes sum_i phi[i, j] = v_j(all contexts) <= 1: the N Shapley values of a target share one cosine, so they
+are smaller than cosines and, at the same tau, Shap-CA's softmax is flatter than InfoNCE's (compare the margins). The gates are the fusion module's per-token sigmoid gates
+(mean over text tokens), the share of context the tokens take in.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from components.training.data import TrainingData
+
+
+@dataclass
+class ScoreStats:
+    top1: float
+    own: float
+    other: float
+    margin: float
+    infonce: float
+
+
+@dataclass
+class ProbeResult:
+    split: str
+    batches: int
+    targets: int  # texts scored (samples with a context)
+    batch_size: int
+    temperature: float
+    cosine: ScoreStats | None  # None when the model has no alignment projections (variants text, concat, fusion)
+    shapley: ScoreStats | None
+    context_gate: float | None  # mean fusion gate over text tokens; None without a fusion module
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def metrics(self) -> dict[str, float]:
+        """Flat MLflow metrics: <split>_probe_cosine_top1, <split>_probe_shapley_margin, <split>_probe_context_gate..."""
+        flat: dict[str, float] = {}
+        for name in ("cosine", "shapley"):
+            stats = getattr(self, name)
+            if stats is not None:
+                flat |= {f"{self.split}_probe_{name}_{key}": value for key, value in asdict(stats).items()}
+        if self.context_gate is not None:
+            flat[f"{self.split}_probe_context_gate"] = self.context_gate
+        return flat
+
+
+class _Accumulator:
+    def __init__(self, tau: float):
+        self.tau, self.top1, self.own, self.other, self.loss, self.count = tau, 0.0, 0.0, 0.0, 0.0, 0
+
+    def add(self, scores: torch.Tensor) -> None:
+        """scores (n, n): candidate i (rows) for target j (columns); the diagonal holds the matching pairs."""
+        n = scores.shape[0]
+        eye = torch.eye(n, dtype=torch.bool)
+        self.top1 += (scores.argmax(dim=0) == torch.arange(n)).sum().item()
+        self.own += scores.diagonal().sum().item()
+        self.other += (scores.masked_fill(eye, 0).sum(dim=0) / (n - 1)).sum().item()  # per target, then summed
+        self.loss += F.cross_entropy(scores.T / self.tau, torch.arange(n), reduction="sum").item()
+        self.count += n
+
+    def stats(self) -> ScoreStats | None:
+        if self.count == 0:
+            return None
+        own, other = self.own / self.count, self.other / self.count
+        return ScoreStats(top1=self.top1 / self.count, own=own, other=other, margin=(own - other) / self.tau,
+                          infonce=self.loss / self.count)
+
+
+@torch.no_grad()
+def probe_alignment(model, data: TrainingData, split: str = "dev", batch_size: int = 32,
+                    limit: int | None = None) -> ProbeResult:
+    """Score the alignment of `model` (a ShapCA) on `split` of `data`; see the module docstring."""
+    examples = data.splits[split][:limit]
+    model.eval()
+    device = next(model.parameters()).device
+    collator = model.collator()
+    alignment = model.alignment
+    tau = alignment.temperature if alignment is not None else model.config.temperature
+    cosine, shapley = _Accumulator(tau), _Accumulator(tau)
+    gates: list[float] = []
+    batches = 0
+    for start in tqdm(range(0, len(examples), batch_size), desc=f"probe {split}", leave=False):
+        batch = data.collate(collator, examples[start : start + batch_size]).to(device)
+        encoded = model._encode(batch)
+        if encoded.fusion.context_gate is not None:
+            gate = encoded.fusion.context_gate  # (B, T)
+            mask = batch.text_mask.to(gate.dtype)  # (B, T)
+            gates.append(((gate * mask).sum() / mask.sum()).item())  # one number per batch
+        batches += 1
+        if alignment is None or encoded.context is None:
+            continue
+        keep = batch.has_context  # (B,) bool
+        if int(keep.sum()) < 2:
+            continue  # one candidate: nothing to tell apart
+        z_t = F.normalize(alignment.proj_text(encoded.text[keep]), dim=-1)  # (n, D)
+        z_c = F.normalize(alignment.proj_context(encoded.context[keep]), dim=-1)  # (n, D)
+        cosine.add((z_c @ z_t.T).float().cpu())
+        shapley.add(alignment.estimate(z_c, z_t).float().cpu())
+    return ProbeResult(
+        split=split, batches=batches, targets=cosine.count, batch_size=batch_size, temperature=tau,
+        cosine=cosine.stats(), shapley=shapley.stats(),
+        context_gate=statistics.fmean(gates) if gates else None,
+    )
