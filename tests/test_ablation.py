@@ -147,6 +147,13 @@ def test_summary_and_rendered_table_come_from_the_mlflow_runs(grid, monkeypatch)
     assert "| ref | UMT peer (BERT-base + ResNet-152 on the real images)" in section and "| 85.09 |" in section
     assert "73.20" not in text  # the Twitter-2015 reference only beside Twitter-2015 results
     assert "| # | variant | LOC | MISC | ORG | PER |" in section
+    shapca = next(s for s in summaries if s.variant == "shapca")
+    text_only = next(s for s in summaries if s.variant == "text")
+    assert text_only.probe == {}  # no contexts, nothing to probe
+    assert shapca.probe["shapley_top1"].mean == pytest.approx(metrics["shapca"]["dev_probe_shapley_top1"])
+    probe_row = next(line for line in section.splitlines() if line.startswith("| 5 | shapca | [`"))
+    assert f"| {100 * metrics['shapca']['dev_probe_cosine_top1']:.1f} |" in probe_row
+    assert f"| {metrics['shapca']['dev_probe_context_gate']:.3f} |" in probe_row
     for run in grid["runs"]:
         assert f"`{run.info.run_id}`" in text.split("## Runs")[1]
     configs = text.split("## Configs")[1]

@@ -348,6 +348,7 @@ class AblationRun:
     dirty: bool
     resumed: bool
     identity: dict[str, str]  # the config params (without the excluded keys)
+    probe: dict[str, float] = field(default_factory=dict)  # dev alignment probe: cosine_top1, context_gate, ...
 
 
 @dataclass
@@ -369,6 +370,7 @@ class VariantSummary:
     dirty: bool
     resumed: bool
     identity: dict[str, str] = field(default_factory=dict)  # the shared config (seed excluded)
+    probe: dict[str, Stat] = field(default_factory=dict)  # over the seeds whose runs logged the probe
 
 
 def _duration_seconds(run) -> float | None:
@@ -394,6 +396,13 @@ def _per_type(metrics: dict[str, float]) -> dict[str, float]:
     """`test_<TYPE>_f1` metrics (the micro `test_f1` excluded) -> {TYPE: f1}."""
     return {k[len("test_") : -len("_f1")]: v for k, v in metrics.items()
             if k.startswith("test_") and k.endswith("_f1") and k != "test_f1"}
+
+
+PROBE_PREFIX = "dev_probe_"  # the alignment probe's metrics (components/training/alignment_probe.py)
+
+
+def _probe(metrics: dict[str, float]) -> dict[str, float]:
+    return {k[len(PROBE_PREFIX):]: v for k, v in metrics.items() if k.startswith(PROBE_PREFIX)}
 
 
 def _identity_of(params: dict[str, str]) -> dict[str, str]:
@@ -439,6 +448,7 @@ def collect_ablation_runs(experiment: str = DEFAULT_EXPERIMENT, group: str | Non
             dirty=run.data.params.get("lineage.git_dirty") == "True",
             resumed=tags.get(f"{TAG_PREFIX}resumed") == "true",
             identity=identity,
+            probe=_probe(run.data.metrics),
         )
         key = (item.group, item.variant, item.config_hash)
         if key not in newest or item.start_time_ms > newest[key].start_time_ms:
@@ -484,6 +494,8 @@ def summarize_runs(runs: Sequence[AblationRun], latest_setting_only: bool = True
             dirty=any(r.dirty for r in members),
             resumed=any(r.resumed for r in members),
             identity={k: v for k, v in members[0].identity.items() if k != SEED_KEY},
+            probe={k: s for k in sorted({k for r in members for k in r.probe})
+                   if (s := Stat.of([r.probe.get(k) for r in members]))},
         ))
     return sorted(summaries, key=lambda s: (s.group, s.number, s.setting_hash))
 

@@ -96,6 +96,26 @@ def _per_type_table(summaries: list[VariantSummary]) -> list[str]:
     return lines
 
 
+def _probe_table(summaries: list[VariantSummary]) -> list[str]:
+    """Settings whose runs logged the dev alignment probe: own-context top-1, logit margins, fusion gate."""
+    probed = [s for s in summaries if s.probe]
+    if not probed:
+        return []
+    lines = ["", "Alignment probe on dev (`components/training/alignment_probe.py`; own-context top-1 among the "
+                 "contexts of a batch, 32 by default, so chance is 3.1%; margin = (own − other score) / tau):", "",
+             "| # | variant | setting | runs probed | top-1 cosine (%) | top-1 Shapley (%) | margin cosine | "
+             "margin Shapley | context gate |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for s in probed:
+        count = max((stat.n for stat in s.probe.values()), default=0)
+        lines.append(
+            f"| {s.number} | {s.variant} | [`{s.setting_hash[:8]}`](#setting-{s.setting_hash[:8]}) | {count} | "
+            f"{_num(s.probe.get('cosine_top1'), 100)} | {_num(s.probe.get('shapley_top1'), 100)} | "
+            f"{_num(s.probe.get('cosine_margin'), digits=2)} | {_num(s.probe.get('shapley_margin'), digits=2)} | "
+            f"{_num(s.probe.get('context_gate'), digits=3)} |")
+    return lines
+
+
 def render_results_markdown(
     summaries: Sequence[VariantSummary],
     runs: Sequence[AblationRun],
@@ -146,6 +166,7 @@ def render_results_markdown(
             if ref.dataset == dataset:
                 lines.append(f"| ref | {ref.name}, from {ref.source} | – | {ref.test_f1:.2f} | – | – | – | – | – | – |")
         lines += _per_type_table(members)
+        lines += _probe_table(members)
 
     lines += ["", "## Runs", "",
               "| run id | group | variant | seed | test F1 | dev F1 | best epoch | epochs run | wall (s) | commit | "
