@@ -67,3 +67,15 @@ def test_probe_of_models_without_alignment(tiny_bert_dir, data_dir):
 
     text_only, data = _model_and_data(tiny_bert_dir, data_dir, alignment="none", context_mode="none")
     assert probe_alignment(text_only, data, "dev", batch_size=8).metrics() == {}
+
+
+def test_probe_is_reproducible_and_k_can_be_changed(tiny_bert_dir, data_dir):
+    model, data = _model_and_data(tiny_bert_dir, data_dir)
+    first, again = (probe_alignment(model, data, "dev", batch_size=8, limit=16) for _ in range(2))
+    assert first.shapley == again.shapley and first.permutations == 8  # the model's K
+    more = probe_alignment(model, data, "dev", batch_size=8, limit=16, permutations=200)
+    assert more.permutations == 200 and more.shapley != first.shapley and more.cosine == first.cosine
+
+    exact, data = _model_and_data(tiny_bert_dir, data_dir, estimator="exact")
+    with pytest.raises(ValueError, match="exact Shapley values"):
+        probe_alignment(exact, data, "dev", batch_size=8, limit=8, permutations=16)

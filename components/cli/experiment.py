@@ -103,6 +103,7 @@ def probe(
     generator: Annotated[str, typer.Option(help="context generator: blip2 | mplug-owl")] = "blip2",
     split: Annotated[str, typer.Option(help="train | dev | test")] = "dev",
     batch_size: Annotated[int, typer.Option(help="batch of the games (the training batch size)")] = 32,
+    permutations: Annotated[int | None, typer.Option(help="Monte Carlo K for the Shapley scores (default: the model's)")] = None,
     data_dir: Annotated[Path, typer.Option(help="DVC-materialised data")] = Path("data"),
     output: Annotated[Path | None, typer.Option(help="also write the JSON here")] = None,
 ) -> None:
@@ -118,9 +119,12 @@ def probe(
     setup_tracking("shapca-evaluations")  # points MLflow at the project's store; the probe logs nothing
     model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
     data = load_training_data(DataConfig(dataset=dataset, data_dir=data_dir, context_generator=generator))  # type: ignore[arg-type]
-    result = probe_alignment(model, data, split, batch_size).as_dict()
+    try:
+        result = probe_alignment(model, data, split, batch_size, permutations=permutations).as_dict()
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
     command = _command("shapca experiment probe", model_uri=model_uri, dataset=dataset, generator=generator,
-                       split=split, batch_size=batch_size)
+                       split=split, batch_size=batch_size, permutations=permutations)
     text = json.dumps(result | {"model_uri": model_uri, "dataset": dataset, "generator": generator,
                                 "command": command}, indent=2)
     if output is not None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +44,7 @@ class ScoreStats:
 @dataclass
 class ProbeResult:
     split: str
+    permutations: int | None  # Monte Carlo K of the Shapley scores (None: exact)
     batches: int
     targets: int  # texts scored (samples with a context)
     batch_size: int
@@ -90,8 +92,10 @@ class _Accumulator:
 
 @torch.no_grad()
 def probe_alignment(model, data: TrainingData, split: str = "dev", batch_size: int = 32,
-                    limit: int | None = None) -> ProbeResult:
-    """Score the alignment of `model` (a ShapCA) on `split` of `data`; see the module docstring."""
+                    limit: int | None = None, permutations: int | None = None) -> ProbeResult:
+    """Score the alignment of `model` (a ShapCA) on `split` of `data`; see the module docstring.
+
+    `permutations` replaces the model's Monte Carlo K for the Shapley scores (how much estimator noise costs)."""
     examples = data.splits[split][:limit]
     model.eval()
     device = next(model.parameters()).device
@@ -99,6 +103,14 @@ def probe_alignment(model, data: TrainingData, split: str = "dev", batch_size: i
     alignment = model.alignment
     tau = alignment.temperature if alignment is not None else model.config.temperature
     cosine, shapley = _Accumulator(tau), _Accumulator(tau)
+    estimate = alignment.estimate if alignment is not None else None
+    if estimate is not None and "permutations" in estimate.keywords:
+        # Monte Carlo: the probe's own seeded orders, so that probing a model twice gives the same numbers.
+        k = permutations or estimate.keywords["permutations"]
+        generator = torch.Generator().manual_seed(0)
+        estimate = partial(estimate.func, **(estimate.keywords | {"permutations": k, "generator": generator}))
+    elif permutations is not None and estimate is not None:
+        raise ValueError("permutations: this model computes exact Shapley values, there is no K to change")
     gates: list[float] = []
     batches = 0
     for start in tqdm(range(0, len(examples), batch_size), desc=f"probe {split}", leave=False):
@@ -117,9 +129,10 @@ def probe_alignment(model, data: TrainingData, split: str = "dev", batch_size: i
         z_t = F.normalize(alignment.proj_text(encoded.text[keep]), dim=-1)  # (n, D)
         z_c = F.normalize(alignment.proj_context(encoded.context[keep]), dim=-1)  # (n, D)
         cosine.add((z_c @ z_t.T).float().cpu())
-        shapley.add(alignment.estimate(z_c, z_t).float().cpu())
+        shapley.add(estimate(z_c, z_t).float().cpu())
+    k = estimate.keywords.get("permutations") if estimate is not None else None
     return ProbeResult(
-        split=split, batches=batches, targets=cosine.count, batch_size=batch_size, temperature=tau,
+        split=split, permutations=k, batches=batches, targets=cosine.count, batch_size=batch_size, temperature=tau,
         cosine=cosine.stats(), shapley=shapley.stats(),
         context_gate=statistics.fmean(gates) if gates else None,
     )
