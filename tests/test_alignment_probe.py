@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from components.config import load_config
 from components.model.shapca import ShapCA
-from components.training.alignment_probe import _Accumulator, probe_alignment
+from components.training.alignment_probe import _Accumulator, _column_agreement, probe_alignment
 from components.training.data import load_training_data
 
 
@@ -29,6 +29,15 @@ def test_statistics_of_a_known_score_matrix():
     assert stats.margin == pytest.approx((stats.own - stats.other) / 0.5)
     by_hand = -sum(math.log(F.softmax(scores[:, j] / 0.5, dim=0)[j].item()) for j in range(3)) / 3
     assert stats.infonce == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_column_agreement_of_a_rescaled_and_of_a_reversed_matrix():
+    cos = torch.tensor([[0.9, 0.1], [0.2, 0.3], [0.4, -0.5]])
+    correlation, scale = _column_agreement(0.25 * cos + 0.01, cos)
+    torch.testing.assert_close(correlation, torch.ones(2))
+    torch.testing.assert_close(scale, torch.full((2,), 0.25))
+    correlation, _ = _column_agreement(-cos, cos)
+    torch.testing.assert_close(correlation, -torch.ones(2))
 
 
 def test_an_empty_accumulator_has_no_statistics():
@@ -55,6 +64,7 @@ def test_probe_of_a_shapca_model_on_real_examples(tiny_bert_dir, data_dir):
     # own + (n - 1) * other (averaged over targets) is at most 1: the values are about 1/n the size of cosines.
     assert result.shapley.own + 7 * result.shapley.other <= 1.0 + 1e-5
     assert 0.0 < result.context_gate < 1.0
+    assert -1.0 <= result.shapley_cosine_correlation <= 1.0 and result.shapley_cosine_scale > 0
     metrics = result.metrics()
     assert {"dev_probe_cosine_top1", "dev_probe_shapley_margin", "dev_probe_context_gate"} <= set(metrics)
 

@@ -15,8 +15,13 @@ and for each, averaged over the targets of all batches:
     infonce = mean_j -log softmax_i(S[i, j] / tau)[j]         the one-directional loss at the model's tau
 
 Efficiency makes sum_i phi[i, j] = v_j(all contexts) <= 1: the N Shapley values of a target share one cosine, so they
-are smaller than cosines and, at the same tau, Shap-CA's softmax is flatter than InfoNCE's (compare the margins). The gates are the fusion module's per-token sigmoid gates
-(mean over text tokens), the share of context the tokens take in.
+are smaller than cosines and, at the same tau, Shap-CA's softmax is flatter than InfoNCE's (compare the margins).
+How far the Shapley scores are just rescaled cosines, per target column j, averaged:
+
+    correlation = pearson(phi[:, j], cos[:, j]),    scale = std(phi[:, j]) / std(cos[:, j])
+
+With correlation near 1 the Shapley InfoNCE at tau is close to plain InfoNCE at tau / scale.
+The gates are the fusion module's per-token sigmoid gates (mean over text tokens), the share of context tokens take in.
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ class ProbeResult:
     temperature: float
     cosine: ScoreStats | None  # None when the model has no alignment projections (variants text, concat, fusion)
     shapley: ScoreStats | None
+    shapley_cosine_correlation: float | None  # mean over targets of pearson(phi[:, j], cos[:, j])
+    shapley_cosine_scale: float | None  # mean over targets of std(phi[:, j]) / std(cos[:, j])
     context_gate: float | None  # mean fusion gate over text tokens; None without a fusion module
 
     def as_dict(self) -> dict:
@@ -63,8 +70,9 @@ class ProbeResult:
             stats = getattr(self, name)
             if stats is not None:
                 flat |= {f"{self.split}_probe_{name}_{key}": value for key, value in asdict(stats).items()}
-        if self.context_gate is not None:
-            flat[f"{self.split}_probe_context_gate"] = self.context_gate
+        for name in ("shapley_cosine_correlation", "shapley_cosine_scale", "context_gate"):
+            if (value := getattr(self, name)) is not None:
+                flat[f"{self.split}_probe_{name}"] = value
         return flat
 
 
@@ -90,6 +98,14 @@ class _Accumulator:
                           infonce=self.loss / self.count)
 
 
+def _column_agreement(phi: torch.Tensor, cos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per target column: pearson(phi[:, j], cos[:, j]) and std(phi[:, j]) / std(cos[:, j]). phi, cos: (n, n)."""
+    phi_c, cos_c = phi - phi.mean(dim=0), cos - cos.mean(dim=0)  # (n, n) centred per column
+    phi_norm, cos_norm = phi_c.norm(dim=0), cos_c.norm(dim=0)  # (n,)
+    correlation = (phi_c * cos_c).sum(dim=0) / (phi_norm * cos_norm).clamp_min(1e-12)
+    return correlation, phi_norm / cos_norm.clamp_min(1e-12)
+
+
 @torch.no_grad()
 def probe_alignment(model, data: TrainingData, split: str = "dev", batch_size: int = 32,
                     limit: int | None = None, permutations: int | None = None) -> ProbeResult:
@@ -112,6 +128,8 @@ def probe_alignment(model, data: TrainingData, split: str = "dev", batch_size: i
     elif permutations is not None and estimate is not None:
         raise ValueError("permutations: this model computes exact Shapley values, there is no K to change")
     gates: list[float] = []
+    correlations: list[torch.Tensor] = []
+    scales: list[torch.Tensor] = []
     batches = 0
     for start in tqdm(range(0, len(examples), batch_size), desc=f"probe {split}", leave=False):
         batch = data.collate(collator, examples[start : start + batch_size]).to(device)
@@ -128,11 +146,17 @@ def probe_alignment(model, data: TrainingData, split: str = "dev", batch_size: i
             continue  # one candidate: nothing to tell apart
         z_t = F.normalize(alignment.proj_text(encoded.text[keep]), dim=-1)  # (n, D)
         z_c = F.normalize(alignment.proj_context(encoded.context[keep]), dim=-1)  # (n, D)
-        cosine.add((z_c @ z_t.T).float().cpu())
-        shapley.add(estimate(z_c, z_t).float().cpu())
+        cos, phi = (z_c @ z_t.T).float().cpu(), estimate(z_c, z_t).float().cpu()  # (n, n) each
+        cosine.add(cos)
+        shapley.add(phi)
+        correlation, scale = _column_agreement(phi, cos)
+        correlations.append(correlation)
+        scales.append(scale)
     k = estimate.keywords.get("permutations") if estimate is not None else None
     return ProbeResult(
         split=split, permutations=k, batches=batches, targets=cosine.count, batch_size=batch_size, temperature=tau,
         cosine=cosine.stats(), shapley=shapley.stats(),
+        shapley_cosine_correlation=torch.cat(correlations).mean().item() if correlations else None,
+        shapley_cosine_scale=torch.cat(scales).mean().item() if scales else None,
         context_gate=statistics.fmean(gates) if gates else None,
     )
