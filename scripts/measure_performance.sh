@@ -23,4 +23,12 @@ perf time --name shapca-run-small --label "shapca run: + Prefect flow, validatio
   --repeats 3 --baseline fit-direct --output "$out/shapca-run-small.json" -- shapca run "${small[@]}"
 perf time --name shapca-run --label "shapca run, the README's main job (embedded default, 3 epochs)" --repeats 1 \
   --output "$out/shapca-run.json" -- shapca run
+# The README's setup on a fresh clone (beside ../shared, as the README asks): venv, pinned packages, dvc pull. pip's
+# download cache stays warm between repeats, as on any machine that installed once; a first install also downloads.
+sandbox=$(mktemp -d)
+perf time --name setup --label "make setup on a fresh clone: venv, pinned packages (pip cache warm), dvc pull" \
+  --repeats 3 --output "$out/setup.json" \
+  --before "rm -rf $sandbox/main && ln -sfn $(realpath ../shared) $sandbox/shared && git clone -q $PWD $sandbox/main" \
+  -- make -C "$sandbox/main" setup
+rm -rf "$sandbox"
 perf render "$out" --output docs/PERFORMANCE.md
