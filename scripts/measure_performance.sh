@@ -15,6 +15,9 @@ shapca bench step --repeats 10 --output "$out/step.json"
 perf time --name contexts-hit --label "shapca contexts, both Twitter sets x both generators, all cache hits" \
   --repeats 3 --warmup 1 --output "$out/contexts-hit.json" -- bash -c \
   'for d in twitter2015 twitter2017; do for g in blip2 mplug-owl; do shapca contexts --dataset $d --generator $g >/dev/null; done; done'
+perf time --name contexts-flow-hit --label "generate-contexts Prefect flow (temporary server), both Twitter sets x both generators, all cache hits" \
+  --repeats 3 --warmup 1 --baseline contexts-hit --output "$out/contexts-flow-hit.json" -- \
+  python scripts/perf_report.py contexts-flow
 perf time --name fit-direct --label "training function alone (small config)" --repeats 3 \
   --output "$out/fit-direct.json" -- python scripts/perf_report.py fit-direct "${small[@]}"
 perf time --name train-mlflow --label "shapca train: + MLflow run, model log, registry (small config)" --repeats 3 \

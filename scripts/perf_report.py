@@ -7,6 +7,7 @@
     python scripts/perf_report.py time --name flow --baseline fit-direct ...   # "vs baseline" = median difference
     python scripts/perf_report.py time --name setup --before "rm -rf /tmp/venv" -- bash -c "python3 -m venv ..."
     python scripts/perf_report.py time --name contexts-hit --warmup 1 -- shapca contexts --dataset twitter2017
+    python scripts/perf_report.py time --name flow-hit --warmup 1 -- python scripts/perf_report.py contexts-flow
 
     shapca bench shapley > perf/shapley.json         # one or more runs of the Shapley benchmark
     shapca bench step --output perf/step.json        # the per-phase step profile
@@ -120,6 +121,25 @@ def fit_direct(
         result = fit(cfg, load_training_data(cfg.data))
         typer.echo(json.dumps({"fit_seconds": round(time.perf_counter() - started, 3),
                                "test_f1": result.test.scores.f1 if result.test else None}))
+
+
+@app.command("contexts-flow")
+def contexts_flow(
+    dataset: Annotated[list[str] | None, typer.Option(help="repeatable; default: both Twitter sets")] = None,
+    generator: Annotated[list[str] | None, typer.Option(help="repeatable; default: blip2 and mplug-owl")] = None,
+) -> None:
+    """The generate-contexts Prefect flow (precomputed backend) over each dataset x generator, in this process against
+    a temporary Prefect server, as `shapca run` uses it. Rerun with a warm cache, every lookup is a hit."""
+    import contextlib
+
+    from components.contexts.config import ContextsConfig
+    from flows.generate_contexts import generate_contexts_flow
+
+    with contextlib.chdir(PROJECT_ROOT):
+        for name in dataset or ["twitter2015", "twitter2017"]:
+            for source in generator or ["blip2", "mplug-owl"]:
+                result = generate_contexts_flow(config=ContextsConfig(dataset=name, generator=source))
+                typer.echo(json.dumps({"dataset": name, "generator": source, "run": result["run"]}))
 
 
 # -- rendering -------------------------------------------------------------------------------------------------------
