@@ -146,7 +146,9 @@ def test_summary_and_rendered_table_come_from_the_mlflow_runs(grid, monkeypatch)
     assert f"| {100 * metrics['text']['best_dev_f1']:.2f} |" in text_row
     assert "| ref | UMT peer (BERT-base + ResNet-152 on the real images)" in section and "| 85.09 |" in section
     assert "73.20" not in text  # the Twitter-2015 reference only beside Twitter-2015 results
-    assert "| # | variant | LOC | MISC | ORG | PER |" in section
+    assert "| # | variant | setting | LOC | MISC | ORG | PER |" in section
+    assert "`train.epochs=1`" in text_row  # what the setting changes beyond its group and variant
+    assert "model.context_mode" not in text_row  # the variant says that already
     shapca = next(s for s in summaries if s.variant == "shapca")
     text_only = next(s for s in summaries if s.variant == "text")
     assert text_only.probe == {}  # no contexts, nothing to probe

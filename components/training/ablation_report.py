@@ -78,18 +78,32 @@ def _config_diff(identity: dict[str, str], baseline: dict[str, str] | None) -> s
     return ", ".join(f"`{k}={v}`" for k, v in sorted(items)) or "(same as the baseline)"
 
 
+# What the group (dataset/contexts) and the variant already say; the rest of a setting's difference is its own.
+_GROUP_AND_VARIANT_KEYS = {"data.dataset", "data.context_generator", "model.context_mode", "model.alignment"}
+
+
+def _setting_cell(s: VariantSummary, baseline: dict[str, str] | None) -> str:
+    """The setting's anchor plus what it changes beyond its group and variant, e.g. `train.epochs=6`."""
+    link = f"[`{s.setting_hash[:8]}`](#setting-{s.setting_hash[:8]})"
+    if baseline is None:
+        return link
+    own = {k: v for k, v in s.identity.items() if k not in _GROUP_AND_VARIANT_KEYS}
+    changed = [f"`{k}={v}`" for k, v in sorted(own.items()) if baseline.get(k) != v]
+    return link + (" " + ", ".join(changed) if changed else "")
+
+
 def _per_type_table(summaries: list[VariantSummary]) -> list[str]:
     types = sorted({t for s in summaries for t in s.per_type_f1})
     if not types:
         return []
     lines = ["", "Per-type test F1:", ""]
     if len(types) <= MAX_TYPE_COLUMNS:
-        lines += ["| # | variant | " + " | ".join(types) + " |", "|---|---|" + "---|" * len(types)]
+        lines += ["| # | variant | setting | " + " | ".join(types) + " |", "|---|---|---|" + "---|" * len(types)]
         for s in summaries:
             cells = " | ".join(_pct(s.per_type_f1.get(t)) for t in types)
-            lines.append(f"| {s.number} | {s.variant} | {cells} |")
+            lines.append(f"| {s.number} | {s.variant} | `{s.setting_hash[:8]}` | {cells} |")
     else:
-        lines += ["| type | " + " | ".join(f"{s.number} {s.variant}" for s in summaries) + " |",
+        lines += ["| type | " + " | ".join(f"{s.number} {s.variant} `{s.setting_hash[:8]}`" for s in summaries) + " |",
                   "|---|" + "---|" * len(summaries)]
         for t in types:
             lines.append(f"| {t} | " + " | ".join(_pct(s.per_type_f1.get(t)) for s in summaries) + " |")
@@ -162,7 +176,7 @@ def render_results_markdown(
             lines.append(
                 f"| {s.number} | {s.label}{mark} | {len(s.seeds)} | {_pct(s.test_f1)} | {_pct(s.dev_f1)} | "
                 f"{_num(s.best_epoch)} | {_num(s.epochs_run)} | {_num(s.wall_seconds, 1 / 60)} | "
-                f"{_commits(s.commits, s.dirty)} | [`{s.setting_hash[:8]}`](#setting-{s.setting_hash[:8]}) |"
+                f"{_commits(s.commits, s.dirty)} | {_setting_cell(s, baseline)} |"
             )
         for ref in REFERENCES:
             if ref.dataset == dataset:
