@@ -103,7 +103,9 @@ def probe(
     generator: Annotated[str, typer.Option(help="context generator: blip2 | mplug-owl")] = "blip2",
     split: Annotated[str, typer.Option(help="train | dev | test")] = "dev",
     batch_size: Annotated[int, typer.Option(help="batch of the games (the training batch size)")] = 32,
-    permutations: Annotated[int | None, typer.Option(help="Monte Carlo K for the Shapley scores (default: the model's)")] = None,
+    permutations: Annotated[
+        int | None, typer.Option(help="Monte Carlo K for the Shapley scores (default: the model's)")
+    ] = None,
     data_dir: Annotated[Path, typer.Option(help="DVC-materialised data")] = Path("data"),
     output: Annotated[Path | None, typer.Option(help="also write the JSON here")] = None,
 ) -> None:

@@ -116,11 +116,11 @@ def _probe_table(summaries: list[VariantSummary]) -> list[str]:
     if not probed:
         return []
     lines = ["", "Alignment probe on dev (`components/training/alignment_probe.py`; own-context top-1 among the "
-                 "contexts of a batch, 32 by default, so chance is 3.1%; margin = (own − other score) / tau; r: how far the "
-                 "Shapley scores of a target are a rescaled cosine):", "",
+                 "contexts of a batch, 32 by default, so chance is 3.1%; margin = (own − other score) / tau; r and "
+                 "scale: how far the Shapley scores of a target are a rescaled cosine, and by what factor):", "",
              "| # | variant | setting | runs probed | top-1 cosine (%) | top-1 Shapley (%) | margin cosine | "
-             "margin Shapley | r(Shapley, cosine) | context gate |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "margin Shapley | r(Shapley, cosine) | scale | context gate |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in probed:
         count = max((stat.n for stat in s.probe.values()), default=0)
         lines.append(
@@ -128,6 +128,7 @@ def _probe_table(summaries: list[VariantSummary]) -> list[str]:
             f"{_num(s.probe.get('cosine_top1'), 100)} | {_num(s.probe.get('shapley_top1'), 100)} | "
             f"{_num(s.probe.get('cosine_margin'), digits=2)} | {_num(s.probe.get('shapley_margin'), digits=2)} | "
             f"{_num(s.probe.get('shapley_cosine_correlation'), digits=3)} | "
+            f"{_num(s.probe.get('shapley_cosine_scale'), digits=2)} | "
             f"{_num(s.probe.get('context_gate'), digits=3)} |")
     return lines
 

@@ -64,7 +64,7 @@ class ProbeResult:
         return asdict(self)
 
     def metrics(self) -> dict[str, float]:
-        """Flat MLflow metrics: <split>_probe_cosine_top1, <split>_probe_shapley_margin, <split>_probe_context_gate..."""
+        """Flat MLflow metrics: <split>_probe_cosine_top1, <split>_probe_shapley_margin, ..._context_gate."""
         flat: dict[str, float] = {}
         for name in ("cosine", "shapley"):
             stats = getattr(self, name)
