@@ -1,1 +1,1 @@
-"""Shap-CA library: data, validation, contexts, model, training, tracking, storage. No orchestration here."""
+"""Shap-CA library: data, validation, contexts, model, training, tracking. No orchestration here."""

@@ -14,9 +14,10 @@ its own model by swapping the runner (install prefect-dask or prefect-ray first)
     # or: from prefect_ray import RayTaskRunner; ...with_options(task_runner=RayTaskRunner(address="ray://head:10001"))
     flow(config=ContextsConfig(dataset="twitter2015", backend="hf", ...), num_shards=64)
 
-Each worker process builds the generator once (pipeline.shared_generator) and writes to the same cache directory,
-which must then be on a shared file system: records are written atomically and keyed by content, so concurrent
-workers never corrupt or duplicate one another's work.
+Each worker process builds the generator once (pipeline.shared_generator) and writes to the same cache: an S3 URL
+(`config.cache_url`, default $SHAPCA_CONTEXT_CACHE) that every worker host reaches, or a directory on a shared file
+system. Records are written atomically and keyed by content, so concurrent workers never corrupt or duplicate one
+another's work.
 """
 
 from __future__ import annotations

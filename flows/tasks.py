@@ -18,8 +18,9 @@ directory of that flow run's own (`with_run_output_dir`). Registration is keyed 
 retried flow does not register a model that was registered already; a retry of the register task itself reuses
 the version it created (`registry.register_version` looks it up by run and model), so no duplicate appears.
 
-Results are written to Prefect's result storage (`PREFECT_LOCAL_STORAGE_PATH`, `~/.prefect/storage` by default); a
-cluster whose workers do not share a disk sets `PREFECT_DEFAULT_RESULT_STORAGE_BLOCK` to an S3 bucket block instead.
+Results are written to Prefect's result storage: `~/.prefect/storage` for `shapca run`, and for the deployments an S3
+bucket (`PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK=remote-file-system/shapca-results`, made by `python -m flows.provision`),
+so that a retry on another worker host finds what the first attempt finished.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from components.contexts.config import ContextsConfig
 from components.data.versioning import DataVersion, content_version, ensure_data_matches_pointer
 from components.training.pipeline import TrainRunResult, evaluate_model_uri, register_and_promote, train_and_log
 from components.validation import ValidationReport, validate_dataset
+from flows.progress import EpochProgress, forward_library_logs
 
 COMPONENTS = Path(__file__).resolve().parents[1] / "components"
 
@@ -114,7 +116,8 @@ def validate(
 
 @task(name="train", cache_policy=TRAINING_CACHE, persist_result=True)
 def train(cfg: ExperimentConfig, resume: bool = False) -> TrainRunResult:
-    return train_and_log(cfg, resume=resume)
+    with forward_library_logs():
+        return train_and_log(cfg, resume=resume, on_epoch_end=EpochProgress(cfg.data.dataset, cfg.train.epochs))
 
 
 @task(name="register-and-promote", retries=3, retry_delay_seconds=10, retry_condition_fn=_retry_if_transient,

@@ -27,11 +27,13 @@ K8S_TEMPLATE = INFRA / "k8s" / "gpu-base-job-template.json"
 
 REQUIRED_SERVICES = {"postgres", "prefect-server", "mlflow", "minio", "minio-bootstrap", "worker"}
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|TOKEN")
-# The variables the project itself reads (components.storage.s3, MLflow, Prefect, boto3/dvc-s3).
+# The variables a worker of the tested topology gets (tests/test_production_topology.py): S3 for boto3, s3fs and
+# dvc-s3, the two servers, the repository the pull step clones.
 PROJECT_VARS = {
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "SHAPCA_S3_BUCKET", "SHAPCA_S3_PREFIX",
-    "SHAPCA_S3_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_TRACKING_URI", "PREFECT_API_URL", "HF_HUB_OFFLINE",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "MLFLOW_TRACKING_URI",
+    "PREFECT_API_URL", "SHAPCA_REPO_URL", "HF_HUB_OFFLINE",
 }
+PREFECT_YAML = ROOT / "prefect.yaml"
 
 # Compose variable syntax: $$ (a literal $), ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}, $VAR.
 _VAR = re.compile(
@@ -128,7 +130,8 @@ def test_compose_has_every_service_of_the_stack(compose):
     assert "prefect worker start" in " ".join(services["worker"]["command"])
     mlflow_cmd = " ".join(services["mlflow"]["command"])
     assert "--backend-store-uri=postgresql://" in mlflow_cmd
-    assert "--default-artifact-root=s3://shapca/mlflow" in mlflow_cmd
+    # Artifacts proxied by the server: consumers need MLFLOW_TRACKING_URI only.
+    assert "--artifacts-destination=s3://shapca/mlflow" in mlflow_cmd and "--serve-artifacts" in mlflow_cmd
     assert services["prefect-server"]["environment"]["PREFECT_SERVER_DATABASE_DRIVER"] == "postgresql+asyncpg"
     bootstrap = services["minio-bootstrap"]["command"][0]
     assert 'mc mb --ignore-existing "local/$SHAPCA_S3_BUCKET"' in bootstrap  # $$ became a shell $ after interpolation
@@ -169,11 +172,36 @@ def test_env_example_lists_every_variable_the_stack_and_the_project_read(compose
     assert not used - set(env_example), f"missing from .env.example: {sorted(used - set(env_example))}"
     assert not PROJECT_VARS - set(env_example), f"missing from .env.example: {sorted(PROJECT_VARS - set(env_example))}"
     # The host-side endpoints stay on the loopback interface, matching the published ports.
-    for name in ("SHAPCA_S3_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
+    for name in ("AWS_ENDPOINT_URL", "MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
         assert env_example[name].startswith("http://127.0.0.1:"), name
-    from components.storage.s3 import BUCKET_ENV_VAR, ENDPOINT_ENV_VARS, PREFIX_ENV_VAR
 
-    assert {BUCKET_ENV_VAR, PREFIX_ENV_VAR, ENDPOINT_ENV_VARS[0]} <= set(env_example)
+
+def test_compose_uses_the_names_of_the_tested_topology(compose):
+    """Pools, worker variables and S3 places are the ones prefect.yaml, .dvc/config and flows.provision use."""
+    from flows.provision import DEFAULT_RESULTS_URL, WORK_POOLS
+
+    deployments = yaml.safe_load(PREFECT_YAML.read_text())["deployments"]
+    pools = {d["work_pool"]["name"] for d in deployments}
+    assert pools == set(WORK_POOLS) == {"gpu", "cpu"}
+    workers = {name: svc for name, svc in compose["services"].items() if name.startswith("worker")}
+    served = {svc["command"][svc["command"].index("--pool") + 1] for svc in workers.values()}
+    assert served == pools
+    for name, svc in workers.items():
+        env = _environment(svc)
+        assert {"AWS_ENDPOINT_URL", "MLFLOW_TRACKING_URI", "PREFECT_API_URL", "SHAPCA_REPO_URL"} <= set(env), name
+        assert env["AWS_ENDPOINT_URL"] == "http://minio:9000"
+    # One bucket for everything: the DVC remote, the context cache, the task results, MLflow's artifacts.
+    job_env = {k: v for d in deployments for k, v in d["work_pool"]["job_variables"]["env"].items()}
+    assert job_env["SHAPCA_DVC_REMOTE"] == "storage"
+    dvc_config = (ROOT / ".dvc" / "config").read_text()
+    assert re.search(r"\[\'remote \"storage\"\'\]\s+url = s3://shapca/", dvc_config)
+    assert job_env["SHAPCA_CONTEXT_CACHE"].startswith("s3://shapca/")
+    assert DEFAULT_RESULTS_URL.startswith("s3://shapca/")
+    assert "mc mb --ignore-existing \"local/$SHAPCA_S3_BUCKET\"" in compose["services"]["minio-bootstrap"]["command"][0]
+    assert _environment(compose["services"]["minio-bootstrap"])["SHAPCA_S3_BUCKET"] == "shapca"
+    # Code arrives by the pull step, never from the deploying host's checkout.
+    pull = yaml.safe_load(PREFECT_YAML.read_text())["pull"]
+    assert pull[0]["prefect.deployments.steps.git_clone"]["repository"] == "{{ $SHAPCA_REPO_URL }}"
 
 
 def test_interpolation_refuses_a_missing_required_secret(compose_raw, env_example):
@@ -267,8 +295,8 @@ def test_training_dockerfile_pins_torch_and_switches_base_by_build_arg():
     runs = [a for kw, a in steps if kw == "RUN"]
     torch_install = next(r for r in runs if "torch==${TORCH_VERSION}" in r)
     assert '--index-url "${TORCH_INDEX_URL}"' in torch_install
-    project_install = next(i for i, r in enumerate(runs) if "-c requirements.lock" in r)
-    assert runs.index(torch_install) < project_install  # torch's build is chosen before the lock is applied
+    lock_install = next(i for i, r in enumerate(runs) if "-r /tmp/requirements.lock" in r)
+    assert runs.index(torch_install) < lock_install  # torch's build is chosen before the lock is applied
     users = [a for kw, a in steps if kw == "USER"]
     assert users and users[-1] not in ("root", "0")
     assert not any(SECRET_NAME.search(a) for kw, a in steps if kw in ("ENV", "ARG"))

@@ -2,15 +2,21 @@
 
 Prefect runs it against a temporary local server when no PREFECT_API_URL is set. Paths in the config (data/,
 outputs/, .cache/) and the MLflow store (mlruns/) resolve against the project root, whatever the working directory.
+
+The temporary server gets EPHEMERAL_STARTUP_TIMEOUT_S to come up instead of Prefect's 20 s: on a first run it also
+creates and migrates its database (~/.prefect/prefect.db), which on a 2-core machine takes about that long by itself.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+EPHEMERAL_STARTUP_TIMEOUT_S = 180
 
 
 def run(
@@ -28,6 +34,10 @@ def run(
     root = find_project_root()
     config_path = (config or root / "configs" / "default.yaml").resolve()
     cfg = load_config(config_path, override or [])
+    # Read by Prefect's settings when it is imported below; a value the user set wins. Without analytics the
+    # temporary server writes no telemetry row while its first migration still holds the new database's lock.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(EPHEMERAL_STARTUP_TIMEOUT_S))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     with contextlib.chdir(root):
         # Prefect (and the flow's imports) only once the config is known to be valid.
         from flows.train_shapca import train_shapca

@@ -13,10 +13,14 @@ append-only JSONL because
 - the key is the file name, so writing a key twice replaces one file and duplicates cannot exist after a resume;
 - concurrent writers (threads of the Prefect task runner, Dask or Ray worker processes on a shared file system) need
   no lock and no compaction step;
-- a record maps one-to-one onto an object in a bucket, which is how the S3 cache will store it.
+- a record maps one-to-one onto an object in a bucket: `S3ContextCache` keeps the same records as
+  `s3://<bucket>/<prefix>/records/<key[:2]>/<key>.json`, so workers on different hosts share one cache.
 The cost is one small file per image (about 13k for both Twitter sets), which any file system handles; the two-hex-
 character shard directories keep each directory under a few hundred entries per 100k records.
 A process killed between writing and renaming leaves a `.tmp` file that readers ignore; `sweep_temp` removes old ones.
+An S3 PUT is atomic by itself (a reader sees the whole object or none), so the S3 cache has no temporary objects.
+
+`open_cache(location)` picks the store: an `s3://` URL, or a local directory.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -36,6 +41,26 @@ logger = logging.getLogger(__name__)
 
 _TMP_SUFFIX = ".tmp"
 _KEY = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_key(key: str) -> str:
+    if not _KEY.fullmatch(key):
+        raise ValueError(f"cache key {key!r}: expected 64 lowercase hex characters (a sha256)")
+    return key
+
+
+def _parse_record(raw: str | bytes, key: str, where) -> ContextRecord | None:
+    """The record stored under `key`, or None (a miss) when what is stored is damaged or holds another key."""
+    try:
+        record = ContextRecord(**json.loads(raw))
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
+        # Cannot come from these writers (renames and PUTs are atomic); a damaged disk or a hand edit. Regenerate it.
+        logger.warning("cache record %s is damaged (%s); treating it as a miss", where, exc)
+        return None
+    if record.key != key:
+        logger.warning("cache record %s holds key %s; treating it as a miss", where, record.key)
+        return None
+    return record
 
 
 def canonical_json(value) -> str:
@@ -67,9 +92,7 @@ class ContextCache:
         self.fsync = fsync
 
     def path_for(self, key: str) -> Path:
-        if not _KEY.fullmatch(key):
-            raise ValueError(f"cache key {key!r}: expected 64 lowercase hex characters (a sha256)")
-        return self.records_dir / key[:2] / f"{key}.json"
+        return self.records_dir / _check_key(key)[:2] / f"{key}.json"
 
     def get(self, key: str) -> ContextRecord | None:
         path = self.path_for(key)
@@ -77,16 +100,10 @@ class ContextCache:
             raw = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
-        try:
-            record = ContextRecord(**json.loads(raw))
-        except (json.JSONDecodeError, TypeError) as exc:
-            # Cannot come from this writer (renames are atomic); a damaged disk or a hand edit. Regenerate it.
-            logger.warning("cache record %s is damaged (%s); treating it as a miss", path, exc)
-            return None
-        if record.key != key:
-            logger.warning("cache record %s holds key %s; treating it as a miss", path, record.key)
-            return None
-        return record
+        return _parse_record(raw, key, path)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, ContextRecord | None]:
+        return {key: self.get(key) for key in keys}
 
     def put(self, record: ContextRecord) -> Path:
         """Atomically write one record: after this returns the record is complete on disk, before it, absent."""
@@ -138,3 +155,75 @@ class ContextCache:
             except FileNotFoundError:
                 pass
         return removed
+
+
+class S3ContextCache:
+    """The same records as objects in a bucket, shared by every worker that points at the same URL.
+
+    boto3 takes everything else from the environment, as every other S3 client of the stack does (dvc-s3, s3fs,
+    MLflow): the endpoint from AWS_ENDPOINT_URL (MinIO, moto), the region and the credentials from the usual chain.
+    """
+
+    LOOKUP_THREADS = 16  # lookups of one chunk run concurrently: each is one small GET
+
+    def __init__(self, url: str):
+        import boto3
+
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        if not url.startswith("s3://") or not bucket:
+            raise ValueError(f"context cache {url!r}: expected s3://<bucket>[/<prefix>]")
+        self.url = url.rstrip("/")
+        self.bucket = bucket
+        self.records_prefix = "/".join(p for p in (prefix.strip("/"), "records") if p) + "/"
+        self.client = boto3.session.Session().client("s3")  # a session per cache: sessions are not thread-safe
+
+    def object_key(self, key: str) -> str:
+        return f"{self.records_prefix}{_check_key(key)[:2]}/{key}.json"
+
+    def get(self, key: str) -> ContextRecord | None:
+        object_key = self.object_key(key)
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=object_key)["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            return None
+        return _parse_record(body, key, f"s3://{self.bucket}/{object_key}")
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, ContextRecord | None]:
+        keys = list(keys)
+        with ThreadPoolExecutor(max_workers=min(self.LOOKUP_THREADS, max(1, len(keys)))) as pool:
+            return dict(zip(keys, pool.map(self.get, keys)))
+
+    def put(self, record: ContextRecord) -> str:
+        object_key = self.object_key(record.key)
+        self.client.put_object(Bucket=self.bucket, Key=object_key, ContentType="application/json",
+                               Body=canonical_json(asdict(record)).encode("utf-8"))
+        return f"s3://{self.bucket}/{object_key}"
+
+    def __contains__(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.object_key(key))
+        except self.client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def records(self) -> Iterator[ContextRecord]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.records_prefix)
+        for page in pages:
+            for item in page.get("Contents", []):
+                key = item["Key"].rsplit("/", 1)[-1].removesuffix(".json")
+                if _KEY.fullmatch(key):
+                    record = self.get(key)
+                    if record is not None:
+                        yield record
+
+    def sweep_temp(self, older_than_s: float = 3600.0) -> int:
+        return 0  # PUTs are atomic: there is never a partial object to remove
+
+
+def open_cache(location: str | Path, fsync: bool = True) -> ContextCache | S3ContextCache:
+    """The cache at `location`: `s3://bucket/prefix` (shared by workers on any host) or a local directory."""
+    if str(location).startswith("s3://"):
+        return S3ContextCache(str(location))
+    return ContextCache(location, fsync=fsync)

@@ -7,6 +7,7 @@ the cache key; everything that only changes how fast it is written (batch size, 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +21,9 @@ DEFAULT_PROMPT = (
 
 # PIL's own default limit (Image.MAX_IMAGE_PIXELS): about 89.5 megapixels, a 1024 MiB RGB buffer.
 DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+
+
+CACHE_URL_ENV = "SHAPCA_CONTEXT_CACHE"
 
 
 class HFSettings(BaseModel):
@@ -71,7 +75,10 @@ class ContextsConfig(BaseModel):
     # precomputed: "blip2" or "mplug-owl"; hf/openai: a name for the set (defaults to the model's name)
     generator: str | None = None
     image_dir: Path | None = None  # `<image_dir>/<image_id>.jpg`; needed by hf and openai
-    cache_dir: Path = Path(".cache/contexts")
+    cache_dir: Path = Path(".cache/contexts")  # published context sets, and the records unless cache_url is set
+    # Where the cache records live when they are shared: `s3://bucket/prefix`, so that workers on any host generate
+    # each context once. Defaults to $SHAPCA_CONTEXT_CACHE; unset keeps the records under cache_dir.
+    cache_url: str | None = Field(default_factory=lambda: os.environ.get(CACHE_URL_ENV) or None)
     prompt: str = DEFAULT_PROMPT
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     hf: HFSettings = Field(default_factory=HFSettings)
@@ -84,6 +91,9 @@ class ContextsConfig(BaseModel):
     # either way; a record lost or emptied by a crash reads as a miss and is regenerated). None: on for hf and openai,
     # where 2 ms per record is nothing next to a generation, off for precomputed, where re-importing is free.
     fsync: bool | None = None
+
+    def records_location(self) -> str | Path:
+        return self.cache_url or self.cache_dir
 
     def fsync_records(self) -> bool:
         return self.fsync if self.fsync is not None else self.backend != "precomputed"

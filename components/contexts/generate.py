@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 
 from components.contexts.base import ContextGenerator, GenerationFailure
-from components.contexts.cache import ContextCache, ContextRecord
+from components.contexts.cache import ContextCache, ContextRecord, S3ContextCache
 from components.contexts.images import ImageProblem
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class GenerationReport:
 def generate_contexts(
     image_ids: Iterable[str],
     generator: ContextGenerator,
-    cache: ContextCache,
+    cache: ContextCache | S3ContextCache,
     *,
     chunk_size: int = 64,
     progress: bool = True,
@@ -88,6 +88,7 @@ def generate_contexts(
         for start in range(0, len(ids), chunk_size):
             chunk = ids[start : start + chunk_size]
             pending: dict[str, list] = {}  # key -> items waiting for it (first one is generated)
+            prepared = []  # (item, key) of the chunk's readable images
             for image_id in chunk:
                 try:
                     item = generator.prepare(image_id)
@@ -95,8 +96,11 @@ def generate_contexts(
                     report.failures.append(GenerationFailure(image_id, problem.reason))
                     bar.update(1)
                     continue
-                key = spec.key(item.key_material)
-                record = cache.get(key)
+                prepared.append((item, spec.key(item.key_material)))
+            found = cache.get_many(key for _, key in prepared)  # one round of lookups per chunk
+            for item, key in prepared:
+                image_id = item.image_id
+                record = found[key]
                 if record is not None:
                     report.contexts[image_id] = record.text
                     report.hits += 1

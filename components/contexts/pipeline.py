@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 from components.contexts.base import ContextGenerator
-from components.contexts.cache import ContextCache
+from components.contexts.cache import open_cache
 from components.contexts.config import ContextsConfig
 from components.contexts.context_set import PublishedSet, set_paths, split_coverage, write_context_set
 from components.contexts.generate import GenerationReport, generate_contexts
@@ -108,7 +108,7 @@ def shared_generator(cfg: ContextsConfig) -> ContextGenerator:
 def run_shard(
     cfg: ContextsConfig, image_ids: list[str], progress: bool = True, desc: str | None = None
 ) -> GenerationReport:
-    cache = ContextCache(cfg.cache_dir, fsync=cfg.fsync_records())
+    cache = open_cache(cfg.records_location(), fsync=cfg.fsync_records())
     return generate_contexts(
         image_ids, shared_generator(cfg), cache, chunk_size=cfg.chunk_size, progress=progress, desc=desc
     )
@@ -152,7 +152,7 @@ def publish(cfg: ContextsConfig, report: GenerationReport, split_ids: dict[str, 
 
 def run_contexts(cfg: ContextsConfig, progress: bool = True) -> tuple[GenerationReport, PublishedSet]:
     """The whole run in this process (what `shapca contexts` calls): list, generate through the cache, publish."""
-    ContextCache(cfg.cache_dir).sweep_temp()
+    open_cache(cfg.records_location()).sweep_temp()
     split_ids = list_image_ids(cfg)
     report = run_shard(cfg, unique_ids(split_ids), progress=progress, desc=f"{cfg.dataset}/{cfg.generator_name()}")
     return report, publish(cfg, report, split_ids)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ import yaml
 from components.tracking.lineage import sha256_named_files
 
 log = logging.getLogger(__name__)
+
+DVC_REMOTE_ENV = "SHAPCA_DVC_REMOTE"  # which DVC remote a pull reads; unset: core.remote of .dvc/config
 
 
 class DataVersionError(RuntimeError):
@@ -66,7 +69,8 @@ def _describe(status: dict[str, Any]) -> str:
 def ensure_data_matches_pointer(
     project_root: str | Path, pointer: str = "data.dvc", *, pull: bool = True, force: bool = False
 ) -> DataVersion:
-    """Check `data/` against `pointer` with `dvc status`; pull from the default remote when it differs.
+    """Check `data/` against `pointer` with `dvc status`; pull when it differs, from the remote named by
+    $SHAPCA_DVC_REMOTE (workers set `storage`, the S3 remote in .dvc/config) or else DVC's default remote.
 
     `force=True` lets the pull overwrite local edits (what `dvc pull --force` does); without it they are an error.
     """
@@ -82,9 +86,11 @@ def ensure_data_matches_pointer(
             return DataVersion(md5=md5, path=out_path, pulled=False)
         if not pull:
             raise DataVersionError(f"{out_path} does not match {pointer} ({_describe(status)}); run `dvc pull`")
-        log.info("%s does not match %s (%s): pulling from the DVC remote", out_path, pointer, _describe(status))
+        remote = os.environ.get(DVC_REMOTE_ENV) or None
+        log.info("%s does not match %s (%s): pulling from DVC remote %s", out_path, pointer, _describe(status),
+                 remote or "(default)")
         try:
-            repo.pull(targets=[pointer], force=force)
+            repo.pull(targets=[pointer], remote=remote, force=force)
         except DvcException as err:
             raise DataVersionError(
                 f"{out_path} does not match {pointer} ({_describe(status)}) and `dvc pull` failed: {err}\n"

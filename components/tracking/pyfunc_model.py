@@ -167,13 +167,42 @@ def signature_and_example(task: str):
     return ModelSignature(inputs=Schema(columns)), pd.DataFrame(example)
 
 
+# What a consumer's fresh virtualenv needs to load and serve the model: the distributions the model's code imports,
+# pinned to the versions this process runs with (the ones requirements.lock installed).
+SERVING_DISTRIBUTIONS = ("mlflow", "torch", "transformers", "tokenizers", "safetensors", "pytorch-crf", "numpy",
+                         "pandas", "pillow", "pydantic", "pyyaml", "tqdm")
+COMPONENTS_DIR = Path(__file__).resolve().parents[1]
+MODEL_CODE = Path(__file__).with_name("model_code.py")
+
+
+def serving_requirements() -> list[str]:
+    """`name==version` for each serving distribution. A local build label (`2.13.0+cpu`) is dropped, so the same pin
+    installs the CPU or the CUDA build of torch, whichever the consumer's pip is configured to find."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name).split('+')[0]}" for name in SERVING_DISTRIBUTIONS]
+
+
 def log_shapca_model(model_dir: Path, task: str, name: str = "model"):
-    """Log a `save_pretrained` directory as a pyfunc in the active run; returns MLflow's ModelInfo."""
+    """Log a `save_pretrained` directory as a self-contained pyfunc in the active run; returns MLflow's ModelInfo.
+
+    Self-contained: the model is `model_code.py` plus a copy of `components/` (models from code, nothing pickled) and
+    pinned pip requirements, so a virtualenv that never saw this repository loads and serves it after
+    `pip install -r requirements.txt` of the model alone.
+    """
+    import shutil
+    import tempfile
+
     signature, example = signature_and_example(task)
-    return mlflow.pyfunc.log_model(
-        name=name,
-        python_model=ShapCAPyfunc(),
-        artifacts={MODEL_ARTIFACT: str(model_dir)},
-        signature=signature,
-        input_example=example,
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        code = Path(tmp) / "components"
+        shutil.copytree(COMPONENTS_DIR, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(MODEL_CODE),
+            code_paths=[str(code)],
+            artifacts={MODEL_ARTIFACT: str(model_dir)},
+            pip_requirements=serving_requirements(),
+            signature=signature,
+            input_example=example,
+        )

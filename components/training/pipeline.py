@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -76,7 +77,11 @@ def _log_shapley_heatmap(run, model, examples, contexts: ContextSet | None, out_
     run.log_artifact(path, "plots")
 
 
-def _train_in_process(cfg: ExperimentConfig, resume: bool, tags: dict[str, str] | None = None) -> TrainRunResult | None:
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+def _train_in_process(cfg: ExperimentConfig, resume: bool, tags: dict[str, str] | None = None,
+                      on_epoch_end: EpochCallback | None = None) -> TrainRunResult | None:
     """Train (this rank's share) and, on rank 0, log everything to MLflow. Returns None on other ranks."""
     from components.tracking.lineage import collect_lineage
     from components.tracking.mlflow_setup import find_project_root, setup_tracking
@@ -110,7 +115,12 @@ def _train_in_process(cfg: ExperimentConfig, resume: bool, tags: dict[str, str] 
         run.log_params({f"data.{s}_context_coverage": round(c, 4) for s, c in data.context_coverage().items()})
         run.log_lineage(collect_lineage(root, data.contexts, encoder_dirs(cfg)))
 
-        result = fit(cfg, data, resume=resume, on_epoch_end=lambda epoch, m: run.log_metrics(m, step=epoch))
+        def epoch_done(epoch: int, metrics: dict[str, float]) -> None:
+            run.log_metrics(metrics, step=epoch)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, metrics)
+
+        result = fit(cfg, data, resume=resume, on_epoch_end=epoch_done)
 
         test = result.test
         run.log_metrics(test.scores.as_dict("test"))
@@ -153,11 +163,13 @@ def _train_under_torchrun(cfg: ExperimentConfig, resume: bool, tags: dict[str, s
         return TrainRunResult(**json.loads(result_path.read_text()))
 
 
-def train_and_log(cfg: ExperimentConfig, *, resume: bool = False, tags: dict[str, str] | None = None) -> TrainRunResult:
-    """Train and log one run; `tags` are set on the MLflow run when it starts."""
+def train_and_log(cfg: ExperimentConfig, *, resume: bool = False, tags: dict[str, str] | None = None,
+                  on_epoch_end: EpochCallback | None = None) -> TrainRunResult:
+    """Train and log one run; `tags` are set on the MLflow run when it starts; `on_epoch_end(epoch, metrics)` is
+    called after each epoch's metrics are logged (in this process; not under torchrun, whose ranks are children)."""
     if cfg.train.num_gpus > 1 and "WORLD_SIZE" not in os.environ:
         return _train_under_torchrun(cfg, resume, tags)
-    result = _train_in_process(cfg, resume, tags)
+    result = _train_in_process(cfg, resume, tags, on_epoch_end)
     assert result is not None, "train_and_log runs on rank 0; other ranks go through components.training.launch"
     return result
 

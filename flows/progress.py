@@ -1,0 +1,52 @@
+"""What a person watching a flow run in the Prefect UI sees of a training: the library's log lines, one line of
+metrics per epoch, and a progress artifact that advances per epoch.
+
+The library logs through the stdlib logger `components` and never imports Prefect; `forward_library_logs` attaches
+Prefect's API log handler to that logger for the duration of a task, so its lines land in the flow run's logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+from prefect import get_run_logger
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.logging.handlers import APILogHandler
+
+LIBRARY_LOGGER = "components"
+HEADLINE = ("train_loss", "train_align_loss", "dev_precision", "dev_recall", "dev_f1")
+
+
+@contextlib.contextmanager
+def forward_library_logs(level: int = logging.INFO) -> Iterator[None]:
+    """Send the `components` logger's records to the current flow run's logs while the block runs."""
+    library = logging.getLogger(LIBRARY_LOGGER)
+    handler = APILogHandler(level=level)
+    previous_level = library.level
+    library.addHandler(handler)
+    if library.getEffectiveLevel() > level:
+        library.setLevel(level)
+    try:
+        yield
+    finally:
+        library.removeHandler(handler)
+        library.setLevel(previous_level)
+
+
+class EpochProgress:
+    """A progress artifact keyed `training-progress-<dataset>`, at 100 * epoch / epochs, and a log line per epoch."""
+
+    def __init__(self, dataset: str, epochs: int):
+        self.epochs = max(1, epochs)
+        self.artifact_id = create_progress_artifact(
+            0.0, key=f"training-progress-{dataset}", description=f"epochs of the {dataset} training done"
+        )
+
+    def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
+        # The headline numbers; the per-type ones are in MLflow.
+        headline = {k: v for k, v in metrics.items() if k in HEADLINE} or metrics
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(headline.items()))
+        get_run_logger().info("epoch %d/%d: %s", epoch, self.epochs, shown)
+        update_progress_artifact(self.artifact_id, min(100.0, 100.0 * epoch / self.epochs))
