@@ -11,6 +11,9 @@ so a deployment's config stays in place when a run changes one field. With `trai
 torchrun (DDP) itself. `contexts` says how the context step runs (backend hf or openai to generate them with a
 model); by default it imports the precomputed set of `data.context_generator`.
 
+A person watching the run in the Prefect UI sees the library's log lines, one line of metrics per epoch and the
+progress artifact `training-progress-<dataset>` (flows/progress.py).
+
 A failed run retried (`prefect flow-run retry <id>`) skips what finished: validation (cached per data version), a
 finished training (cached within the flow run) and a registration already made; an unfinished training resumes from
 its last epoch checkpoint, kept in `<train.output_dir>/flow-run-<id>/`.
@@ -52,7 +55,10 @@ def train_shapca(
     validate_data(dataset=cfg.data.dataset, context_generator=cfg.data.context_generator, data_dir=cfg.data.data_dir)
     contexts_cfg = contexts_config_for(cfg, contexts)
     if contexts_cfg is not None:
-        published = generate_contexts_flow(config=contexts_cfg)
+        # A capped run (data.max_examples: the first N of each split) needs the contexts of those examples only.
+        caps = cfg.data.max_examples or {}
+        limit = max(caps.values()) if {"train", "dev", "test"} <= set(caps) else None
+        published = generate_contexts_flow(config=contexts_cfg, limit_per_split=limit)
         cfg = with_context_file(cfg, published["path"])
     run = train(cfg, resume=flow_run.run_count > 1)
     registered = register(run, cfg) if cfg.tracking.register_model else None  # (version, decision)

@@ -348,7 +348,7 @@ def test_k8s_template_is_accepted_by_prefects_work_pool_validation(k8s_template)
     import jsonschema
     from prefect.server.schemas.actions import WorkPoolCreate
 
-    pool = WorkPoolCreate(name="shapca-gpu", type="kubernetes", base_job_template=k8s_template)
+    pool = WorkPoolCreate(name="gpu", type="kubernetes", base_job_template=k8s_template)
     assert pool.base_job_template["job_configuration"]["job_manifest"]["kind"] == "Job"
     schema = k8s_template["variables"]
     jsonschema.Draft202012Validator.check_schema(schema)

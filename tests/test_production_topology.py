@@ -62,6 +62,7 @@ def _keys(s3, prefix: str) -> list[str]:
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
+@pytest.mark.timeout(1800)  # about 5 minutes on an idle 2-core machine; the bound is for a loaded one
 def test_production_topology_end_to_end(project_root, tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -107,8 +108,17 @@ def test_production_topology_end_to_end(project_root, tmp_path):
             penv.env.update(operator)
             penv.cli("deploy", "--all", cwd=project_root, timeout=180)
             timings["deploy_s"] = time.monotonic() - t0
-            gpu = _deployment(penv, "train-shapca", "gpu")
+            deployments = _deployments(penv)
+            assert {("train-shapca", "gpu"), ("train-shapca", "cpu"), ("train-shapca", "weekly-retrain"),
+                    ("validate-data", "default"), ("evaluate-model", "default"),
+                    ("generate-contexts", "gpu")} <= set(deployments)
+            weekly = deployments[("train-shapca", "weekly-retrain")]
+            assert [(s["schedule"]["cron"], s["schedule"]["timezone"]) for s in weekly["schedules"]] == [
+                ("0 3 * * 1", "UTC")]
+            gpu = deployments[("train-shapca", "gpu")]
             assert gpu["work_pool_name"] == "gpu"
+            assert gpu["parameters"]["config"]["train"] == {"device": "cuda", "precision": "bf16", "num_gpus": 1}
+            assert gpu["job_variables"]["env"]["SHAPCA_DVC_REMOTE"] == "storage"
             clone_step = gpu["pull_steps"][0]["prefect.deployments.steps.git_clone"]
             assert clone_step["repository"] in (str(repo), "{{ $SHAPCA_REPO_URL }}")
             assert str(project_root) not in json.dumps(gpu["pull_steps"]), "a pull step names the deploying host"
@@ -163,11 +173,10 @@ def test_production_topology_end_to_end(project_root, tmp_path):
             assert mlflow_run.data.tags.get("mlflow.source.git.commit", commit) == commit
 
             # The consumer: only the model's requirements, only MLFLOW_TRACKING_URI.
-            import mlflow
-
-            requirements = Path(mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{MODEL}@champion/requirements.txt", dst_path=str(tmp_path / "req"),
-                tracking_uri=tracking_uri))
+            _run([str(Path(sys.executable).with_name("mlflow")), "artifacts", "download", "-u",
+                  f"models:/{MODEL}@champion/requirements.txt", "-d", str(tmp_path / "model-req")],
+                 operator, tmp_path)
+            requirements = tmp_path / "model-req" / "requirements.txt"
             pins = requirements.read_text()
             assert "torch==" in pins and "transformers==" in pins and "shapca" not in pins, pins
             t0 = time.monotonic()
@@ -218,9 +227,6 @@ def _run(args: list[str], env: dict[str, str], cwd: Path) -> str:
     return result.stdout
 
 
-def _deployment(penv, flow: str, name: str) -> dict:
+def _deployments(penv) -> dict[tuple[str, str], dict]:
     flows = {f["id"]: f["name"] for f in penv.api("POST", "/flows/filter", {})}
-    for deployment in penv.api("POST", "/deployments/filter", {}):
-        if flows[deployment["flow_id"]] == flow and deployment["name"] == name:
-            return deployment
-    raise AssertionError(f"no deployment {flow}/{name}")
+    return {(flows[d["flow_id"]], d["name"]): d for d in penv.api("POST", "/deployments/filter", {})}

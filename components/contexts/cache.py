@@ -175,7 +175,10 @@ class S3ContextCache:
         self.url = url.rstrip("/")
         self.bucket = bucket
         self.records_prefix = "/".join(p for p in (prefix.strip("/"), "records") if p) + "/"
-        self.client = boto3.session.Session().client("s3")  # a session per cache: sessions are not thread-safe
+        from botocore.config import Config
+
+        # A session per cache (sessions are not thread-safe), with a connection per lookup thread.
+        self.client = boto3.session.Session().client("s3", config=Config(max_pool_connections=self.LOOKUP_THREADS))
 
     def object_key(self, key: str) -> str:
         return f"{self.records_prefix}{_check_key(key)[:2]}/{key}.json"
