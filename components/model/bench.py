@@ -17,6 +17,7 @@ the time of a whole training step (forward, backward, AdamW) of the MiniLM model
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 import warnings
@@ -45,6 +46,15 @@ def loop_shapley(players: Tensor, targets: Tensor, orders: Tensor) -> Tensor:
             contributions[i].append(value - previous)
             previous = value
     return torch.stack([torch.stack(c).mean(dim=0) for c in contributions])  # (N, M)
+
+
+def coverage_value(members: Tensor, scores: Tensor, targets: Tensor) -> Tensor:
+    """One target's token coverage game as a value function for `exact_shapley` / `monte_carlo_shapley`, a reference
+    that scores every coalition from scratch: members (..., N) 0/1, scores (N, T) the covers a_k(t) (the "players"),
+    targets (1, T) only for its shape -> (..., 1) mean_t max_{k in S} a_k(t), and 0 for the empty coalition."""
+    inside = members.bool()[..., None]  # (..., N, 1)
+    best = torch.where(inside, scores, -math.inf).amax(dim=-2)  # (..., T); -inf for the empty coalition
+    return torch.where(inside.any(dim=-2), best, 0.0).mean(dim=-1, keepdim=True)  # (..., 1)
 
 
 def _time_ms(fn: Callable[[], None]) -> float:
