@@ -162,3 +162,16 @@ def test_low_precision_is_computed_in_float32():
 def test_rejects_a_vector():
     with pytest.raises(ValueError, match=r"expected scores \(\.\.\., N, T\)"):
         coverage_shapley(torch.zeros(5))
+
+
+def test_benchmark_rows_time_the_closed_form_against_enumeration():
+    from components.model.bench import run_shapley_benchmark
+
+    result = run_shapley_benchmark(ns=(4,), ks=(2,), seeds=(0,), repeats=2, loop_repeats=1, include_step=False,
+                                   progress=False, coverage_ns=(6, 20), coverage_ts=(5,), coverage_exact_limit=6)
+    small, large = result["coverage_rows"]
+    assert (small["n"], small["t"], large["n"]) == (6, 5, 20)
+    assert small["closed_form_ms"] > 0 and small["brute_force_ms"] > 0
+    assert small["speedup"] == pytest.approx(small["brute_force_ms"] / small["closed_form_ms"], rel=0.01)
+    assert small["max_abs_diff"] < 1e-5  # float32: the same values by both routes
+    assert large["closed_form_ms"] > 0 and large["brute_force_ms"] is None and large["max_abs_diff"] is None
