@@ -273,7 +273,7 @@ class ShapCA(nn.Module):
                 )
             if image_states is not None:
                 every_patch = torch.ones(image_states.shape[:2], dtype=torch.bool, device=image_states.device)
-                encoded.image_tokens = Tokens(image_states, every_patch)  # (B, P, d_v), no padding
+                encoded.image_tokens = Tokens(image_states, every_patch)  # (B, P, d_v): patches (and class token)
         return encoded
 
     def forward(self, batch: Batch) -> ShapCAOutput:
