@@ -46,14 +46,17 @@ the mean of the per-token games). Why: with u_m(S) = [S holds a player of rank >
     max_{k in S} a_k = sum_{m=1..N} ( a_(m) - a_(m-1) ) u_m(S)     for every S ({}: every u_m is 0; otherwise the terms
                                                                     up to S's best rank r telescope to a_(r) - a_(0)),
 
-and in u_m the N - m + 1 players of rank >= m are symmetric, the others are null players, and u_m(all) = 1, so each of
-them gets 1 / (N - m + 1). Ties are harmless: a step between tied players is 0, so they get equal values whatever
-order the sort puts them in. Efficiency: sum_i phi_(i) = a_(N) = v(all).
-The scores are used as given, not clipped at 0. a_(0) = 0 is v({}), so the first step a_(1) - 0, shared by all N
-players (u_1 is "S is not empty"), is negative when every score of the token is: then v(S) < 0 for every non-empty S,
-and a player with a negative score can still get phi > 0 (N = 2, a = (-0.5, -0.1): phi = (-0.25, 0.15); joining
-player 1 lifts the best cover from -0.5 to -0.1). Cost O(N log N) per token, exact, differentiable through the sorted
-scores (the sort only picks the order; the values are gathered from the scores).
+and in u_m (the dual of the unanimity game of the players of rank >= m) those N - m + 1 players are symmetric, the
+others are null players, and u_m(all) = 1, so each of them gets 1 / (N - m + 1). Ties are harmless: a step between
+tied players is 0, so they get equal values whatever order the sort puts them in. Efficiency: sum_i phi_(i) = a_(N) =
+v(all). Cost O(N log N) per token, exact, differentiable through the sorted scores (the sort only picks the order; the
+values are gathered from the scores).
+
+Negative scores (cosines can be) are used as given, not clipped: a_(0) = 0 is v({}), not a floor. The first step
+a_(1) - 0 weighs u_1 ("S is not empty", shared by all N players) and is negative when the lowest score is. When
+every score of a token is negative, v(S) = max_{k in S} a_k < 0 for every non-empty S, the values sum to a_(N) < 0,
+and a player can still get phi > 0: N = 2, a = (-0.5, -0.1) gives phi = (-0.25, 0.15), since player 2 joining {} adds
+-0.1 and joining {1} lifts the best cover from -0.5 to -0.1 (+0.4).
 
 Precision: bf16/fp16 inputs are promoted to float32 (float64 stays float64) and autocast is switched off inside, since
 long sums and small differences of cosines are what low precision gets wrong. The result has that dtype.
