@@ -276,3 +276,20 @@ def test_the_coverage_game_needs_token_states():
     module = ContrastiveAlignment(12, 10, None, 6, "shapley", game="token_coverage")
     with pytest.raises(ValueError, match="token_coverage' needs token states"):
         module(torch.randn(3, 12), torch.randn(3, 10), torch.ones(3, dtype=torch.bool))
+
+
+def test_coverage_game_under_bf16_autocast_scores_in_float32():
+    """As under the trainer's bf16 autocast: projections run in bf16, the cosines and the game in float32."""
+    torch.manual_seed(3)
+    module = ContrastiveAlignment(12, 10, None, 6, "shapley", game="token_coverage", coverage="maxsim")
+    text, context = torch.randn(4, 12), torch.randn(4, 10)
+    text_tokens = Tokens(torch.randn(4, 5, 12), torch.ones(4, 5, dtype=torch.bool))
+    context_tokens = Tokens(torch.randn(4, 3, 10), torch.ones(4, 3, dtype=torch.bool))
+    has_context = torch.ones(4, dtype=torch.bool)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = module(text, context, has_context, text_tokens=text_tokens, context_tokens=context_tokens)
+    reference = module(text, context, has_context, text_tokens=text_tokens, context_tokens=context_tokens)
+    assert out.shapley_ct.dtype == torch.float32
+    torch.testing.assert_close(out.shapley_ct, reference.shapley_ct, rtol=0, atol=0.02)  # bf16 projections only
+    out.loss_ct.backward()
+    assert torch.isfinite(module.proj_text.weight.grad).all() and module.proj_text.weight.grad.abs().sum() > 0
