@@ -89,3 +89,23 @@ def test_probe_is_reproducible_and_k_can_be_changed(tiny_bert_dir, data_dir):
     exact, data = _model_and_data(tiny_bert_dir, data_dir, estimator="exact")
     with pytest.raises(ValueError, match="exact Shapley values"):
         probe_alignment(exact, data, "dev", batch_size=8, limit=8, permutations=16)
+
+
+@pytest.mark.parametrize("coverage", ["pooled", "maxsim"])
+def test_probe_of_the_token_coverage_game_scores_what_training_scores(tiny_bert_dir, data_dir, coverage):
+    model, data = _model_and_data(tiny_bert_dir, data_dir, shapley_game="token_coverage", coverage_scores=coverage)
+    result = probe_alignment(model, data, "dev", batch_size=8)
+    assert (result.game, result.permutations, result.targets) == (f"token_coverage/{coverage}", None, 24)
+    assert -1.0 <= result.shapley_cosine_correlation <= 1.0 and result.shapley_cosine_scale > 0
+    assert result.shapley.own + 7 * result.shapley.other <= 1.0 + 1e-5  # v_j(all) is a mean of cosines
+    # The probe's phi is the phi of the training loss: the same statistics from the model's own forward passes.
+    by_forward = _Accumulator(tau=model.alignment.temperature)
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, 24, 8):
+            batch = data.collate(model.collator(), data.splits["dev"][start : start + 8])
+            by_forward.add(model(batch).shapley.float())
+    for key, value in vars(by_forward.stats()).items():
+        assert getattr(result.shapley, key) == pytest.approx(value, abs=1e-5), key
+    with pytest.raises(ValueError, match="exact Shapley values"):
+        probe_alignment(model, data, "dev", batch_size=8, limit=8, permutations=16)

@@ -334,3 +334,50 @@ def test_encoders_load_only_from_local_directories(tmp_path):
     with pytest.raises(ValueError, match=f"sha256 is [0-9a-f]{{64}}, expected {MINILM_SHA256}"):
         verify_sha256(fake, MINILM_SHA256)
     assert resolve_encoder_path("minilm") == minilm_path()  # the packaged weights pass the check
+
+
+@pytest.mark.parametrize("coverage", ["pooled", "maxsim"])
+@pytest.mark.parametrize("context_mode", ["fusion", "concat"])
+def test_token_coverage_game_trains_end_to_end(encoders, coverage, context_mode):
+    """model.shapley_game=token_coverage on the tiny BERT (and CLIP for images): the alignment reads token states
+    without padding and special tokens, and its loss sends gradients into the encoders and every projection."""
+    images = context_mode == "fusion"  # images with the fusion model; the concat model reads text and context only
+    config = _config(encoders, shapley_game="token_coverage", coverage_scores=coverage, context_mode=context_mode,
+                     image_encoder=encoders["clip"] if images else None)
+    model = ShapCA.from_config(config, "ner", NER_TYPES).train()
+    contexts = {"img0": CONTEXTS["img0"], "img1": CONTEXTS["img1"], "img3": "a poster of a film"}  # img2: none
+    batch = model.collator()(NER, contexts=contexts, images=_images(["img0", "img1", "img3"]) if images else None)
+    encoded = model._encode(batch)
+    special = torch.tensor([model.tokenizer.cls_token_id, model.tokenizer.sep_token_id, model.tokenizer.pad_token_id])
+    text_tokens = encoded.text_tokens
+    assert torch.equal(text_tokens.mask, batch.text_mask & ~torch.isin(batch.input_ids, special))
+    assert (text_tokens.mask.sum(dim=1) > 0).all()
+    if context_mode == "fusion":
+        real = batch.context_attention_mask.bool() & ~torch.isin(batch.context_input_ids, special)
+        assert torch.equal(encoded.context_tokens.mask, real)
+        patches = encoded.image_tokens
+        assert patches.states.shape[:2] == patches.mask.shape and patches.mask.all()
+    else:
+        real = batch.context_segment_mask & ~torch.isin(batch.input_ids, special)
+        assert torch.equal(encoded.context_tokens.mask, real)
+        assert encoded.context_tokens.mask[[0, 1, 3]].any(dim=1).all() and not encoded.context_tokens.mask[2].any()
+    out = model(batch)
+    assert torch.isfinite(out.loss) and out.align_ct.item() > 0
+    assert torch.equal(out.shapley[2], torch.zeros(4)) and torch.equal(out.shapley[:, 2], torch.zeros(4))  # no context
+    kept = out.shapley[[0, 1, 3]][:, [0, 1, 3]]
+    assert kept.abs().sum() > 0
+    if images:
+        assert out.align_ci.item() > 0
+    out.loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.text_encoder.parameters())
+    projections = ["proj_text", "proj_context"] + (["proj_image"] if images else [])
+    assert all(getattr(model.alignment, p).weight.grad.abs().sum() > 0 for p in projections)
+    if images:
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.image_encoder.parameters())
+
+
+def test_cosine_of_sum_stays_the_default_and_reads_no_token_states(encoders):
+    model = ShapCA.from_config(_config(encoders), "ner", NER_TYPES)
+    assert model.config.shapley_game == "cosine_of_sum" and not model.alignment.uses_tokens
+    encoded = model._encode(model.collator()(NER, contexts=CONTEXTS))
+    assert encoded.text_tokens is None and encoded.context_tokens is None

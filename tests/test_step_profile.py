@@ -93,7 +93,7 @@ def test_bench_step_command_and_the_performance_document(tiny_bert_dir, data_dir
     assert "--override model.align_dim=16" in step["command"]
 
     shapley = run_shapley_benchmark(ns=(8,), ks=(16,), seeds=(0,), repeats=1, loop_repeats=1, include_step=False,
-                                    progress=False)
+                                    progress=False, coverage_ns=(4,), coverage_ts=(8,))
     (tmp_path / "perf" / "shapley.json").write_text(json.dumps(shapley))
 
     perf = _perf_report()

@@ -30,12 +30,16 @@ def register(app: typer.Typer) -> None:
         data_dir: Path = typer.Option(Path("data"), help="real twitter2017 batch for the training step, if present"),
         threads: int = typer.Option(2, help="torch CPU threads"),
         skip_step: bool = typer.Option(False, help="skip timing the MiniLM training step"),
+        coverage_ns: str = typer.Option("8,10,32,64", help="token coverage game: numbers of players (and targets) N"),
+        coverage_ts: str = typer.Option("32,96", help="token coverage game: tokens per target T"),
+        coverage_exact_limit: int = typer.Option(10, help="token coverage game: largest N timed against enumeration"),
     ) -> None:
-        """Print {"rows": [...], "alignment_share_of_step": float, "machine": str} as JSON on stdout."""
+        """Print {"rows": [...], "coverage_rows": [...], "alignment_share_of_step": float, "machine": str} as JSON."""
         from components.model.bench import run_shapley_benchmark
 
         result = run_shapley_benchmark(
             ns=_ints(ns), ks=_ints(ks), dim=dim, seeds=tuple(range(seeds)), repeats=repeats, loop_repeats=loop_repeats,
-            data_dir=data_dir, threads=threads, include_step=not skip_step,
+            data_dir=data_dir, threads=threads, include_step=not skip_step, coverage_ns=_ints(coverage_ns),
+            coverage_ts=_ints(coverage_ts), coverage_exact_limit=coverage_exact_limit,
         )
         typer.echo(json.dumps(result, indent=2))

@@ -13,6 +13,19 @@ and the swapped game (texts as players, contexts as targets) gives L_{t->c}; L_c
 L_ci is the same with images in place of texts. Samples outside A enter the games as zero vectors: a zero vector is a
 null player (phi = 0) and leaves every other player's value unchanged, so the game is exactly the game over A.
 
+The token coverage game (``game="token_coverage"``, not additive in S; exact values in closed form, shapley.py). The
+players cover the target's tokens: with u_{j,t} the unit projected state of token t of target j (padding and special
+tokens left out), a_k(t) is how well player k covers it,
+
+    pooled:  a_k(t) = u_{j,t} . z_k                   (z_k: player k's unit pooled vector)
+    maxsim:  a_k(t) = max_s u_{j,t} . u_{k,s}         (best over player k's own real tokens)
+
+and v_j(S) = mean_t max_{k in S} a_k(t), v_j({}) = 0. Redundant contexts share credit, and a context earns credit only
+for the tokens it covers better than the others. phi[i, j] = coverage_shapley(a)[j, i]; both directions as above:
+contexts cover a text's tokens (L_{c->t}), texts cover a context's tokens (L_{t->c}); with images, contexts cover an
+image's patches and images cover a context's tokens. Samples outside A are left out of the game (a zero vector is
+not a null player of a max game: its 0 would beat negative covers).
+
 Plain InfoNCE (the "infonce" ablation): the same loss with logits z_c z_t^T / tau (CLIP's symmetric loss).
 """
 
@@ -26,7 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from components.model.shapley import ValueFn, exact_shapley, monte_carlo_shapley
+from components.model.shapley import ValueFn, coverage_shapley, exact_shapley, monte_carlo_shapley
+
+Game = Literal["cosine_of_sum", "token_coverage"]
+CoverageScores = Literal["pooled", "maxsim"]
 
 
 def cosine_of_sum(members: Tensor, players: Tensor, targets: Tensor) -> Tensor:
@@ -73,6 +89,59 @@ def shapley_infonce(
     return loss, phi
 
 
+@dataclass
+class Tokens:
+    """Token-level states of one input, for the token coverage game."""
+
+    states: Tensor  # (N, T, d)
+    mask: Tensor  # (N, T) bool: the tokens that count (no padding, no special tokens)
+
+    def __getitem__(self, rows: Tensor) -> Tokens:
+        return Tokens(self.states[rows], self.mask[rows])
+
+
+@dataclass
+class Projected:
+    """One input in the alignment space: unit pooled vectors, and unit token states where the game reads them."""
+
+    pooled: Tensor  # (N, D)
+    tokens: Tensor | None = None  # (N, T, D)
+    mask: Tensor | None = None  # (N, T) bool
+
+
+def coverage_scores(players: Projected, targets: Projected, kind: CoverageScores) -> Tensor:
+    """a[j, k, t]: how well player k covers token t of target j (a cosine) -> (M, N, T). See the module docstring."""
+    if kind == "pooled":
+        return torch.einsum("jtd,kd->jkt", targets.tokens, players.pooled)
+    sims = torch.einsum("jtd,ksd->jkts", targets.tokens, players.tokens)  # (M, N, T, S)
+    return sims.masked_fill(~players.mask[None, :, None, :], -2.0).amax(dim=-1)  # -2: below every cosine
+
+
+def _upcast(p: Projected, dtype: torch.dtype) -> Projected:
+    return Projected(p.pooled.to(dtype), p.tokens.to(dtype), p.mask)
+
+
+def coverage_game(players: Projected, targets: Projected, mask: Tensor, kind: CoverageScores) -> Tensor:
+    """phi (N, M): exact Shapley value of player i for target j in the token coverage game over the samples in mask
+    (N,) bool; rows and columns outside mask are 0. Cosines and values in float32 at least, as in shapley.py."""
+    dtype = torch.float64 if players.pooled.dtype == torch.float64 else torch.float32
+    with torch.autocast(device_type=players.pooled.device.type, enabled=False):
+        players, targets = _upcast(players, dtype), _upcast(targets, dtype)
+        scores = coverage_scores(players, targets, kind)  # (M, N, T)
+        phi = coverage_shapley(scores, token_mask=targets.mask, player_mask=mask)  # (M, N)
+        return phi.T * mask.to(dtype)[None, :]  # (N, M): targets outside mask get 0 too
+
+
+def coverage_infonce(
+    players: Projected, targets: Projected, mask: Tensor, tau: float, kind: CoverageScores
+) -> tuple[Tensor, Tensor]:
+    """Symmetric InfoNCE over the coverage game's Shapley values: (loss, phi (N, N) players for targets)."""
+    phi = coverage_game(players, targets, mask, kind)  # (N, N) player i for target j
+    psi = coverage_game(targets, players, mask, kind)  # (N, N) the swapped game
+    loss = (_infonce_over_targets(phi, mask, tau) + _infonce_over_targets(psi, mask, tau)) / 2
+    return loss, phi
+
+
 def cosine_infonce(a: Tensor, b: Tensor, mask: Tensor, tau: float) -> Tensor:
     """CLIP's symmetric InfoNCE with logits cos(a_i, b_j) / tau, over the samples in mask."""
     sim = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T  # (N, N)
@@ -100,9 +169,11 @@ class ContrastiveAlignment(nn.Module):
         permutations: int = 64,
         temperature: float = 0.07,
         value_fn: ValueFn = DEFAULT_VALUE,
+        game: Game = "cosine_of_sum",  # cosine_of_sum: the estimator over value_fn; token_coverage: exact, no estimator
+        coverage: CoverageScores = "pooled",
     ):
         super().__init__()
-        self.kind, self.temperature = kind, temperature
+        self.kind, self.temperature, self.game, self.coverage = kind, temperature, game, coverage
         self.proj_text = nn.Linear(text_dim, align_dim)
         self.proj_context = nn.Linear(context_dim, align_dim)
         self.proj_image = nn.Linear(image_dim, align_dim) if image_dim else None
@@ -111,10 +182,27 @@ class ContrastiveAlignment(nn.Module):
         else:
             self.estimate = partial(monte_carlo_shapley, value_fn=value_fn, permutations=permutations)
 
-    def _loss(self, a: Tensor, b: Tensor, mask: Tensor) -> tuple[Tensor, Tensor | None]:
-        if self.kind == "shapley":
-            return shapley_infonce(a, b, mask, self.temperature, self.estimate)
-        return cosine_infonce(a, b, mask, self.temperature), None
+    @property
+    def uses_tokens(self) -> bool:
+        """Whether forward needs token-level states (the token coverage game)."""
+        return self.kind == "shapley" and self.game == "token_coverage"
+
+    def project(self, proj: nn.Linear, pooled: Tensor, tokens: Tokens | None = None) -> Projected:
+        """Pooled vectors (N, d) and, for the token coverage game, token states into the alignment space (unit)."""
+        z = F.normalize(proj(pooled), dim=-1)  # (N, D)
+        if not self.uses_tokens:
+            return Projected(z)
+        if tokens is None:
+            raise ValueError("model.shapley_game='token_coverage' needs token states: pass text_tokens, "
+                             "context_tokens (and image_tokens with images) to the alignment")
+        return Projected(z, F.normalize(proj(tokens.states), dim=-1), tokens.mask.bool())  # tokens (N, T, D)
+
+    def _loss(self, a: Projected, b: Projected, mask: Tensor) -> tuple[Tensor, Tensor | None]:
+        if self.kind == "infonce":
+            return cosine_infonce(a.pooled, b.pooled, mask, self.temperature), None
+        if self.game == "token_coverage":
+            return coverage_infonce(a, b, mask, self.temperature, self.coverage)
+        return shapley_infonce(a.pooled, b.pooled, mask, self.temperature, self.estimate)
 
     def forward(
         self,
@@ -123,13 +211,17 @@ class ContrastiveAlignment(nn.Module):
         has_context: Tensor,  # (N,) bool
         image: Tensor | None = None,  # (N, d_v) pooled image vectors
         has_image: Tensor | None = None,  # (N,) bool
+        *,
+        text_tokens: Tokens | None = None,  # token_coverage only: (N, T, d_t) states and their mask
+        context_tokens: Tokens | None = None,  # (N, T_c, d_c)
+        image_tokens: Tokens | None = None,  # (N, P, d_v) patches
     ) -> AlignmentOutput:
-        z_t = F.normalize(self.proj_text(text), dim=-1)  # (N, D)
-        z_c = F.normalize(self.proj_context(context), dim=-1)  # (N, D)
-        loss_ct, phi = self._loss(z_c, z_t, has_context)
+        t = self.project(self.proj_text, text, text_tokens)
+        c = self.project(self.proj_context, context, context_tokens)
+        loss_ct, phi = self._loss(c, t, has_context)
         if image is None or self.proj_image is None or has_image is None:
             loss_ci = loss_ct.new_zeros(())
         else:
-            z_v = F.normalize(self.proj_image(image), dim=-1)  # (N, D)
-            loss_ci, _ = self._loss(z_c, z_v, has_context & has_image)
+            v = self.project(self.proj_image, image, image_tokens)
+            loss_ci, _ = self._loss(c, v, has_context & has_image)
         return AlignmentOutput(loss_ct=loss_ct, loss_ci=loss_ci, shapley_ct=None if phi is None else phi.detach())

@@ -1,5 +1,6 @@
 """Benchmark of the Shapley estimator: speed against a per-permutation Python loop, accuracy against the exact values,
-and the share of a real training step that the alignment takes.
+the token coverage game's closed form against enumeration, and the share of a real training step that the alignment
+takes.
 
 Rows (one per N, K), on players and targets drawn i.i.d. standard normal in d dimensions (seeded):
     vectorized_ms  forward+backward time of `monte_carlo_shapley` (K orders + their reverses), best run
@@ -10,6 +11,13 @@ Rows (one per N, K), on players and targets drawn i.i.d. standard normal in d di
 Timing is best-of-runs (as timeit does), taken in `loop_repeats` sweeps over the whole grid (`repeats` runs of the
 vectorised estimator and one of the loop per cell and sweep), so that a burst of other work on a shared machine lands
 on some samples of a cell, not on all of them.
+Coverage rows (one per N, T): the token coverage game of one batch, N targets x N players x T tokens, scores drawn
+i.i.d. standard normal (seeded):
+    closed_form_ms   forward+backward time of `coverage_shapley` on scores (N, N, T), best run
+    brute_force_ms   forward+backward time of the same values by enumeration: `exact_shapley` over the 2^N coalitions
+                     of `coverage_value`, one target at a time; None where N > coverage_exact_limit
+    speedup          brute_force_ms / closed_form_ms
+    max_abs_diff     max |closed form - enumeration| (float32)
 alignment_share_of_step: time of the alignment (projections, both Shapley games, InfoNCE; forward+backward) divided by
 the time of a whole training step (forward, backward, AdamW) of the MiniLM model on one batch.
 """
@@ -17,6 +25,7 @@ the time of a whole training step (forward, backward, AdamW) of the MiniLM model
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 import warnings
@@ -30,7 +39,7 @@ from torch import Tensor
 
 from components.machine import machine_description, torch_description
 from components.model.alignment import cosine_of_sum
-from components.model.shapley import exact_shapley, monte_carlo_shapley, random_orders
+from components.model.shapley import coverage_shapley, exact_shapley, monte_carlo_shapley, random_orders
 
 
 def loop_shapley(players: Tensor, targets: Tensor, orders: Tensor) -> Tensor:
@@ -45,6 +54,15 @@ def loop_shapley(players: Tensor, targets: Tensor, orders: Tensor) -> Tensor:
             contributions[i].append(value - previous)
             previous = value
     return torch.stack([torch.stack(c).mean(dim=0) for c in contributions])  # (N, M)
+
+
+def coverage_value(members: Tensor, scores: Tensor, targets: Tensor) -> Tensor:
+    """One target's token coverage game as a value function for `exact_shapley` / `monte_carlo_shapley`, a reference
+    that scores every coalition from scratch: members (..., N) 0/1, scores (N, T) the covers a_k(t) (the "players"),
+    targets (1, T) only for its shape -> (..., 1) mean_t max_{k in S} a_k(t), and 0 for the empty coalition."""
+    inside = members.bool()[..., None]  # (..., N, 1)
+    best = torch.where(inside, scores, -math.inf).amax(dim=-2)  # (..., T); -inf for the empty coalition
+    return torch.where(inside.any(dim=-2), best, 0.0).mean(dim=-1, keepdim=True)  # (..., 1)
 
 
 def _time_ms(fn: Callable[[], None]) -> float:
@@ -93,6 +111,36 @@ def _rel_error(n: int, k: int, dim: int, seeds: Sequence[int]) -> float:
         estimate = monte_carlo_shapley(x, y, cosine_of_sum, k, generator=g).double()
         errors.append(float((estimate - exact).norm() / exact.norm()))
     return sum(errors) / len(errors)
+
+
+def _coverage_row(n: int, t: int, repeats: int, loop_repeats: int, exact_limit: int) -> dict:
+    """Time the closed form against enumeration on one batch's game: N targets x N players x T tokens."""
+    scores = torch.randn(n, n, t, generator=torch.Generator().manual_seed(100 * n + t)).requires_grad_()
+    weight = torch.randn(n, n, generator=torch.Generator().manual_seed(n))  # a generic downstream use of phi
+
+    def closed_form() -> Tensor:
+        return coverage_shapley(scores)  # (N targets, N players)
+
+    def brute_force() -> Tensor:
+        return torch.stack([exact_shapley(one, one[:1], coverage_value)[:, 0] for one in scores])
+
+    def timed(estimate: Callable[[], Tensor]) -> Callable[[], None]:
+        def run() -> None:
+            scores.grad = None
+            (estimate() * weight).sum().backward()
+
+        return run
+
+    timed(closed_form)()  # warm-up
+    row = {"n": n, "t": t, "closed_form_ms": round(min(_time_ms(timed(closed_form)) for _ in range(repeats)), 4),
+           "brute_force_ms": None, "speedup": None, "max_abs_diff": None}
+    if n <= exact_limit:
+        brute_ms = min(_time_ms(timed(brute_force)) for _ in range(loop_repeats))
+        with torch.no_grad():
+            diff = float((closed_form() - brute_force()).abs().max())
+        row |= {"brute_force_ms": round(brute_ms, 2), "speedup": round(brute_ms / row["closed_form_ms"], 1),
+                "max_abs_diff": diff}
+    return row
 
 
 def _step_batch(model, data_dir: Path | None, batch_size: int):
@@ -154,8 +202,12 @@ def run_shapley_benchmark(
     threads: int = 2,
     include_step: bool = True,
     progress: bool = True,
+    coverage_ns: Sequence[int] = (8, 10, 32, 64),
+    coverage_ts: Sequence[int] = (32, 96),
+    coverage_exact_limit: int = 10,
 ) -> dict:
-    """{"rows": [...], "alignment_share_of_step": float | None, "machine": str}; see the module docstring."""
+    """{"rows": [...], "coverage_rows": [...], "alignment_share_of_step": float | None, "machine": str}; see the
+    module docstring."""
     from tqdm import tqdm
 
     torch.set_num_threads(threads)
@@ -181,6 +233,9 @@ def run_shapley_benchmark(
             "speedup": round(loop_ms / fast_ms, 1),
             "rel_error": None if rel_error is None else round(rel_error, 5),
         })
+    coverage_rows = [
+        _coverage_row(n, t, repeats, loop_repeats, coverage_exact_limit) for n in coverage_ns for t in coverage_ts
+    ]
     share = None
     if include_step:
         with warnings.catch_warnings():
@@ -190,4 +245,4 @@ def run_shapley_benchmark(
         if progress:
             print(json.dumps({"training_step": step}), flush=True, file=sys.stderr)
     machine = f"{machine_description()}, {torch_description()}"
-    return {"rows": rows, "alignment_share_of_step": share, "machine": machine}
+    return {"rows": rows, "coverage_rows": coverage_rows, "alignment_share_of_step": share, "machine": machine}

@@ -25,6 +25,10 @@ class ShapCAConfig(BaseModel):
     alignment: Literal["none", "infonce", "shapley"] = "shapley"
     estimator: Literal["exact", "monte_carlo"] = "monte_carlo"
     permutations: int = Field(64, ge=1)  # K, Monte Carlo only; each is paired with its reverse (antithetic): 2K orders
+    # The Shapley game (alignment=shapley): cosine_of_sum is the paper's v_j(S) = cos(sum_S z_c, z_t[j]) (estimator,
+    # permutations apply); token_coverage is v_j(S) = mean_t max_{k in S} a_k(t), exact in closed form (alignment.py).
+    shapley_game: Literal["cosine_of_sum", "token_coverage"] = "cosine_of_sum"
+    coverage_scores: Literal["pooled", "maxsim"] = "pooled"  # a_k(t): cos with k's pooled vector | best over k's tokens
 
     # Alignment space and loss.
     align_dim: int = 256

@@ -6,7 +6,8 @@ ACM MM 2024), assembled from its parts:
     image   --vision encoder-->  patch states V (B, P, d_v), pooled v        (optional)
     H' = AdaptiveFusion(H, C, V)                      fusion.py
     task loss = head(H')                              heads.py: MNER CRF | MRE markers | joint CRF + pair classifier
-    L_ct, L_ci = ContrastiveAlignment(t, c, v)        alignment.py (Shapley InfoNCE, or plain InfoNCE)
+    L_ct, L_ci = ContrastiveAlignment(t, c, v)        alignment.py (Shapley InfoNCE, or plain InfoNCE; the token
+                                                      coverage game also reads H, C, V, without special tokens)
     loss = task loss + lambda_ct L_ct + lambda_ci L_ci
 
 `ShapCA.from_config` loads pretrained encoders from local paths; `save_pretrained(dir)` writes config.json (model
@@ -28,7 +29,7 @@ from torch import Tensor, nn
 
 from components.data.bio import OUTSIDE, bio_tags
 from components.data.records import NO_RELATION
-from components.model.alignment import ContrastiveAlignment
+from components.model.alignment import ContrastiveAlignment, Tokens
 from components.model.batch import MARKERS, Batch, Collator
 from components.model.config import ShapCAConfig
 from components.model.encoders import (
@@ -69,6 +70,17 @@ class _Encoded:
     text: Tensor  # (B, d) pooled text
     context: Tensor | None  # (B, d_c) pooled context
     image: Tensor | None  # (B, d_v) pooled image
+    text_tokens: Tokens | None = None  # token states for the token coverage game (None unless it is played)
+    context_tokens: Tokens | None = None
+    image_tokens: Tokens | None = None
+
+
+def _content_tokens(states: Tensor, input_ids: Tensor, mask: Tensor, tokenizer) -> Tokens:
+    """states (B, T, d) with mask (B, T) less the tokenizer's special tokens ([CLS], [SEP], entity markers): the
+    tokens a coverage game covers. [UNK] stays: it stands for a real word (an emoji, a rare script)."""
+    special = [i for i in tokenizer.all_special_ids if i != tokenizer.unk_token_id]
+    special = torch.tensor(special, dtype=input_ids.dtype, device=input_ids.device)
+    return Tokens(states, mask.bool() & ~torch.isin(input_ids, special))
 
 
 def _check_labels(task: str, labels: list[str]) -> list[str]:
@@ -120,7 +132,7 @@ class ShapCA(nn.Module):
         self.alignment = (
             ContrastiveAlignment(
                 dim, context_dim, image_dim, config.align_dim, config.alignment, config.estimator,
-                config.permutations, config.temperature,
+                config.permutations, config.temperature, game=config.shapley_game, coverage=config.coverage_scores,
             )
             if config.alignment != "none"
             else None
@@ -247,14 +259,33 @@ class ShapCA(nn.Module):
                 text_states, context_states, batch.context_attention_mask, batch.has_context,
                 image_states, batch.has_image,
             )
-        return _Encoded(fused, pooled_text, pooled_context, pooled_image)
+        encoded = _Encoded(fused, pooled_text, pooled_context, pooled_image)
+        if self.alignment is not None and self.alignment.uses_tokens:
+            encoded.text_tokens = _content_tokens(text_states, batch.input_ids, batch.text_mask, self.tokenizer)
+            if context_states is not None:
+                context_tokenizer = self.context_tokenizer or self.tokenizer
+                encoded.context_tokens = _content_tokens(
+                    context_states, batch.context_input_ids, batch.context_attention_mask, context_tokenizer
+                )
+            elif pooled_context is not None:  # concat: the context is the second segment of the text's states
+                encoded.context_tokens = _content_tokens(
+                    text_states, batch.input_ids, batch.context_segment_mask, self.tokenizer
+                )
+            if image_states is not None:
+                every_patch = torch.ones(image_states.shape[:2], dtype=torch.bool, device=image_states.device)
+                encoded.image_tokens = Tokens(image_states, every_patch)  # (B, P, d_v): patches (and class token)
+        return encoded
 
     def forward(self, batch: Batch) -> ShapCAOutput:
         encoded = self._encode(batch)
         task_loss, logits = self.head(encoded.fusion.states, batch)
         align_loss, shapley, align_ct, align_ci = task_loss.new_zeros(()), None, None, None
         if self.alignment is not None and encoded.context is not None:
-            aligned = self.alignment(encoded.text, encoded.context, batch.has_context, encoded.image, batch.has_image)
+            aligned = self.alignment(
+                encoded.text, encoded.context, batch.has_context, encoded.image, batch.has_image,
+                text_tokens=encoded.text_tokens, context_tokens=encoded.context_tokens,
+                image_tokens=encoded.image_tokens,
+            )
             align_ct, align_ci, shapley = aligned.loss_ct, aligned.loss_ci, aligned.shapley_ct
             align_loss = self.config.lambda_ct * align_ct + self.config.lambda_ci * align_ci
         return ShapCAOutput(

@@ -1,4 +1,5 @@
-"""Shapley values of a game whose players are embedding vectors, for many targets at once.
+"""Shapley values of the alignment games, for many targets at once: a game on sums of embedding vectors (estimated),
+and a token coverage game (exact, closed form).
 
 The game (Shap-CA, Luo et al. 2024). Players are N vectors x_1..x_N (rows of ``players``, (N, d)); there are M
 targets y_1..y_M (rows of ``targets``, (M, d)). A coalition S is worth, for target j, an overlap of its sum with y_j:
@@ -27,6 +28,35 @@ Estimators (both return (N, M) and are differentiable w.r.t. ``players`` and ``t
   against all M targets with matrix products, and differences of consecutive prefix values are the marginal
   contributions. Every order telescopes to v_j(all), so efficiency holds exactly for any K. With the cosine the cost
   is O(K N^2 (N + M) + N d (N + M)).
+
+The token coverage game (``coverage_shapley``, not additive in S). Players k = 1..N each cover the T tokens of one
+target with scores a_k(t) (for example the cosine of token t with player k's vector); a coalition is worth the mean
+over tokens of its best cover:
+
+    v(S) = mean_t max_{k in S} a_k(t),        v({}) = 0.
+
+Its exact Shapley values have a closed form. For one token sort the scores ascending, a_(1) <= ... <= a_(N), and put
+a_(0) = 0 (= v({})). The player of rank i gets
+
+    phi_(i) = sum_{m=1..i} ( a_(m) - a_(m-1) ) / (N - m + 1),
+
+and a player's value in the game is the mean of its per-token values (Shapley values are linear in the game, and v is
+the mean of the per-token games). Why: with u_m(S) = [S holds a player of rank >= m],
+
+    max_{k in S} a_k = sum_{m=1..N} ( a_(m) - a_(m-1) ) u_m(S)     for every S ({}: every u_m is 0; otherwise the terms
+                                                                    up to S's best rank r telescope to a_(r) - a_(0)),
+
+and in u_m (the dual of the unanimity game of the players of rank >= m) those N - m + 1 players are symmetric, the
+others are null players, and u_m(all) = 1, so each of them gets 1 / (N - m + 1). Ties are harmless: a step between
+tied players is 0, so they get equal values whatever order the sort puts them in. Efficiency: sum_i phi_(i) = a_(N) =
+v(all). Cost O(N log N) per token, exact, differentiable through the sorted scores (the sort only picks the order; the
+values are gathered from the scores).
+
+Negative scores (cosines can be) are used as given, not clipped: a_(0) = 0 is v({}), not a floor. The first step
+a_(1) - 0 weighs u_1 ("S is not empty", shared by all N players) and is negative when the lowest score is. When
+every score of a token is negative, v(S) = max_{k in S} a_k < 0 for every non-empty S, the values sum to a_(N) < 0,
+and a player can still get phi > 0: N = 2, a = (-0.5, -0.1) gives phi = (-0.25, 0.15), since player 2 joining {} adds
+-0.1 and joining {1} lifts the best cover from -0.5 to -0.1 (+0.4).
 
 Precision: bf16/fp16 inputs are promoted to float32 (float64 stays float64) and autocast is switched off inside, since
 long sums and small differences of cosines are what low precision gets wrong. The result has that dtype.
@@ -117,3 +147,33 @@ def monte_carlo_shapley(
     """Monte Carlo Shapley values phi (N, M) from K shared random orders (and their reverses)."""
     orders = random_orders(permutations, players.shape[0], generator, antithetic)
     return shapley_from_orders(players, targets, orders, value_fn)
+
+
+def coverage_shapley(scores: Tensor, token_mask: Tensor | None = None, player_mask: Tensor | None = None) -> Tensor:
+    """Exact Shapley values (..., N) of the token coverage game v(S) = mean_t max_{k in S} scores[..., k, t], v({}) = 0.
+
+    scores (..., N, T): scores[..., k, t] = a_k(t). token_mask (..., T) bool: the tokens the mean runs over (padding
+    left out; a target without tokens is worth 0 to everybody). player_mask (..., N) bool: the players in the game;
+    the others are not in it at all (they get 0 and change nobody's value). Masks broadcast; None means all.
+    """
+    if scores.ndim < 2:
+        raise ValueError(f"expected scores (..., N, T), got {tuple(scores.shape)}")
+    a = scores.to(torch.float64 if scores.dtype == torch.float64 else torch.float32)
+    n = a.shape[-2]
+    with torch.autocast(device_type=a.device.type, enabled=False):
+        present = torch.ones(a.shape[:-1], dtype=torch.bool, device=a.device)  # (..., N)
+        if player_mask is not None:
+            present = present & player_mask.to(torch.bool)
+        present = present[..., None].expand(a.shape)  # (..., N, T)
+        # Players outside the game sort first and are zeroed: their steps are 0, and the first player in the game
+        # at sorted position p steps up from a_(0) = 0, shared by the N - p + 1 players from p on, all in the game.
+        order = a.detach().masked_fill(~present, -math.inf).argsort(dim=-2)  # (..., N, T) player of rank r + 1
+        ranked = a.gather(-2, order) * present.gather(-2, order)  # (..., N, T) a_(1) <= ... <= a_(N)
+        steps = ranked.diff(dim=-2, prepend=torch.zeros_like(ranked[..., :1, :]))  # a_(m) - a_(m-1), a_(0) = 0
+        sharers = torch.arange(n, 0, -1, device=a.device, dtype=a.dtype)[:, None]  # (N, 1): N - m + 1
+        per_rank = (steps / sharers).cumsum(dim=-2)  # (..., N, T) phi_(i) per token
+        per_player = torch.zeros_like(per_rank).scatter(-2, order, per_rank)  # back to player order
+        if token_mask is None:
+            return per_player.mean(dim=-1)
+        weights = torch.broadcast_to(token_mask, a.shape[:-2] + a.shape[-1:]).to(a.dtype)[..., None, :]  # (..., 1, T)
+        return (per_player * weights).sum(dim=-1) / weights.sum(dim=-1).clamp_min(1.0)  # (..., N)

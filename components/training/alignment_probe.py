@@ -7,6 +7,9 @@ projected, L2-normalised context and text vectors, two score matrices (N, N), co
     cosine:  S[i, j] = z_c[i] . z_t[j]                        (the plain-InfoNCE logits, times tau)
     Shapley: S[i, j] = phi[i, j] = Shapley value of context i for text j     (the Shap-CA logits, times tau)
 
+with phi from the model's game: cosine_of_sum (Monte Carlo or exact, as the model estimates it) or token_coverage
+(exact, closed form; its covers pooled or MaxSim, as the model reads them),
+
 and for each, averaged over the targets of all batches:
 
     top1    = mean_j [ argmax_i S[i, j] = j ]                 own context ranked first (chance: 1 / N)
@@ -20,7 +23,8 @@ How far the Shapley scores are just rescaled cosines, per target column j, avera
 
     correlation = pearson(phi[:, j], cos[:, j]),    scale = std(phi[:, j]) / std(cos[:, j])
 
-With correlation near 1 the Shapley InfoNCE at tau is close to plain InfoNCE at tau / scale.
+With correlation near 1 the Shapley InfoNCE at tau is close to plain InfoNCE at tau / scale. (The efficiency bound
+above is the cosine_of_sum game's; a token coverage game's v_j(all) is a mean of best covers, also <= 1.)
 The gates are the fusion module's per-token sigmoid gates (mean over text tokens), the share of context tokens take in.
 """
 
@@ -34,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from components.model.alignment import coverage_game
 from components.training.data import TrainingData
 
 
@@ -50,6 +55,7 @@ class ScoreStats:
 class ProbeResult:
     split: str
     permutations: int | None  # Monte Carlo K of the Shapley scores (None: exact)
+    game: str | None  # the Shapley game: cosine_of_sum, token_coverage/pooled, token_coverage/maxsim; None: none
     batches: int
     targets: int  # texts scored (samples with a context)
     batch_size: int
@@ -119,7 +125,11 @@ def probe_alignment(model, data: TrainingData, split: str = "dev", batch_size: i
     alignment = model.alignment
     tau = alignment.temperature if alignment is not None else model.config.temperature
     cosine, shapley = _Accumulator(tau), _Accumulator(tau)
-    estimate = alignment.estimate if alignment is not None else None
+    coverage = alignment is not None and alignment.uses_tokens  # the token coverage game: exact, no estimator
+    estimate = alignment.estimate if alignment is not None and not coverage else None
+    if coverage and permutations is not None:
+        raise ValueError("permutations: this model's token coverage game has exact Shapley values (closed form), "
+                         "there is no K to change")
     if estimate is not None and "permutations" in estimate.keywords:
         # Monte Carlo: the probe's own seeded orders, so that probing a model twice gives the same numbers.
         k = permutations or estimate.keywords["permutations"]
@@ -144,17 +154,25 @@ def probe_alignment(model, data: TrainingData, split: str = "dev", batch_size: i
         keep = batch.has_context  # (B,) bool
         if int(keep.sum()) < 2:
             continue  # one candidate: nothing to tell apart
-        z_t = F.normalize(alignment.proj_text(encoded.text[keep]), dim=-1)  # (n, D)
-        z_c = F.normalize(alignment.proj_context(encoded.context[keep]), dim=-1)  # (n, D)
-        cos, phi = (z_c @ z_t.T).float().cpu(), estimate(z_c, z_t).float().cpu()  # (n, n) each
+        if coverage:
+            t = alignment.project(alignment.proj_text, encoded.text[keep], encoded.text_tokens[keep])
+            c = alignment.project(alignment.proj_context, encoded.context[keep], encoded.context_tokens[keep])
+            z_t, z_c = t.pooled, c.pooled  # (n, D)
+            phi = coverage_game(c, t, torch.ones(len(z_t), dtype=torch.bool, device=device), alignment.coverage)
+        else:
+            z_t = F.normalize(alignment.proj_text(encoded.text[keep]), dim=-1)  # (n, D)
+            z_c = F.normalize(alignment.proj_context(encoded.context[keep]), dim=-1)  # (n, D)
+            phi = estimate(z_c, z_t)  # (n, n)
+        cos, phi = (z_c @ z_t.T).float().cpu(), phi.float().cpu()  # (n, n) each
         cosine.add(cos)
         shapley.add(phi)
         correlation, scale = _column_agreement(phi, cos)
         correlations.append(correlation)
         scales.append(scale)
     k = estimate.keywords.get("permutations") if estimate is not None else None
+    game = None if alignment is None else f"token_coverage/{alignment.coverage}" if coverage else "cosine_of_sum"
     return ProbeResult(
-        split=split, permutations=k, batches=batches, targets=cosine.count, batch_size=batch_size, temperature=tau,
+        split=split, permutations=k, game=game, batches=batches, targets=cosine.count, batch_size=batch_size, temperature=tau,
         cosine=cosine.stats(), shapley=shapley.stats(),
         shapley_cosine_correlation=torch.cat(correlations).mean().item() if correlations else None,
         shapley_cosine_scale=torch.cat(scales).mean().item() if scales else None,
