@@ -176,7 +176,8 @@ def register_and_promote(result: TrainRunResult, cfg: ExperimentConfig):
     name = registered_model_name(result.dataset)
     version = register_version(client, name, result.model_uri, run_id=result.run_id,
                                dev_metric=result.dev_metric, metric_name=result.metric_name)
-    decision = promote(client, name, version, metric_name=result.metric_name, min_delta=cfg.tracking.min_delta)
+    decision = promote(client, name, version, metric_name=result.metric_name, min_delta=cfg.tracking.min_delta,
+                       min_metric=cfg.tracking.min_dev_metric, allow_partial_dev=cfg.tracking.allow_partial_dev)
     return version, decision
 
 
