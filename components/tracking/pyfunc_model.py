@@ -276,7 +276,7 @@ class ShapCAPyfunc(mlflow.pyfunc.PythonModel):
 def signature_and_example(task: str):
     """The input contract a consumer sees in the MLflow UI, and an input example that satisfies it."""
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import AnyType, ColSpec, Schema
+    from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
     columns = [ColSpec(AnyType(), "text"), ColSpec("string", "context", required=False),
                ColSpec(AnyType(), "image", required=False)]
@@ -286,7 +286,9 @@ def signature_and_example(task: str):
         columns += [ColSpec(AnyType(), "head"), ColSpec(AnyType(), "tail")]
         example = {"text": ["Obama visits the Golden Gate Bridge"], "head": [[0, 1]], "tail": [[2, 5]],
                    "context": ["a man in a suit standing in front of a red bridge"]}
-    return ModelSignature(inputs=Schema(columns)), pd.DataFrame(example)
+    # batch_size travels as a request param (predict checks its range against the serving limits).
+    params = ParamSchema([ParamSpec("batch_size", "long", 32)])
+    return ModelSignature(inputs=Schema(columns), params=params), pd.DataFrame(example)
 
 
 def log_shapca_model(model_dir: Path, task: str, name: str = "model"):
