@@ -78,6 +78,8 @@ def _log_shapley_heatmap(run, model, examples, contexts: ContextSet | None, out_
 
 def _train_in_process(cfg: ExperimentConfig, resume: bool, tags: dict[str, str] | None = None) -> TrainRunResult | None:
     """Train (this rank's share) and, on rank 0, log everything to MLflow. Returns None on other ranks."""
+    from mlflow import MlflowClient
+
     from components.tracking.lineage import collect_lineage
     from components.tracking.mlflow_setup import find_project_root, setup_tracking
     from components.tracking.plots import confusion_matrix_png
@@ -87,6 +89,7 @@ def _train_in_process(cfg: ExperimentConfig, resume: bool, tags: dict[str, str] 
     from components.training.data import load_training_data
     from components.training.evaluate import SELECTION_METRIC
     from components.training.metrics import confusion_matrix
+    from components.training.run_dir import RUN_ID_FILE, claim_output_dir, run_to_continue
     from components.training.trainer import fit
 
     started = time.perf_counter()
@@ -99,11 +102,14 @@ def _train_in_process(cfg: ExperimentConfig, resume: bool, tags: dict[str, str] 
     setup = setup_tracking(cfg.tracking.experiment)
     run_name = f"{cfg.data.dataset}-{cfg.data.context_generator}-{cfg.model.context_mode}-{cfg.model.alignment}"
     out_dir = Path(cfg.train.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # A resumed run continues its MLflow run, so an interrupted training leaves one run, not two.
-    run_id_file = out_dir / "mlflow_run_id"
-    resume_run_id = run_id_file.read_text().strip() if resume and run_id_file.is_file() else None
-    with start_run(setup, run_name=run_name, run_id=resume_run_id, tags=tags) as run:
+    # A resumed run continues its MLflow run, so an interrupted training leaves one run, not two. The directory is
+    # claimed first, then what --resume may continue is decided (and a killed run marked) before a run is opened, so a
+    # refusal changes no run's status (components/training/run_dir.py).
+    run_id_file = out_dir / RUN_ID_FILE
+    client = MlflowClient(setup.tracking_uri)
+    with claim_output_dir(out_dir), start_run(
+        setup, run_name=run_name, run_id=run_to_continue(client, cfg, out_dir, resume), tags=tags
+    ) as run:
         run_id_file.write_text(run.run_id)
         run.log_params(cfg.flat())
         run.log_params({f"data.{s}_size": len(ex) for s, ex in data.splits.items()})
