@@ -26,6 +26,8 @@ class DataConfig(BaseModel):
     context_generator: Literal["blip2", "mplug-owl", "none"] = "blip2"
     context_file: Path | None = None  # overrides the generator's file: a context set written by `shapca contexts`
     image_dir: Path | None = None  # `<image_id>.jpg` files, where the user has the images
+    # Training fails when a split misses more than this share of its images in image_dir (a wrong path, a partial copy).
+    max_missing_image_rate: float = Field(0.05, ge=0.0, le=1.0)
     # Cap on examples per split (first N in file order) for quick runs and tests; None keeps all.
     max_examples: dict[str, int] | None = None
 

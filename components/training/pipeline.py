@@ -114,6 +114,7 @@ def _train_in_process(cfg: ExperimentConfig, resume: bool, tags: dict[str, str] 
         run.log_params(cfg.flat())
         run.log_params({f"data.{s}_size": len(ex) for s, ex in data.splits.items()})
         run.log_params({f"data.{s}_context_coverage": round(c, 4) for s, c in data.context_coverage().items()})
+        run.log_params({f"data.{s}_image_coverage": round(c, 4) for s, c in data.image_coverage().items()})
         run.log_lineage(collect_lineage(root, data.contexts, encoder_dirs(cfg)))
 
         result = fit(cfg, data, resume=resume, on_epoch_end=lambda epoch, m: run.log_metrics(m, step=epoch))
