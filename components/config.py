@@ -26,6 +26,8 @@ class DataConfig(BaseModel):
     context_generator: Literal["blip2", "mplug-owl", "none"] = "blip2"
     context_file: Path | None = None  # overrides the generator's file: a context set written by `shapca contexts`
     image_dir: Path | None = None  # `<image_id>.jpg` files, where the user has the images
+    # Training fails when a split misses more than this share of its images in image_dir (a wrong path, a partial copy).
+    max_missing_image_rate: float = Field(0.05, ge=0.0, le=1.0)
     # Cap on examples per split (first N in file order) for quick runs and tests; None keeps all.
     max_examples: dict[str, int] | None = None
 
@@ -57,7 +59,13 @@ class TrackingConfig(BaseModel):
     experiment: str = "shapca"
     register_model: bool = True  # register the model as `shapca-<dataset>` and decide the champion alias
     log_model: bool = True  # log the pyfunc model (~90 MB with MiniLM); registration needs it
-    min_delta: float = 0.0  # a challenger must beat the champion's dev metric by at least this
+    # A challenger must beat the champion's dev metric by at least this. 0.01 = one dev-F1 point: the seed std of dev
+    # F1 in docs/RESULTS.md is 0.23-0.71 points, so two single runs differ by ~1.0 point (sqrt(2) * 0.71) by chance.
+    min_delta: float = 0.01
+    min_dev_metric: float | None = None  # optional quality floor: a version below it never becomes champion
+    # Quick runs and tests: let a version scored on a capped dev split (data.max_examples.dev) be promoted; it is still
+    # compared only with a champion scored on the identical split. Off: only full-split evaluations promote.
+    allow_partial_dev: bool = False
 
 
 class ExperimentConfig(BaseModel):

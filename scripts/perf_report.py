@@ -11,6 +11,7 @@
 
     shapca bench shapley > perf/shapley.json         # one or more runs of the Shapley benchmark
     shapca bench step --output perf/step.json        # the per-phase step profile
+    shapca bench serve --output perf/serve-new.json  # serving throughput, latency, RSS around the hostile battery
     python scripts/perf_report.py render perf/ --output docs/PERFORMANCE.md
 
 Each input JSON is recognised by its shape: a Shapley benchmark (`rows`, `alignment_share_of_step`), a step profile
@@ -150,6 +151,8 @@ def _kind(data: Any) -> str | None:
         return None
     if data.get("kind") == "timing":
         return "timing"
+    if data.get("kind") == "serve_benchmark":
+        return "serve"
     if "rows" in data and "alignment_share_of_step" in data:
         return "shapley"
     if "phases" in data and "step" in data:
@@ -162,7 +165,7 @@ def load_inputs(paths: list[Path]) -> dict[str, list[tuple[Path, dict]]]:
     files: list[Path] = []
     for path in paths:
         files += sorted(path.glob("*.json")) if path.is_dir() else [path]
-    found: dict[str, list[tuple[Path, dict]]] = {"shapley": [], "step": [], "timing": []}
+    found: dict[str, list[tuple[Path, dict]]] = {"shapley": [], "step": [], "timing": [], "serve": []}
     for file in files:
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
@@ -171,7 +174,7 @@ def load_inputs(paths: list[Path]) -> dict[str, list[tuple[Path, dict]]]:
         kind = _kind(data)
         if kind is None:
             raise ValueError(f"{file}: not a Shapley benchmark (rows, alignment_share_of_step), a step profile "
-                             "(phases, step) or a timing (kind: timing)")
+                             "(phases, step), a timing (kind: timing) or a serving benchmark (kind: serve_benchmark)")
         found[kind].append((file, data))
     return found
 
@@ -270,6 +273,32 @@ def _timing_section(items: list[tuple[Path, dict]]) -> list[str]:
     return lines
 
 
+def _serve_section(items: list[tuple[Path, dict]]) -> list[str]:
+    """One row per `shapca bench serve` file; the hostile battery's answers per file below the table."""
+    lines = ["", "## Serving a registered model (`shapca bench serve`)", "",
+             "`mlflow models serve` of a MiniLM NER model (default Shap-CA config, random heads) on 127.0.0.1, driven "
+             "from the same harness for each commit (`--code-root` makes the server import that commit's code). "
+             "Throughput and latency: sequential 4-row requests of tweets after 3 warm-up requests; p50/p95 are "
+             "nearest-rank. RSS: the server process and its children, before and 5 s after the hostile battery "
+             "(5 MB text, 10 MB text, 10,000 rows, `../../etc/hostname` image, `/dev/zero` image; client timeout 65 s "
+             "each, the server's own is 60 s).", "",
+             "| server commit | requests | rows/s | p50 (ms) | p95 (ms) | RSS before (MB) | RSS after battery (MB) | "
+             "after / before | serves afterwards | source |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for path, d in sorted(items, key=lambda item: item[0].name):
+        ratio = d["rss_after_battery_mb"] / d["rss_before_mb"] if d["rss_before_mb"] else float("nan")
+        lines.append(f"| `{d.get('server_commit', '?')}` | {d['requests']} | {d['rows_per_second']:.1f} | "
+                     f"{d['p50_ms']:.0f} | {d['p95_ms']:.0f} | {d['rss_before_mb']:.0f} | "
+                     f"{d['rss_after_battery_mb']:.0f} | {ratio:.2f}× | {'yes' if d['serves_after_battery'] else 'NO'} "
+                     f"| `{path.name}` |")
+    for path, d in sorted(items, key=lambda item: item[0].name):
+        lines += ["", f"Hostile battery, server commit `{d.get('server_commit', '?')}` (`{path.name}`):", ""]
+        for name, answer in d["battery"].items():
+            status = answer["status"] if answer["status"] is not None else "no answer"
+            body = " ".join(answer["body"].split())[:160].replace("|", "\\|")
+            lines.append(f"- {name}: {status} after {answer['seconds']:.1f} s: `{body}`")
+    return lines
+
+
 def render_performance_markdown(inputs: dict[str, list[tuple[Path, dict]]],
                                 generated_at: datetime | None = None) -> str:
     generated_at = generated_at or datetime.now(timezone.utc)
@@ -284,6 +313,8 @@ def render_performance_markdown(inputs: dict[str, list[tuple[Path, dict]]],
         lines += _step_section(inputs["step"])
     if inputs.get("timing"):
         lines += _timing_section(inputs["timing"])
+    if inputs.get("serve"):
+        lines += _serve_section(inputs["serve"])
     return "\n".join(lines) + "\n"
 
 

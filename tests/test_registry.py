@@ -1,11 +1,17 @@
-"""Registry promotion against a real MLflow sqlite store in tmp_path: rules, tags, and concurrent check-and-set."""
+"""Registry promotion against a real MLflow sqlite store in tmp_path, and against a real `mlflow server` on 127.0.0.1:
+rules, refusals and their tags, the registry lock, and concurrent check-and-set across processes and URI spellings."""
 
 from __future__ import annotations
 
 import contextlib
 import math
 import multiprocessing as mp
+import os
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 
 import mlflow
 import pytest
@@ -15,18 +21,25 @@ from components.tracking.mlflow_setup import setup_tracking
 from components.tracking.registry import (
     CHALLENGER,
     CHAMPION,
+    DEFAULT_MIN_DELTA,
+    TAG_CHECK,
+    TAG_EVALUATION,
     TAG_PROMOTION,
     TAG_REASON,
     PromotionConflict,
     aliases,
     champion_version,
+    lock_name,
     metric_tag,
     promote,
     register_version,
     registered_model_name,
-    registry_lock_path,
+    registry_lock,
     version_dev_metric,
 )
+
+# What the pipeline records on every training run; the comparability checks read these params.
+FULL_DEV = {"data.dataset": "twitter2017", "data.dev_size": "1000", "lineage.data_version": "d41d8cd9.dir"}
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +55,24 @@ def store(tmp_path_factory):
     client.log_artifact(run.info.run_id, str(weights), "model")
     client.set_terminated(run.info.run_id)
     return {"uri": uri, "client": client, "run": run, "setup": setup, "source": f"{run.info.artifact_uri}/model",
-            "weights": str(weights)}
+            "weights": str(weights), "experiment_id": setup.experiment_id}
 
 
-def _register(store, name, metric, **kwargs):
-    """A new version from a run of its own (one trained model = one run = one version, as in the pipeline)."""
+def _run(store, params=None, status="FINISHED"):
+    """A training run as the pipeline leaves it: its evaluation params, a model artifact, a final status."""
     client = store["client"]
-    run = client.create_run(store["setup"].experiment_id)
+    run = client.create_run(store["experiment_id"])
+    for key, value in {**FULL_DEV, **(params or {})}.items():
+        client.log_param(run.info.run_id, key, value)
     client.log_artifact(run.info.run_id, store["weights"], "model")
-    client.set_terminated(run.info.run_id)
-    return register_version(client, name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
+    client.set_terminated(run.info.run_id, status=status)
+    return run
+
+
+def _register(store, name, metric, params=None, status="FINISHED", **kwargs):
+    """A new version from a run of its own (one trained model = one run = one version, as in the pipeline)."""
+    run = _run(store, params, status)
+    return register_version(store["client"], name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
                             dev_metric=metric, **kwargs)
 
 
@@ -124,6 +145,8 @@ def test_metric_falls_back_to_the_run(store):
     client = store["client"]
     run = client.create_run(store["setup"].experiment_id)
     client.log_metric(run.info.run_id, "dev_f1", 0.7)
+    for key, value in FULL_DEV.items():
+        client.log_param(run.info.run_id, key, value)
     client.set_terminated(run.info.run_id)
     v = register_version(client, "from-run", store["source"], run_id=run.info.run_id)  # no metric tag
     assert version_dev_metric(client, "from-run", v, "dev_f1") == 0.7
@@ -147,6 +170,7 @@ def test_pyfunc_model_registers_through_its_logged_model_uri(store):
 
     mlflow.set_tracking_uri(store["uri"])
     with mlflow.start_run(experiment_id=store["setup"].experiment_id) as run:
+        mlflow.log_params(FULL_DEV)
         info = mlflow.pyfunc.log_model(name="model", python_model=Echo(), pip_requirements=[])
     name = registered_model_name("twitter2017")
     v = register_version(store["client"], name, info.model_uri, dev_metric=0.61)
@@ -173,10 +197,121 @@ def test_read_back_detects_a_writer_that_bypasses_the_lock(store):
         promote(Meddler(tracking_uri=store["uri"]), name, v2)
 
 
-def test_lock_lives_next_to_the_sqlite_database(store):
-    path = registry_lock_path(store["client"])
-    assert path.name == "mlflow.db.registry.lock"
-    assert path.parent == registry_lock_path(MlflowClient(tracking_uri=store["uri"])).parent
+def test_the_lock_is_a_registered_model_held_by_one_promoter_and_released(store):
+    client, name = store["client"], "locked"
+    with registry_lock(client, name):
+        held = client.get_registered_model(lock_name(name))
+        assert held.tags["holder"].startswith(socket.gethostname() + ":")
+        with pytest.raises(TimeoutError, match="promotion lock locked.promotion-lock held by"):
+            with registry_lock(MlflowClient(tracking_uri=store["uri"]), name, timeout=0.5):
+                pass  # a second promoter cannot get in while the first holds it
+    with pytest.raises(Exception) as gone:
+        client.get_registered_model(lock_name(name))
+    assert getattr(gone.value, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
+
+
+def test_a_stale_lock_is_broken_with_a_log_line(store, caplog):
+    client, name = store["client"], "stale"
+    client.create_registered_model(lock_name(name), tags={"holder": "deadhost:1:x", "acquired_at": "long ago"})
+    time.sleep(1.1)
+    with caplog.at_level("WARNING", logger="components.tracking.registry"):
+        with registry_lock(client, name, timeout=5, stale_after=1.0):
+            assert client.get_registered_model(lock_name(name)).tags["holder"] != "deadhost:1:x"
+    assert "breaking stale promotion lock stale.promotion-lock: held by deadhost:1:x" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Item 7 of issue 14: each way an incomparable or unfinished version was promoted, now refused with its reason
+
+
+def test_a_capped_dev_split_never_promotes_over_the_full_one(store):
+    client, name = store["client"], "capped"
+    v1 = _register(store, name, 0.70)
+    promote(client, name, v1)
+    capped = _register(store, name, 0.95, params={"data.dev_size": "16", "data.max_examples.dev": "16"})
+    decision = promote(client, name, capped)
+    assert decision.check == "partial_dev_split" and champion_version(client, name) == v1
+    tags = client.get_model_version(name, capped).tags
+    assert tags[TAG_CHECK] == "partial_dev_split" and "capped dev split" in tags[TAG_REASON]
+    # Even where capped splits are allowed (quick runs), it is compared only with a champion on the same split.
+    allowed = promote(client, name, capped, allow_partial_dev=True)
+    assert allowed.check == "not_comparable" and "16 examples (capped at 16)" in allowed.reason
+    assert champion_version(client, name) == v1
+
+
+def test_a_capped_run_can_lead_a_registry_of_capped_runs_when_allowed(store):
+    client, name = store["client"], "capped-only"
+    capped = {"data.dev_size": "16", "data.max_examples.dev": "16"}
+    v1 = _register(store, name, 0.3, params=capped)
+    assert not promote(client, name, v1).promoted
+    assert promote(client, name, v1, allow_partial_dev=True).promoted
+    v2 = _register(store, name, 0.5, params=capped)
+    assert promote(client, name, v2, allow_partial_dev=True).promoted
+
+
+@pytest.mark.parametrize("status", ["FAILED", "KILLED", "RUNNING"])
+def test_a_version_whose_run_did_not_finish_never_promotes(store, status):
+    client, name = store["client"], f"unfinished-{status}"
+    v1 = _register(store, name, 0.9, status=status)
+    decision = promote(client, name, v1)
+    assert decision.check == "run_not_finished" and status in decision.reason
+    assert CHAMPION not in aliases(client, name)
+    assert client.get_model_version(name, v1).tags[TAG_CHECK] == "run_not_finished"
+
+
+def test_a_hand_registered_version_without_the_evaluation_tag_is_not_complete(store):
+    client, name = store["client"], "by-hand"
+    v1 = _register(store, name, 0.5)
+    promote(client, name, v1)
+    run = _run(store)
+    client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
+                                tags={metric_tag("dev_f1"): "0.99"})  # no evaluation tag
+    hand = str(max(int(v.version) for v in client.search_model_versions(f"name='{name}'")))
+    assert TAG_EVALUATION not in client.get_model_version(name, hand).tags
+    decision = promote(client, name, hand)
+    assert decision.check == "evaluation_incomplete" and champion_version(client, name) == v1
+
+
+def test_the_default_min_delta_ignores_a_gain_within_seed_noise(store):
+    client, name = store["client"], "noise"
+    v1 = _register(store, name, 0.70)
+    promote(client, name, v1)
+    tiny = _register(store, name, 0.70 + 1e-12)
+    decision = promote(client, name, tiny)  # the default min_delta
+    assert decision.check == "below_min_delta" and f"min_delta {DEFAULT_MIN_DELTA:g}" in decision.reason
+    assert champion_version(client, name) == v1
+    clear = _register(store, name, 0.70 + DEFAULT_MIN_DELTA + 0.001)
+    assert promote(client, name, clear).promoted
+
+
+def test_the_quality_floor_keeps_a_poor_first_version_out(store):
+    client, name = store["client"], "floor"
+    poor = _register(store, name, 0.047)
+    decision = promote(client, name, poor, min_metric=0.5)
+    assert decision.check == "below_floor" and "quality floor 0.5" in decision.reason
+    assert CHAMPION not in aliases(client, name)
+    good = _register(store, name, 0.6)
+    assert promote(client, name, good, min_metric=0.5).promoted
+
+
+@pytest.mark.parametrize("changed", [{"lineage.data_version": "0123abcd.dir"}, {"data.dataset": "twitter2015"}])
+def test_another_data_version_or_dataset_is_not_comparable(store, changed):
+    client, name = store["client"], f"other-{sorted(changed)[0]}"
+    v1 = _register(store, name, 0.6)
+    promote(client, name, v1)
+    other = _register(store, name, 0.9, params=changed)
+    decision = promote(client, name, other)
+    assert decision.check == "not_comparable" and next(iter(changed.values())) in decision.reason
+    assert champion_version(client, name) == v1
+
+
+def test_a_run_that_does_not_record_its_split_is_refused(store):
+    client, name = store["client"], "unrecorded"
+    run = client.create_run(store["experiment_id"])
+    client.log_artifact(run.info.run_id, store["weights"], "model")
+    client.set_terminated(run.info.run_id)
+    v = register_version(client, name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id, dev_metric=0.8)
+    assert promote(client, name, v).check == "evaluation_unrecorded"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -197,7 +332,7 @@ class _SlowClient(MlflowClient):
 
     def get_registered_model(self, name):
         model = super().get_registered_model(name)
-        if not self._read_once:
+        if not self._read_once and not name.endswith(".promotion-lock"):  # the lock's own reads are not slowed
             self._read_once = True
             time.sleep(self.read_pause)
         return model
@@ -221,20 +356,32 @@ def _promoter(uri, barrier, jobs, results):
             results.put((version, None, repr(exc)))
 
 
-@pytest.fixture(scope="module")
-def promoters(store):
-    ctx = mp.get_context("spawn")  # no forked copies of the parent's sqlite connections
-    barrier = ctx.Barrier(2)
-    queues = [ctx.Queue(), ctx.Queue()]
+def _start_promoters(uris):
+    """One promoter process per URI (spawned: no forked copies of the parent's connections), sharing no lock file."""
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(len(uris))
+    queues = [ctx.Queue() for _ in uris]
     results = ctx.Queue()
-    workers = [ctx.Process(target=_promoter, args=(store["uri"], barrier, q, results), daemon=True) for q in queues]
+    workers = [ctx.Process(target=_promoter, args=(uri, barrier, q, results), daemon=True) for uri, q in zip(uris, queues)]
     for w in workers:
         w.start()
-    yield queues, results
+    # The barrier goes back too: the caller keeps it alive (a collected barrier unlinks the semaphore the children
+    # are still unpickling).
+    return workers, queues, results, barrier
+
+
+def _stop_promoters(workers, queues):
     for q in queues:
         q.put(None)
     for w in workers:
         w.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def promoters(store):
+    workers, queues, results, _barrier = _start_promoters([store["uri"], store["uri"]])
+    yield queues, results
+    _stop_promoters(workers, queues)
 
 
 def _race(store, promoters, name, *, use_lock, slow_writer):
@@ -254,6 +401,87 @@ def _race(store, promoters, name, *, use_lock, slow_writer):
         assert error is None, error
         outcomes[version] = alias
     return champion_version(client, name), better, worse, outcomes
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The same race against a real tracking server, reached as 127.0.0.1 by one promoter and as localhost by the other
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, store):
+    """`mlflow server` on 127.0.0.1 with a sqlite backend, stopped (and bounded by a timeout) when the module ends."""
+    root = tmp_path_factory.mktemp("server")
+    port = _free_port()
+    mlflow_cli = os.path.join(os.path.dirname(sys.executable), "mlflow")
+    log_file = open(root / "server.log", "wb")
+    proc = subprocess.Popen(
+        [mlflow_cli, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--default-artifact-root", str(root / "artifacts")],
+        stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None, (root / "server.log").read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "mlflow server not healthy after 240 s:\n" + (root / "server.log").read_text()
+            time.sleep(0.5)
+        client = MlflowClient(tracking_uri=f"http://127.0.0.1:{port}", registry_uri=f"http://127.0.0.1:{port}")
+        experiment_id = client.create_experiment("race", artifact_location=(root / "artifacts" / "race").as_uri())
+        yield {"port": port, "client": client, "experiment_id": experiment_id, "weights": store["weights"]}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log_file.close()
+
+
+@pytest.fixture(scope="module")
+def server_promoters(server):
+    uris = [f"http://127.0.0.1:{server['port']}", f"http://localhost:{server['port']}"]
+    workers, queues, results, _barrier = _start_promoters(uris)
+    yield queues, results
+    _stop_promoters(workers, queues)
+
+
+@pytest.mark.parametrize("round_, slow_writer", [(0, "worse"), (1, "better")])
+def test_promoters_on_two_uri_spellings_of_one_server_end_with_a_consistent_champion(
+        server, server_promoters, round_, slow_writer):
+    champion, better, worse, outcomes = _race(
+        server, server_promoters, f"server-race-{round_}", use_lock=True, slow_writer=slow_writer
+    )
+    client = server["client"]
+    assert champion == better and outcomes[better] == CHAMPION
+    # Alias and tags agree: exactly one version is tagged champion, the one the alias points at.
+    tagged = {str(v.version) for v in client.search_model_versions(f"name='server-race-{round_}'")
+              if v.tags.get(TAG_PROMOTION) == CHAMPION}
+    assert tagged == {better}
+    # The worse one either lost against the better champion, or won first and was then replaced by it.
+    assert client.get_model_version(f"server-race-{round_}", worse).tags[TAG_PROMOTION] in (CHALLENGER, "retired")
+    with pytest.raises(Exception):  # the lock is released
+        client.get_registered_model(lock_name(f"server-race-{round_}"))
+
+
+def test_without_the_lock_two_uri_spellings_race_to_the_worse_champion(server, server_promoters):
+    """The control for the server: the spelling-independent lock is what keeps the test above passing."""
+    champion, better, worse, outcomes = _race(
+        server, server_promoters, "server-race-unlocked", use_lock=False, slow_writer="worse"
+    )
+    assert outcomes == {better: CHAMPION, worse: CHAMPION} and champion == worse
 
 
 @pytest.mark.parametrize("round_, slow_writer", [(0, "worse"), (1, "better"), (2, "worse"), (3, "better")])

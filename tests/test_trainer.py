@@ -43,7 +43,13 @@ def test_resumed_run_ends_where_an_uninterrupted_run_ends(tmp_path, tiny_bert_di
 
     with pytest.raises(Interrupt):
         fit(cut_cfg, data, on_epoch_end=stop_after_first_epoch)
+    checkpoints = tmp_path / "cut" / "checkpoints"
+    first_part = torch.load(checkpoints / "last" / "trainer_state.pt", weights_only=True)["trainer"]["train_seconds"]
+    # A kill between the two renames of the checkpoint swap: `last` gone, the complete checkpoint in `last.old`.
+    (checkpoints / "last").rename(checkpoints / "last.old")
     resumed = fit(cut_cfg, data, resume=True)
+    assert resumed.train_seconds > first_part > 0  # the resumed run's time counts both parts
+    assert not (checkpoints / "last.old").exists()
 
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     for a, b in zip(full.history, resumed.history):

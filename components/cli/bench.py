@@ -1,4 +1,6 @@
-"""`shapca bench shapley`: the Shapley estimator benchmark (components/model/bench.py) as one JSON document."""
+"""`shapca bench shapley`: the Shapley estimator benchmark (components/model/bench.py) as one JSON document.
+`shapca bench serve`: `mlflow models serve` throughput, latency and RSS around the hostile battery
+(components/tracking/serving_bench.py) as one JSON document."""
 
 from __future__ import annotations
 
@@ -43,3 +45,63 @@ def register(app: typer.Typer) -> None:
             coverage_ts=_ints(coverage_ts), coverage_exact_limit=coverage_exact_limit,
         )
         typer.echo(json.dumps(result, indent=2))
+
+    @bench.command("serve")
+    def serve(
+        model_uri: str = typer.Option("", help="a logged or registered model; default: a fresh MiniLM NER model "
+                                               "(random heads) logged to a temporary sqlite store"),
+        tracking_uri: str = typer.Option("", help="the store of --model-uri"),
+        code_root: Path = typer.Option(None, help="checkout whose `components` the server imports (another commit)"),
+        requests: int = typer.Option(40, help="timed sequential 4-row requests"),
+        encoder: str = typer.Option("minilm", help="text encoder of the default model: minilm or a local directory"),
+        output: Path = typer.Option(None, help="also write the JSON here"),
+    ) -> None:
+        """Print {"rows_per_second", "p50_ms", "p95_ms", "rss_before_mb", "rss_after_battery_mb", "battery", ...}."""
+        import dataclasses
+        import subprocess
+        import tempfile
+
+        from components.machine import machine_description
+        from components.tracking.serving_bench import run_serve_benchmark, start_serve
+
+        with tempfile.TemporaryDirectory(prefix="shapca-bench-serve-") as tmp:
+            root = Path(tmp)
+            if not model_uri:
+                model_uri, tracking_uri = _log_bench_model(root, encoder)
+            server = start_serve(model_uri, tracking_uri, root / "serve.log", code_root=code_root)
+            try:
+                result = run_serve_benchmark(server, requests=requests, battery_timeout=65.0)
+            finally:
+                server.stop()
+        where = code_root or Path.cwd()
+        commit = subprocess.run(["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True).stdout.strip()
+        document = {"kind": "serve_benchmark", "model": model_uri if tracking_uri else "", "encoder": encoder,
+                    "server_commit": commit, "machine": machine_description(), **dataclasses.asdict(result)}
+        text = json.dumps(document, indent=2)
+        if output is not None:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(text + "\n")
+        typer.echo(text)
+
+
+def _log_bench_model(root: Path, encoder: str) -> tuple[str, str]:
+    """A MiniLM NER model with the default Shap-CA config (random heads: the cost is the same as a trained one's),
+    logged like a trained model to a sqlite store under root. Returns (model URI, tracking URI)."""
+    import mlflow
+    import torch
+
+    from components.model.config import ShapCAConfig
+    from components.model.shapca import ShapCA
+    from components.tracking.mlflow_setup import setup_tracking
+    from components.tracking.pyfunc_model import log_shapca_model
+
+    torch.manual_seed(0)
+    ShapCA.from_config(ShapCAConfig(text_encoder=encoder), "ner", ["PER", "LOC", "ORG", "MISC"]).save_pretrained(
+        root / "best")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    setup = setup_tracking("bench-serve", tracking_uri=uri, artifact_location=(root / "artifacts").as_uri())
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(experiment_id=setup.experiment_id):
+        info = log_shapca_model(root / "best", "ner")
+    return info.model_uri, uri

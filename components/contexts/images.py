@@ -105,3 +105,38 @@ def read_image(image_dir: Path, image_id: str, max_bytes: int) -> ImageInput:
     except OSError as exc:
         raise ImageProblem(image_id, f"unreadable: {exc}") from None
     return ImageInput(image_id=image_id, path=path, data=data, sha256=hashlib.sha256(data).hexdigest())
+
+
+def read_image_under(image_dir: str | Path, name: str, max_bytes: int) -> bytes:
+    """The bytes of the regular file ``name`` inside the operator's ``image_dir``, for requests that name an image.
+
+    Safe against a hostile ``name``: the path is resolved (symlinks and ``..`` followed) and must stay inside the
+    resolved directory (``is_relative_to``), so ``../../etc/hostname``, ``/dev/zero`` and a symlink to either are
+    refused before anything is opened; only a regular file is read (no devices, FIFOs, directories), and at most
+    ``max_bytes + 1`` bytes are read (a file that grows meanwhile is still bounded). Errors (ImageProblem) name only
+    ``name`` as given, never a resolved path, and do not say whether something outside the directory exists.
+    """
+    import os
+    import stat
+
+    base = Path(image_dir).resolve()
+    candidate = (base / name).resolve()
+    if not candidate.is_relative_to(base) or candidate == base:
+        raise ImageProblem(name, "refused: the path leaves the image directory")
+    try:
+        fd = os.open(candidate, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise ImageProblem(name, "missing: no such file in the image directory") from None
+    except OSError as exc:
+        raise ImageProblem(name, f"unreadable: {exc.strerror}") from None
+    info = os.fstat(fd)  # of the file actually opened, not of a path that may have changed since
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ImageProblem(name, "refused: not a regular file")
+    with os.fdopen(fd, "rb") as fh:
+        if info.st_size > max_bytes:
+            raise ImageProblem(name, f"oversized: {info.st_size} bytes, over the limit of {max_bytes}")
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ImageProblem(name, f"oversized: over the limit of {max_bytes} bytes")
+    return data

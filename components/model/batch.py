@@ -2,7 +2,9 @@
 
 Words and sub-tokens. Records hold words; the encoder sees sub-tokens. `word_index[b, w]` is the position of word w's
 first sub-token (the state a tagger labels), `word_mask[b, w]` says whether word w made it into the encoder's window
-(a word beyond `max_text_tokens` is not tagged, and the collator warns with the example id). A word the tokenizer
+(a word beyond `max_text_tokens` is not tagged, and the collator warns with the example id). Every word is at least one
+sub-token, so at most `max_text_tokens` words can fit: the words after that are cut BEFORE any per-word work
+(tokenizing, word tensors, labels, the CRF), so a text's cost is bounded by the window, not by its length. A word the tokenizer
 turns into nothing (zero-width joiners, variation selectors) is encoded as the unknown token so that it keeps a state.
 
 Context modes: "fusion" tokenizes each context as its own sequence for the context encoder; "concat" appends it to
@@ -119,9 +121,13 @@ class Collator:
 
     # -- words -------------------------------------------------------------------------------------------------
     def _words(self, example) -> list[str]:
+        """The words the encoder may see: at most max_text_tokens of them (see the module docstring)."""
         if not example.tokens:
             raise ValueError(f"example {example.id}: has no tokens")
-        return _mark_entities(example) if self.task == "re" else list(example.tokens)
+        limit = self.config.max_text_tokens
+        if self.task == "re":
+            return _mark_entities(example)[:limit]  # a marker cut here is reported by _add_relations
+        return list(example.tokens[:limit])
 
     def _encodable(self, batch_words: list[list[str]]) -> list[list[str]]:
         """Replace words that tokenize to nothing by the unknown token (one batched tokenizer call)."""
@@ -188,7 +194,7 @@ class Collator:
             for position, (word, segment) in enumerate(zip(enc.word_ids(b), enc.sequence_ids(b))):
                 if word is not None and segment == 0 and not word_mask[b, word]:
                     word_index[b, word], word_mask[b, word] = position, True
-            lost = len(words[b]) - int(word_mask[b].sum())
+            lost = len(example.tokens) - int(word_mask[b].sum())
             if lost and self.task != "re":
                 warnings.warn(
                     f"example {example.id}: its last {lost} words fall beyond model.max_text_tokens="
@@ -226,10 +232,12 @@ class Collator:
     def _add_labels(self, batch: Batch, examples, enc) -> None:
         if self.task == "ner":
             batch.tags = torch.zeros_like(batch.word_index)
+            width = batch.word_index.shape[1]
             for b, ex in enumerate(examples):
                 if not isinstance(ex, NerExample) or len(ex.tags) != len(ex.tokens):
                     raise ValueError(f"example {ex.id}: an NER example needs one tag per token")
-                batch.tags[b, : len(ex.tags)] = torch.tensor([self._tag_id(ex, i, t) for i, t in enumerate(ex.tags)])
+                ids = [self._tag_id(ex, i, t) for i, t in enumerate(ex.tags)]
+                batch.tags[b, : min(len(ids), width)] = torch.tensor(ids[:width])
         elif self.task == "re":
             self._add_relations(batch, examples, enc)
         else:
@@ -268,12 +276,15 @@ class Collator:
             spans = {*ex.entities, *(s for t in ex.triples for s in (t.head, t.tail))}
             spans = sorted(spans, key=lambda s: (s.start, s.end))
             taken = torch.zeros(len(ex.tokens), dtype=torch.bool)
+            row = torch.zeros(len(ex.tokens), dtype=torch.long)
             for span in spans:
                 _check_span(ex, span, "entity")
                 if not taken[span.start : span.end].any():
                     taken[span.start : span.end] = True
-                    batch.tags[b, span.start] = begin
-                    batch.tags[b, span.start + 1 : span.end] = inside
+                    row[span.start] = begin
+                    row[span.start + 1 : span.end] = inside
+            width = min(len(row), batch.tags.shape[1])  # words cut at the window have no column
+            batch.tags[b, :width] = row[:width]
             kept = int(batch.word_mask[b].sum())  # spans past the window have no word states
             visible.append([s for s in spans if s.end <= kept])
             relations.append(relation_of)

@@ -1,21 +1,30 @@
 """Shap-CA as an MLflow pyfunc model: what consumers load from `models:/shapca-<dataset>@champion`.
 
 Input: a DataFrame, one row per text.
-  text     str (whitespace-tokenized) or list of tokens            required
+  text     str (whitespace-tokenized) or list of str tokens           required
   context  str, a description of the row's image (e.g. from an LMM)  optional
-  image    a file path (str) or the image's bytes                    optional; used when the model has an image encoder
+  image    the image's bytes, or a file name inside the operator's    optional; used when the model has an image
+           image directory (SHAPCA_IMAGE_DIR; none: names refused)    encoder
   head     [start, end) token span of the head entity               RE only
   tail     [start, end) token span of the tail entity               RE only
 Output: one dict per row, in row order, with `error` None or a message for that row (a bad row never fails the
-batch):
-  NER    {"entities": [{"start", "end", "type", "text", "score"}], "error"}
-  RE     {"relation", "score", "error"}
-  joint  {"triples": [{"head": [s, e], "relation", "tail": [s, e], "score"}], "error"}
+batch), and `truncated` None or {"kept_words", "dropped_words"} when the text ran past the model's token window:
+  NER    {"entities": [{"start", "end", "type", "text", "score"}], "truncated", "error"}
+  RE     {"relation", "score", "truncated", "error"}
+  joint  {"triples": [{"head": [s, e], "relation", "tail": [s, e], "score"}], "truncated", "error"}
+
+Bounded work (see :class:`ServingLimits`): a request of more than ``max_rows`` rows is refused as a whole
+(MlflowException INVALID_PARAMETER_VALUE: HTTP 400 from ``mlflow models serve``); a text or context of more than
+``max_field_chars`` characters (or tokens), or an image over ``max_image_bytes``, is a per-row error; a text past the
+window is cut before any per-word work (components/model/batch.py). So one request costs at most
+``max_rows x max_text_tokens`` word states, whatever it holds.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,22 +37,102 @@ from components.data.records import JointExample, NerExample, ReExample, Span
 MODEL_ARTIFACT = "model"  # the artifact key under which `ShapCA.save_pretrained` output travels
 
 
+SERVING_CONFIG_KEY = "serving"  # the key of ServingLimits' fields in the model's MLflow model_config
+ENV_PREFIX = "SHAPCA_SERVE_"  # SHAPCA_SERVE_MAX_ROWS=..., read when the model loads; the operator's last word
+IMAGE_DIR_ENV = "SHAPCA_IMAGE_DIR"
+
+
+@dataclass(frozen=True)
+class ServingLimits:
+    """What one request may ask of the model. Defaults, overridden by the model's MLflow ``model_config``
+    (``{"serving": {...}}``), overridden by the environment (``SHAPCA_SERVE_<FIELD>``, ``SHAPCA_IMAGE_DIR``)."""
+
+    max_rows: int = 256  # rows per request; more: the request is refused (HTTP 400)
+    max_field_chars: int = 20_000  # characters of a text or context (tokens of a token-list text); more: row error
+    max_image_bytes: int = 5 * 1024 * 1024  # an image's bytes, given inline or read from image_dir; more: row error
+    max_batch_size: int = 256  # the largest `batch_size` param a request may ask for
+    image_dir: str | None = None  # where image names are read from; None: only inline bytes are accepted
+
+    @classmethod
+    def resolve(cls, model_config: dict | None = None, environ: dict | None = None) -> ServingLimits:
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = dict((model_config or {}).get(SERVING_CONFIG_KEY) or {})
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"model_config[{SERVING_CONFIG_KEY!r}]: unknown serving limits {sorted(unknown)}")
+        for f in fields(cls):
+            raw = environ.get(IMAGE_DIR_ENV if f.name == "image_dir" else ENV_PREFIX + f.name.upper())
+            if raw not in (None, ""):
+                values[f.name] = raw
+        limits = {}
+        for name, raw in values.items():
+            if name == "image_dir":
+                limits[name] = None if raw in (None, "") else str(raw)
+                continue
+            try:
+                limits[name] = int(raw)
+            except (TypeError, ValueError):
+                raise ValueError(f"serving limit {name} must be a positive integer, got {raw!r}") from None
+            if limits[name] <= 0:
+                raise ValueError(f"serving limit {name} must be a positive integer, got {raw!r}")
+        return cls(**limits)
+
+
 def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _tokens(value: Any) -> list[str]:
+def _tokens(value: Any, max_chars: int) -> list[str]:
+    """The row's words. Strict: a string, or a list/array of strings; anything else (a dict, a number) is refused
+    rather than iterated (a dict would be read as its keys)."""
+    import numpy as np
+
     if _is_missing(value):
         raise ValueError("text is missing")
     if isinstance(value, str):
+        if len(value) > max_chars:
+            raise ValueError(f"text is {len(value)} characters, over the limit of {max_chars}")
         tokens = value.split()
-    elif hasattr(value, "__iter__"):
-        tokens = [str(t) for t in value]
+    elif isinstance(value, (list, tuple, np.ndarray)):
+        if len(value) > max_chars:
+            raise ValueError(f"text is {len(value)} tokens, over the limit of {max_chars}")
+        if not all(isinstance(t, str) for t in value):
+            bad = next(t for t in value if not isinstance(t, str))
+            raise ValueError(f"text tokens must be strings, got a {type(bad).__name__}")
+        if sum(len(t) for t in value) > max_chars:
+            raise ValueError(f"text is over the limit of {max_chars} characters")
+        tokens = list(value)
     else:
-        raise ValueError(f"text must be a string or a list of tokens, got {type(value).__name__}")
+        raise ValueError(f"text must be a string or a list of string tokens, got {type(value).__name__}")
     if not tokens:
         raise ValueError("text is empty")
     return tokens
+
+
+def _context(value: Any, max_chars: int, max_words: int) -> str | None:
+    """The row's context as at most ``max_words`` words (the context encoder reads no more), or None."""
+    if _is_missing(value):
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"context must be a string, got {type(value).__name__}")
+    if len(value) > max_chars:
+        raise ValueError(f"context is {len(value)} characters, over the limit of {max_chars}")
+    words = value.split()
+    return " ".join(words[:max_words]) or None
+
+
+def _batch_size(params: dict | None, limits: ServingLimits) -> int:
+    from mlflow.exceptions import MlflowException
+
+    raw = (params or {}).get("batch_size", 32)
+    if isinstance(raw, bool) or not isinstance(raw, (int, str)) or not str(raw).strip().lstrip("-").isdigit():
+        raise MlflowException.invalid_parameter_value(f"batch_size must be an integer, got {raw!r}")
+    size = int(raw)
+    if not 1 <= size <= limits.max_batch_size:
+        raise MlflowException.invalid_parameter_value(
+            f"batch_size must be between 1 and {limits.max_batch_size}, got {size}"
+        )
+    return size
 
 
 def _span(value: Any, field: str, n_tokens: int) -> Span:
@@ -59,33 +148,47 @@ def _span(value: Any, field: str, n_tokens: int) -> Span:
     return span
 
 
-def _image(row_id: str, value: Any):
-    """The row's image (its bytes, or a file path) as RGB, behind the decompression-bomb guard every reader uses."""
-    from components.contexts.config import DEFAULT_MAX_PIXELS
-    from components.contexts.images import ImageProblem, decode_image
+def _image(row_id: str, value: Any, limits: ServingLimits):
+    """The row's image as RGB: its bytes, or a file name read (safely) from the operator's image directory; behind the
+    size limit and the decompression-bomb guard every reader uses."""
+    from components.contexts import config as contexts_config
+    from components.contexts.images import ImageProblem, decode_image, read_image_under
 
+    max_pixels = contexts_config.DEFAULT_MAX_PIXELS
     try:
-        if isinstance(value, (bytes, bytearray)):
-            return decode_image(row_id, bytes(value), DEFAULT_MAX_PIXELS)
-        path = Path(str(value))
-        return decode_image(row_id, path.read_bytes(), DEFAULT_MAX_PIXELS, where=path)
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            if len(value) > limits.max_image_bytes:
+                raise ValueError(f"image is {len(value)} bytes, over the limit of {limits.max_image_bytes}")
+            return decode_image(row_id, bytes(value), max_pixels)
+        if not isinstance(value, str):
+            raise ValueError(f"image must be bytes or a file name, got {type(value).__name__}")
+        if limits.image_dir is None:
+            raise ValueError(
+                f"image file names are not accepted: no image directory is configured ({IMAGE_DIR_ENV}); "
+                "send the image's bytes"
+            )
+        data = read_image_under(limits.image_dir, value, limits.max_image_bytes)
+        return decode_image(row_id, data, max_pixels, where=repr(value))
     except ImageProblem as error:
         raise ValueError(f"image {error.reason}") from error
-    except OSError as error:
-        raise ValueError(f"image unreadable: {error}") from error
 
 
 class ShapCAPyfunc(mlflow.pyfunc.PythonModel):
+    # Class-level defaults so that a wrapper built in-process (tests, `evaluate`) is bounded too; load_context resolves
+    # the model_config and the operator's environment.
+    limits: ServingLimits = ServingLimits()
+
     def load_context(self, context) -> None:
         from components.model.shapca import ShapCA
 
+        self.limits = ServingLimits.resolve(getattr(context, "model_config", None))
         self.model = ShapCA.from_pretrained(context.artifacts[MODEL_ARTIFACT])
         self.model.eval()
 
     def _record(self, row_id: str, row: dict) -> Any:
         """The row as the record the collator takes. Its gold labels are placeholders: the collator needs some,
         prediction ignores them (RE: the model's first label, which every RE model has)."""
-        tokens = _tokens(row.get("text"))
+        tokens = _tokens(row.get("text"), self.limits.max_field_chars)
         task = self.model.task
         if task == "ner":
             return NerExample(id=row_id, image_id=row_id, tokens=tokens, tags=[OUTSIDE] * len(tokens))
@@ -95,24 +198,27 @@ class ShapCAPyfunc(mlflow.pyfunc.PythonModel):
             return ReExample(id=row_id, image_id=row_id, tokens=tokens, head=head, tail=tail, relation=relation)
         return JointExample(id=row_id, image_id=row_id, tokens=tokens, entities=[], triples=[])
 
-    def _format(self, example, prediction) -> dict:
+    def _format(self, example, prediction, kept_words: int) -> dict:
         task = self.model.task
+        dropped = len(example.tokens) - kept_words
+        # RE reads the whole marked sentence or fails the row, so only taggers report a cut.
+        truncated = {"kept_words": kept_words, "dropped_words": dropped} if dropped > 0 and task != "re" else None
         if task == "ner":
             entities = [
                 {"start": s.start, "end": s.end, "type": label, "text": " ".join(example.tokens[s.start : s.end]),
                  "score": float(score)}
                 for s, label, score in prediction
             ]
-            return {"entities": entities, "error": None}
+            return {"entities": entities, "truncated": truncated, "error": None}
         if task == "re":
             label, score = prediction
-            return {"relation": label, "score": float(score), "error": None}
+            return {"relation": label, "score": float(score), "truncated": truncated, "error": None}
         triples = [
             {"head": [t.head.start, t.head.end], "relation": t.relation, "tail": [t.tail.start, t.tail.end],
              "score": float(score)}
             for t, score in prediction
         ]
-        return {"triples": triples, "error": None}
+        return {"triples": triples, "truncated": truncated, "error": None}
 
     def _predict_rows(self, rows: list[tuple[int, Any]], contexts: dict, images: dict) -> list[dict]:
         """Outputs of (row position, record) pairs predicted as one batch. A row the collator rejects (an RE entity
@@ -122,11 +228,27 @@ class ShapCAPyfunc(mlflow.pyfunc.PythonModel):
             batch = self.model.collator()([r for _, r in rows], contexts=contexts or None, images=images or None)
         except ValueError as error:
             if len(rows) == 1:
-                return [{"error": f"row {rows[0][0]}: {error}"}]
+                return [{"truncated": None, "error": f"row {rows[0][0]}: {error}"}]
             return [out for row in rows for out in self._predict_rows([row], contexts, images)]
-        return [self._format(record, prediction) for (_, record), prediction in zip(rows, self.model.predict(batch))]
+        kept = batch.word_mask.sum(dim=1).tolist()
+        predictions = self.model.predict(batch)
+        return [self._format(record, prediction, int(k)) for (_, record), prediction, k in zip(rows, predictions, kept)]
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> list[dict]:
+        from mlflow.exceptions import MlflowException
+
+        limits = self.limits
+        if not isinstance(model_input, pd.DataFrame):
+            raise MlflowException.invalid_parameter_value(
+                f"expected a DataFrame with a 'text' column, got {type(model_input).__name__}"
+            )
+        if len(model_input) > limits.max_rows:
+            # Refused before a single row is read: the caller splits the request (HTTP 400 from mlflow models serve).
+            raise MlflowException.invalid_parameter_value(
+                f"request has {len(model_input)} rows, over the limit of {limits.max_rows} rows per request; "
+                "split it into smaller requests"
+            )
+        batch_size = _batch_size(params, limits)
         rows = model_input.to_dict(orient="records")
         outputs: list[dict | None] = [None] * len(rows)
         valid: list[tuple[int, Any]] = []  # (row position, record) of the rows that parsed
@@ -135,15 +257,15 @@ class ShapCAPyfunc(mlflow.pyfunc.PythonModel):
             row_id = str(i)
             try:
                 record = self._record(row_id, row)
+                context_text = _context(row.get("context"), limits.max_field_chars, self.model.config.max_context_tokens)
                 if not _is_missing(row.get("image")) and self.model.uses_images:
-                    images[row_id] = _image(row_id, row["image"])
+                    images[row_id] = _image(row_id, row["image"], limits)
             except ValueError as error:
-                outputs[i] = {"error": f"row {i}: {error}"}
+                outputs[i] = {"truncated": None, "error": f"row {i}: {error}"}
                 continue
-            if not _is_missing(row.get("context")) and str(row["context"]).strip():
-                contexts[row_id] = str(row["context"])
+            if context_text:
+                contexts[row_id] = context_text
             valid.append((i, record))
-        batch_size = int((params or {}).get("batch_size", 32))
         for start in range(0, len(valid), batch_size):
             chunk = valid[start : start + batch_size]
             for (i, _), output in zip(chunk, self._predict_rows(chunk, contexts, images)):
@@ -154,7 +276,7 @@ class ShapCAPyfunc(mlflow.pyfunc.PythonModel):
 def signature_and_example(task: str):
     """The input contract a consumer sees in the MLflow UI, and an input example that satisfies it."""
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import AnyType, ColSpec, Schema
+    from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
     columns = [ColSpec(AnyType(), "text"), ColSpec("string", "context", required=False),
                ColSpec(AnyType(), "image", required=False)]
@@ -164,7 +286,9 @@ def signature_and_example(task: str):
         columns += [ColSpec(AnyType(), "head"), ColSpec(AnyType(), "tail")]
         example = {"text": ["Obama visits the Golden Gate Bridge"], "head": [[0, 1]], "tail": [[2, 5]],
                    "context": ["a man in a suit standing in front of a red bridge"]}
-    return ModelSignature(inputs=Schema(columns)), pd.DataFrame(example)
+    # batch_size travels as a request param (predict checks its range against the serving limits).
+    params = ParamSchema([ParamSpec("batch_size", "long", 32)])
+    return ModelSignature(inputs=Schema(columns), params=params), pd.DataFrame(example)
 
 
 # What a consumer's fresh virtualenv needs to load and serve the model: the distributions the model's code imports,

@@ -43,6 +43,9 @@ class ImageFolder:
                     return None
         return None
 
+    def has(self, image_id: str) -> bool:
+        return any((self.image_dir / f"{image_id}{suffix}").is_file() for suffix in (".jpg", ".jpeg", ".png"))
+
     def batch(self, image_ids: list[str]) -> dict[str, Image.Image]:
         images = {i: self.get(i) for i in image_ids}
         return {i: im for i, im in images.items() if im is not None}
@@ -66,6 +69,12 @@ class TrainingData:
         """The model's `Batch` of `examples`, with their contexts and (when the run reads images) their images."""
         images = self.images.batch([e.image_id for e in examples]) if self.images is not None else None
         return collator(examples, contexts=self.context_texts, images=images)
+
+    def image_coverage(self) -> dict[str, float]:
+        """Per split: the share of examples whose image file is in data.image_dir ({} when the run reads no images)."""
+        if self.images is None:
+            return {}
+        return {split: sum(self.images.has(e.image_id) for e in ex) / max(1, len(ex)) for split, ex in self.splits.items()}
 
     def context_coverage(self) -> dict[str, float]:
         if self.contexts is None:
@@ -97,7 +106,7 @@ def load_training_data(cfg: DataConfig) -> TrainingData:
         # Keep only this run's images, so the logged content hash names exactly the contexts the run can see.
         used = {e.image_id for examples in splits.values() for e in examples}
         contexts = ContextSet(contexts.generator, {i: t for i, t in contexts.contexts.items() if i in used})
-    return TrainingData(
+    data = TrainingData(
         dataset=cfg.dataset,
         task=DATASETS[cfg.dataset].task,
         labels=labels(cfg.dataset),
@@ -105,3 +114,19 @@ def load_training_data(cfg: DataConfig) -> TrainingData:
         contexts=contexts,
         images=ImageFolder(cfg.image_dir) if cfg.image_dir else None,
     )
+    check_image_coverage(data, cfg.max_missing_image_rate)
+    return data
+
+
+def check_image_coverage(data: TrainingData, max_missing_rate: float) -> None:
+    """Log each split's image coverage; fail (before any training) when a split misses more than `max_missing_rate`
+    of its images: a data.image_dir pointing at the wrong place must not train a 'multimodal' model on no images."""
+    for split, coverage in data.image_coverage().items():
+        log.info("images: %s split %.1f%% of %d examples have an image in %s", split, 100 * coverage,
+                 len(data.splits[split]), data.images.image_dir)  # type: ignore[union-attr]
+        if 1.0 - coverage > max_missing_rate:
+            raise ValueError(
+                f"data.image_dir {data.images.image_dir}: {100 * (1 - coverage):.1f}% of the {split} split's images "  # type: ignore[union-attr]
+                f"are missing, over data.max_missing_image_rate={max_missing_rate:g}; point data.image_dir at "
+                "<image_id>.jpg files or raise the rate"
+            )

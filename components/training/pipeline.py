@@ -83,6 +83,8 @@ EpochCallback = Callable[[int, dict[str, float]], None]
 def _train_in_process(cfg: ExperimentConfig, resume: bool, tags: dict[str, str] | None = None,
                       on_epoch_end: EpochCallback | None = None) -> TrainRunResult | None:
     """Train (this rank's share) and, on rank 0, log everything to MLflow. Returns None on other ranks."""
+    from mlflow import MlflowClient
+
     from components.tracking.lineage import collect_lineage
     from components.tracking.mlflow_setup import find_project_root, setup_tracking
     from components.tracking.plots import confusion_matrix_png
@@ -92,6 +94,7 @@ def _train_in_process(cfg: ExperimentConfig, resume: bool, tags: dict[str, str] 
     from components.training.data import load_training_data
     from components.training.evaluate import SELECTION_METRIC
     from components.training.metrics import confusion_matrix
+    from components.training.run_dir import RUN_ID_FILE, claim_output_dir, run_to_continue
     from components.training.trainer import fit
 
     started = time.perf_counter()
@@ -104,15 +107,19 @@ def _train_in_process(cfg: ExperimentConfig, resume: bool, tags: dict[str, str] 
     setup = setup_tracking(cfg.tracking.experiment)
     run_name = f"{cfg.data.dataset}-{cfg.data.context_generator}-{cfg.model.context_mode}-{cfg.model.alignment}"
     out_dir = Path(cfg.train.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # A resumed run continues its MLflow run, so an interrupted training leaves one run, not two.
-    run_id_file = out_dir / "mlflow_run_id"
-    resume_run_id = run_id_file.read_text().strip() if resume and run_id_file.is_file() else None
-    with start_run(setup, run_name=run_name, run_id=resume_run_id, tags=tags) as run:
+    # A resumed run continues its MLflow run, so an interrupted training leaves one run, not two. The directory is
+    # claimed first, then what --resume may continue is decided (and a killed run marked) before a run is opened, so a
+    # refusal changes no run's status (components/training/run_dir.py).
+    run_id_file = out_dir / RUN_ID_FILE
+    client = MlflowClient(setup.tracking_uri)
+    with claim_output_dir(out_dir), start_run(
+        setup, run_name=run_name, run_id=run_to_continue(client, cfg, out_dir, resume), tags=tags
+    ) as run:
         run_id_file.write_text(run.run_id)
         run.log_params(cfg.flat())
         run.log_params({f"data.{s}_size": len(ex) for s, ex in data.splits.items()})
         run.log_params({f"data.{s}_context_coverage": round(c, 4) for s, c in data.context_coverage().items()})
+        run.log_params({f"data.{s}_image_coverage": round(c, 4) for s, c in data.image_coverage().items()})
         run.log_lineage(collect_lineage(root, data.contexts, encoder_dirs(cfg)))
 
         def epoch_done(epoch: int, metrics: dict[str, float]) -> None:
@@ -188,7 +195,8 @@ def register_and_promote(result: TrainRunResult, cfg: ExperimentConfig):
     name = registered_model_name(result.dataset)
     version = register_version(client, name, result.model_uri, run_id=result.run_id,
                                dev_metric=result.dev_metric, metric_name=result.metric_name)
-    decision = promote(client, name, version, metric_name=result.metric_name, min_delta=cfg.tracking.min_delta)
+    decision = promote(client, name, version, metric_name=result.metric_name, min_delta=cfg.tracking.min_delta,
+                       min_metric=cfg.tracking.min_dev_metric, allow_partial_dev=cfg.tracking.allow_partial_dev)
     return version, decision
 
 

@@ -28,7 +28,13 @@ from transformers import get_linear_schedule_with_warmup
 
 from components.config import ExperimentConfig, config_hash
 from components.model.shapca import ShapCA
-from components.training.checkpoint import TrainerState, has_checkpoint, load_checkpoint, save_checkpoint
+from components.training.checkpoint import (
+    TrainerState,
+    has_checkpoint,
+    load_checkpoint,
+    save_best,
+    save_checkpoint,
+)
 from components.training.data import TrainingData
 from components.training.distributed import all_reduce_mean, barrier, broadcast_flag, init_distributed, resolve_device
 from components.training.evaluate import SELECTION_METRIC, Evaluation, evaluate_split
@@ -136,7 +142,8 @@ def fit(
             )
         log.info("resumed from %s after epoch %d", checkpoint_dir / "last", state.epoch)
     elif resume:
-        log.info("resume requested but %s holds no checkpoint: starting from scratch", checkpoint_dir)
+        log.warning("resume requested but %s holds no checkpoint: starting from scratch", checkpoint_dir)
+    earlier_seconds = state.train_seconds  # the parts before this one (0 for a fresh run)
 
     train_model: torch.nn.Module = model
     if ctx.enabled:
@@ -192,9 +199,10 @@ def fit(
         if ctx.is_main:
             if improved:
                 state.best_metric, state.best_epoch, state.epochs_without_improvement = dev[SELECTION_METRIC], epoch, 0
-                model.save_pretrained(checkpoint_dir / "best")
+                save_best(checkpoint_dir, model)
             else:
                 state.epochs_without_improvement += 1
+            state.train_seconds = earlier_seconds + time.perf_counter() - started
             save_checkpoint(checkpoint_dir, model, optimizer, scheduler, state)
             log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in metrics.items()})
             if on_epoch_end is not None:
@@ -204,7 +212,7 @@ def fit(
             stopped_early = True
             break
 
-    train_seconds = time.perf_counter() - started
+    train_seconds = earlier_seconds + time.perf_counter() - started  # every part of a resumed run
     if ctx.enabled:
         # Which examples each rank trained on: a cheap record that the data really was sharded.
         ranks_dir = Path(tc.output_dir) / "ranks"

@@ -1,0 +1,215 @@
+"""`mlflow models serve` under test: start it on 127.0.0.1, time 4-row requests, send the hostile battery, read RSS.
+
+Used by `shapca bench serve` and by tests/test_serving.py. Everything here is a client of the HTTP server: the model
+code that answers is whatever the server process imports (``code_root`` puts another checkout first on its path, so
+one harness measures two commits).
+
+Numbers: latency of one request = wall time from sending to the full answer; rows/s = rows sent / total wall time of
+the sequential timed requests; p50/p95 = nearest-rank percentiles of the latencies. RSS = the resident set of the
+server process and all its children (uvicorn's worker), from psutil.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Short real-looking tweets (the serving workload: a handful of rows per request).
+TWEETS = [
+    "Obama visits the Golden Gate Bridge in San Francisco",
+    "RT @nba : LeBron James scores 40 as the Lakers beat the Celtics in Boston",
+    "Taylor Swift announces new album at the Grammys in Los Angeles",
+    "Messi and Barcelona celebrate another title at Camp Nou",
+    "Apple unveils the new iPhone in Cupertino on Tuesday",
+    "Snow falls on Central Park as New York prepares for the storm",
+    "Angela Merkel meets Emmanuel Macron in Berlin to discuss the EU budget",
+    "Kawhi Leonard leads the Spurs past the Warriors",
+]
+
+FIVE_MB, TEN_MB = 5 * 1024 * 1024, 10 * 1024 * 1024
+
+
+@dataclass
+class Answer:
+    status: int | None  # None: no answer within the client timeout
+    seconds: float
+    body: str  # the first 2,000 characters
+    json: dict | None = None
+
+
+@dataclass
+class ServeProcess:
+    popen: subprocess.Popen
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def rss_bytes(self) -> int:
+        import psutil
+
+        try:
+            parent = psutil.Process(self.popen.pid)
+            return sum(p.memory_info().rss for p in [parent, *parent.children(recursive=True)])
+        except psutil.NoSuchProcess:
+            return 0
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """The whole process group (mlflow's uvicorn child too), then wait; kill if it does not go."""
+        import signal
+
+        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(self.popen.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.popen.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_serve(model_uri: str, tracking_uri: str, log_path: Path, env: dict[str, str] | None = None,
+                code_root: Path | None = None, timeout: float = 300) -> ServeProcess:
+    """`mlflow models serve -m <model_uri> --env-manager local` on 127.0.0.1; returns once /ping answers."""
+    port = free_port()
+    bin_dir = Path(sys.executable).parent
+    full_env = os.environ | {
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        # mlflow execs `uvicorn` by name: the environment's bin directory must be on PATH
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        **(env or {}),
+    }
+    if code_root is not None:
+        full_env["PYTHONPATH"] = str(code_root)
+    log_file = open(log_path, "wb")
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+         "--host", "127.0.0.1", "--port", str(port)],
+        env=full_env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    log_file.close()
+    server = ServeProcess(popen, port, log_path)
+    deadline = time.monotonic() + timeout
+    while True:
+        if popen.poll() is not None:
+            raise RuntimeError(f"mlflow models serve exited {popen.returncode}:\n{server.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"{server.url}/ping", timeout=2):
+                return server
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(f"mlflow models serve not answering /ping after {timeout:.0f}s:\n{server.log_tail()}")
+        time.sleep(0.5)
+
+
+def invoke(url: str, records: list[dict], timeout: float = 90.0, params: dict | None = None) -> Answer:
+    payload = {"dataframe_records": records} | ({"params": params} if params else {})
+    request = urllib.request.Request(f"{url}/invocations", data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"})
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, body = response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as error:
+        status, body = error.code, error.read().decode(errors="replace")
+    except (TimeoutError, OSError):
+        return Answer(None, time.perf_counter() - started, "no answer within the client timeout")
+    seconds = time.perf_counter() - started
+    try:
+        parsed = json.loads(body)
+    except json.JSONDecodeError:
+        parsed = None
+    return Answer(status, seconds, body[:2000], parsed)
+
+
+def hostile_battery() -> dict[str, list[dict]]:
+    """The requests of issue 14, by name."""
+    return {
+        "text_5mb": [{"text": ("word " * (FIVE_MB // 5))}],
+        "text_10mb": [{"text": ("word " * (TEN_MB // 5))}],
+        "rows_10000": [{"text": TWEETS[i % len(TWEETS)]} for i in range(10_000)],
+        "image_traversal": [{"text": "Tony lives in Paris", "image": "../../etc/hostname"}],
+        "image_dev_zero": [{"text": "Tony lives in Paris", "image": "/dev/zero"}],
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile: the smallest value with at least q% of the values at or below it."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+@dataclass
+class ServeBenchmark:
+    requests: int
+    rows_per_request: int
+    rows_per_second: float
+    p50_ms: float
+    p95_ms: float
+    rss_before_mb: float
+    rss_after_battery_mb: float
+    battery: dict[str, dict] = field(default_factory=dict)
+    serves_after_battery: bool = False
+
+
+def throughput(url: str, requests: int, rows_per_request: int = 4, warmup: int = 3) -> tuple[float, list[float]]:
+    """(rows/s, latencies in s) of sequential requests of `rows_per_request` tweets each."""
+    def records(i: int) -> list[dict]:
+        return [{"text": TWEETS[(i * rows_per_request + r) % len(TWEETS)]} for r in range(rows_per_request)]
+
+    for i in range(warmup):
+        invoke(url, records(i))
+    latencies = []
+    started = time.perf_counter()
+    for i in range(requests):
+        answer = invoke(url, records(i))
+        if answer.status != 200:
+            raise RuntimeError(f"a plain {rows_per_request}-row request failed: {answer.status} {answer.body[:300]}")
+        latencies.append(answer.seconds)
+    return requests * rows_per_request / (time.perf_counter() - started), latencies
+
+
+def run_serve_benchmark(server: ServeProcess, requests: int = 40, battery_timeout: float = 90.0,
+                        settle_seconds: float = 5.0) -> ServeBenchmark:
+    rows_per_second, latencies = throughput(server.url, requests)
+    rss_before = server.rss_bytes()
+    battery = {}
+    for name, records in hostile_battery().items():
+        answer = invoke(server.url, records, timeout=battery_timeout)
+        battery[name] = {"status": answer.status, "seconds": round(answer.seconds, 2), "body": answer.body[:300]}
+    time.sleep(settle_seconds)
+    rss_after = server.rss_bytes()
+    check = invoke(server.url, [{"text": t} for t in TWEETS[:4]], timeout=battery_timeout)
+    return ServeBenchmark(
+        requests=requests, rows_per_request=4, rows_per_second=round(rows_per_second, 2),
+        p50_ms=round(percentile(latencies, 50) * 1000, 1), p95_ms=round(percentile(latencies, 95) * 1000, 1),
+        rss_before_mb=round(rss_before / 2**20, 1), rss_after_battery_mb=round(rss_after / 2**20, 1),
+        battery=battery, serves_after_battery=check.status == 200,
+    )
