@@ -14,7 +14,8 @@ import pytest
 pytestmark = pytest.mark.slow
 
 TINY = ["train.device=cpu", "train.epochs=1", "train.batch_size=16",
-        "data.max_examples={train: 48, dev: 24, test: 24}", "model.permutations=8"]
+        "data.max_examples={train: 48, dev: 24, test: 24}", "model.permutations=8",
+        "tracking.allow_partial_dev=true"]
 
 
 def test_shapca_run_succeeds_first_time_with_an_empty_prefect_home(project_root, tmp_path):
