@@ -113,13 +113,12 @@ class Lineage:
     encoder_checksums: dict[str, str] = field(default_factory=dict)  # "<encoder>/<file>" -> sha256
 
     def as_params(self) -> dict[str, str]:
-        """MLflow params (strings); one ``lineage.encoder.<encoder>/<file>`` entry per weight file."""
+        """MLflow params (strings): the code version and one ``lineage.encoder.<encoder>/<file>`` entry per weight
+        file. The data version and the context hash are not params: a run logs them as its datasets' source and
+        digest (components/tracking/run_inputs.py)."""
         params = {
-            "lineage.data_version": self.data_version,
             "lineage.git_commit": self.git_commit,
             "lineage.git_dirty": str(self.git_dirty),
-            "lineage.context_generator": self.context_generator,
-            "lineage.context_hash": self.context_hash,
         }
         for name, checksum in sorted(self.encoder_checksums.items()):
             params[f"lineage.encoder.{name}"] = checksum
