@@ -4,9 +4,7 @@ expectation fails (the CLI then exits 1); then the four real datasets, which mus
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,22 +16,6 @@ from components.data.context_files import ContextReadResult
 from components.data.datasets import DATASETS, SPLITS
 from components.data.records import ContextSet, JointExample, NerExample, ReadResult, ReExample, Span, Triple
 from components.validation import log_data_docs, make_gx_context, render_report, validate_dataset, validate_examples
-from components.validation.runner import GX_DIR_ENV
-
-
-@pytest.fixture(scope="module", autouse=True)
-def gx_project(tmp_path_factory, project_root):
-    """A copy of the repository's GX project (gx/): tests write suites with other policies and results into it, never
-    into the committed one. The CLI finds it through SHAPCA_GX_DIR."""
-    copy = tmp_path_factory.mktemp("gx") / "gx"
-    shutil.copytree(project_root / "gx", copy, ignore=shutil.ignore_patterns("uncommitted"))
-    saved = os.environ.get(GX_DIR_ENV)
-    os.environ[GX_DIR_ENV] = str(copy)
-    yield copy
-    if saved is None:
-        os.environ.pop(GX_DIR_ENV, None)
-    else:
-        os.environ[GX_DIR_ENV] = saved
 
 
 @pytest.fixture(scope="module")
