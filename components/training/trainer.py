@@ -78,7 +78,11 @@ def _text_length(example) -> int:
 
 def _make_loader(examples, collator, data: TrainingData, sampler, num_workers: int = 0) -> DataLoader:
     """``num_workers`` > 0 tokenizes (and decodes images) in worker processes, overlapping the model's step; they
-    hand batches over through shared memory (/dev/shm). 0 collates in the training process."""
+    hand batches over through shared memory (/dev/shm). 0 collates in the training process.
+
+    Measured (one epoch, MiniLM, 320 Twitter-2017 tweets, CPU, 2 cores shared with other jobs, runs interleaved):
+    0 workers 1.69 / 2.96 samples/s, 2 workers 2.75 / 2.29: within the noise, because on CPU the model's step, not
+    collation, takes the cores. The default stays 0; workers pay off on a GPU machine with spare cores."""
     return DataLoader(examples, batch_sampler=sampler, collate_fn=functools.partial(data.collate, collator),
                       num_workers=num_workers, persistent_workers=num_workers > 0)
 
