@@ -168,3 +168,22 @@ def test_the_model_card_is_on_the_registered_model_and_the_version(runs, project
     registered = client.get_registered_model(NAME).description
     assert "**Champion**: v1." in registered and "models:/shapca-twitter2017@champion" in registered
     assert "No images" in registered and "Labels: PER, LOC, ORG, MISC" in registered
+
+
+def test_the_version_card_compares_with_the_champion_it_was_decided_against():
+    from components.tracking.model_card import CardFacts, version_card
+
+    facts = CardFacts(
+        model_name=NAME, version="3", run_id="r3", model_id="m-3",
+        params={"data.dataset": "twitter2017", "data.context_generator": "mplug-owl", "model.image_encoder": "clip",
+                "train.epochs": "6"},
+        model_metrics={"dev_f1": 0.71, "test_f1": 0.70}, run_metrics={"best_epoch": 5.0, "train_seconds": 600.0},
+        datasets=[], alias="challenger", reason="dev_f1 0.71 does not beat champion v2 (0.73)", champion="2",
+        champion_metrics={"dev_f1": 0.73, "test_f1": 0.72},
+    )
+    card = version_card(facts)
+    assert "| metric | this version | champion v2 |" in card
+    assert "| dev_f1 | 71.00 | 73.00 |" in card and "| test_f1 | 70.00 | 72.00 |" in card
+    assert "**Decision**: challenger: dev_f1 0.71 does not beat champion v2" in card
+    assert "6 epochs (best: 5), 600 s of training" in card
+    assert "No images" not in card and "Images through `clip`" in card  # the limit follows the config
