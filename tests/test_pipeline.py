@@ -50,6 +50,7 @@ def test_the_run_records_config_lineage_metrics_and_artifacts(trained):
     run = client.get_run(trained["result"].run_id)
     params = run.data.params
     assert params["data.dataset"] == "twitter2017" and params["model.alignment"] == "shapley"
+    assert params["lineage.data_version"].endswith(".dir")
     assert {i.dataset.name for i in run.inputs.dataset_inputs} == {  # lineage of the data: tests/test_run_inputs.py
         "twitter2017-train", "twitter2017-dev", "twitter2017-test", "twitter2017-contexts-blip2"}
     assert any(k.startswith("lineage.encoder.text/") for k in params)

@@ -72,8 +72,8 @@ class RunLogger:
             self.client.log_batch(self.run_id, tags=items[start : start + MAX_PARAMS_PER_BATCH])
 
     def log_lineage(self, lineage: Lineage) -> None:
-        """Code and encoder lineage as params (immutable, searchable), the commit also as a tag (shown in run lists).
-        The data version and the context set are the run's datasets (:meth:`log_inputs`), not params."""
+        """Data, code and encoder lineage as params (immutable, searchable), the commit also as a tag (shown in run
+        lists). The context set is one of the run's datasets (:meth:`log_inputs`), not a param."""
         params = lineage.as_params()
         self.log_params(params)
         self.set_tags({"lineage.git_commit": params["lineage.git_commit"]})
