@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from components.tracking.mlflow_setup import find_project_root
-from components.validation import render_report
+from components.validation import log_data_docs, render_report
 from flows.outcomes import validation_markdown
 from flows.tasks import check_data_version, data_content_version, validate
 
@@ -37,6 +37,8 @@ def validate_data(
         key=f"validation-{dataset}",
         description=f"Great Expectations report for {dataset} ({context_generator} contexts) at data {version}",
     )
+    create_link_artifact(log_data_docs(report).url, link_text=f"Great Expectations Data Docs: {dataset}",
+                         key=f"data-docs-{dataset}", description="HTML validation report, also an MLflow artifact")
     get_run_logger().info("validation of %s at data %s:\n%s", dataset, version, render_report(report))
     if not report.success:
         raise DataValidationFailed(render_report(report))

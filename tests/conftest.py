@@ -22,6 +22,23 @@ def project_root() -> Path:
     return PROJECT_ROOT
 
 
+@pytest.fixture(scope="session", autouse=True)
+def gx_project(tmp_path_factory) -> Path:
+    """A copy of the repository's GX project (gx/) that every validation in the tests uses (through SHAPCA_GX_DIR):
+    tests write suites with other policies, results and Data Docs into it, never into the committed one."""
+    import shutil
+
+    copy = tmp_path_factory.mktemp("gx-project") / "gx"
+    shutil.copytree(PROJECT_ROOT / "gx", copy, ignore=shutil.ignore_patterns("uncommitted"))
+    saved = os.environ.get("SHAPCA_GX_DIR")
+    os.environ["SHAPCA_GX_DIR"] = str(copy)
+    yield copy
+    if saved is None:
+        os.environ.pop("SHAPCA_GX_DIR", None)
+    else:
+        os.environ["SHAPCA_GX_DIR"] = saved
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The DVC-materialised benchmark data; a clear failure (not a skip) when setup has not pulled it."""

@@ -4,6 +4,7 @@ expectation fails (the CLI then exits 1); then the four real datasets, which mus
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -14,12 +15,12 @@ from components.cli import validate as validate_cli
 from components.data.context_files import ContextReadResult
 from components.data.datasets import DATASETS, SPLITS
 from components.data.records import ContextSet, JointExample, NerExample, ReadResult, ReExample, Span, Triple
-from components.validation import make_gx_context, render_report, validate_dataset, validate_examples
+from components.validation import log_data_docs, make_gx_context, render_report, validate_dataset, validate_examples
 
 
 @pytest.fixture(scope="module")
-def gx_context():
-    return make_gx_context()
+def gx_context(gx_project):
+    return make_gx_context(gx_project)
 
 
 @pytest.fixture(scope="module")
@@ -229,3 +230,46 @@ def test_cli_rejects_bad_arguments(cli):
     assert cli().exit_code == 2
     assert cli("--dataset", "twitter2019").exit_code == 2
     assert cli("--dataset", "mnre", "--all").exit_code == 2
+
+
+def _text(html_path: Path) -> str:
+    """The visible text of a Data Docs page (tags, scripts and styles stripped)."""
+    import html
+
+    page = re.sub(r"<(script|style).*?</\1>", " ", html_path.read_text(encoding="utf-8"), flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())
+
+
+def test_a_gx_checkpoint_builds_data_docs_for_the_real_twitter2017(data_dir, gx_context, gx_project, tmp_path):
+    report = validate_dataset("twitter2017", data_dir, gx_context=gx_context)
+    assert report.success
+    # Every suite ran through its stored Checkpoint (with the Data Docs action), one per (split, frame).
+    checkpoints = {p.stem for p in (gx_project / "checkpoints").glob("twitter2017.*.json")}
+    assert checkpoints >= {"twitter2017.train.sentences-blip2", "twitter2017.test.mentions", "twitter2017.dev.tokens"}
+    config = json.loads((gx_project / "checkpoints" / "twitter2017.train.tokens.json").read_text())
+    assert config["actions"][0]["type"] == "update_data_docs"
+    assert report.data_docs == gx_project / "uncommitted/data_docs/local_site/index.html"
+    index = report.data_docs.read_text(encoding="utf-8")  # the index lists the results in a script-built table
+    assert all(url.split("/local_site/", 1)[1] in index for url in report.data_docs_pages.values())
+    # The result page of the train sentences: the suite's expectations, their verdicts and the observed values.
+    page = Path(report.data_docs_pages["twitter2017.train.sentences-blip2"].removeprefix("file://"))
+    text = _text(page)
+    assert "Expectation Suite: twitter2017.train.sentences-blip2" in text and "Status: Succeeded" in text
+    assert "Must have exactly 3373 rows. 3373" in text  # the published size, then the observed count
+    assert "empty_tokens Status Expectation Observed Value values must belong to this set: 0 . 0% unexpected" in text
+    assert "twitter2017-blip2" in text  # the run name groups this command's results
+    tags_page = Path(report.data_docs_pages["twitter2017.train.tokens"].removeprefix("file://"))
+    assert "B-PER I-PER B-LOC I-LOC B-ORG I-ORG B-MISC I-MISC" in _text(tags_page)
+    assert f"Data Docs (open in a browser): {report.data_docs.resolve().as_uri()}" in render_report(report)
+
+    # The same pages as an MLflow artifact of a validation run.
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    link = log_data_docs(report, tracking_uri=uri)
+    client = MlflowClient(uri)
+    logged = client.download_artifacts(link.run_id, "data_docs", str(tmp_path / "download"))
+    assert (Path(logged) / "index.html").is_file()
+    relative = page.relative_to(report.data_docs.parent)
+    assert "Must have exactly 3373 rows. 3373" in _text(Path(logged) / relative)
+    assert client.get_run(link.run_id).data.params["dataset"] == "twitter2017"

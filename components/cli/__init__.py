@@ -9,7 +9,9 @@ import pkgutil
 
 import typer
 
-app = typer.Typer(help="Shap-CA: train, track and serve multimodal information extraction.", no_args_is_help=True)
+app = typer.Typer(help="Shap-CA: train, track and serve multimodal information extraction.", no_args_is_help=True,
+                  epilog="Example: shapca validate --dataset twitter2017 && shapca train -o train.epochs=1  "
+                         "(every command's --help ends with an example)")
 
 
 @app.callback()

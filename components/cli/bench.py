@@ -18,10 +18,10 @@ def _ints(text: str) -> list[int]:
 
 
 def register(app: typer.Typer) -> None:
-    bench = typer.Typer(help="Benchmarks.", no_args_is_help=True)
+    bench = typer.Typer(help="Benchmarks.", no_args_is_help=True, epilog="Example: shapca bench shapley --skip-step")
     app.add_typer(bench, name="bench")
 
-    @bench.command("shapley")
+    @bench.command("shapley", epilog="Example: shapca bench shapley --ns 8,16 --ks 16,64 --skip-step")
     def shapley(
         ns: str = typer.Option("8,12,16,32,64", help="numbers of players N"),
         ks: str = typer.Option("16,64,256", help="numbers of permutations K (each also run reversed)"),

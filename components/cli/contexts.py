@@ -17,13 +17,15 @@ from typing import Optional
 
 import typer
 
+from components.cli._choices import Backend, Dataset, Device, Dtype
+
 
 def contexts(
-    dataset: str = typer.Option("twitter2017", help="twitter2015, twitter2017, mnre or mnre-joint"),
+    dataset: Dataset = typer.Option("twitter2017", help="the benchmark whose images get contexts"),
     generator: Optional[str] = typer.Option(
         None, help="precomputed: blip2 or mplug-owl; hf/openai: the set's name (default: the model's name)"
     ),
-    backend: str = typer.Option("precomputed", help="precomputed, hf or openai"),
+    backend: Backend = typer.Option("precomputed", help="import published contexts, or run a local/served LMM"),
     model_path: Optional[Path] = typer.Option(None, help="hf: a local model directory (save_pretrained output)"),
     model: Optional[str] = typer.Option(None, help="openai: the served model name"),
     base_url: Optional[str] = typer.Option(None, help="openai: the server's base URL, e.g. http://127.0.0.1:8000/v1"),
@@ -35,8 +37,8 @@ def contexts(
     max_new_tokens: Optional[int] = typer.Option(None, help="hf/openai: the longest context, in tokens"),
     batch_size: Optional[int] = typer.Option(None, help="hf: images per generate() call"),
     concurrency: Optional[int] = typer.Option(None, help="openai: requests in flight"),
-    device: Optional[str] = typer.Option(None, help="hf: auto, cpu or cuda"),
-    dtype: Optional[str] = typer.Option(None, help="hf: auto (bf16 on GPU), fp32, bf16 or fp16"),
+    device: Optional[Device] = typer.Option(None, help="hf: where the model runs"),
+    dtype: Optional[Dtype] = typer.Option(None, help="hf: weights' precision (auto: bf16 on GPU)"),
     max_pixels: Optional[int] = typer.Option(None, help="decompression-bomb guard: the largest image, in pixels"),
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
@@ -65,4 +67,5 @@ def contexts(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("contexts")(contexts)
+    app.command("contexts", epilog="Example: shapca contexts --dataset twitter2017 --generator blip2  (or --backend hf "
+                                    "--model-path models/llava-1.5-7b-hf --image-dir images/)")(contexts)

@@ -21,6 +21,8 @@ from typing import Annotated
 
 import typer
 
+from components.cli._choices import Dataset, Generator, Split
+
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="base experiment YAML (configs/)")]
 OverrideOption = Annotated[
     list[str] | None, typer.Option("--override", "-o", help="section.field=value on top of the base, repeatable")
@@ -38,13 +40,13 @@ def _command(head: str, **options) -> str:
 
 
 def ablation(
-    dataset: Annotated[str, typer.Option(help="twitter2015 | twitter2017 | mnre | mnre-joint")],
+    dataset: Annotated[Dataset, typer.Option(help="the benchmark of the grid")],
     seeds: Annotated[int, typer.Option(help="seeds per variant: base train.seed + 0, 1, ...")] = 3,
     epochs: Annotated[int | None, typer.Option(help="train.epochs for every run (default: the config's)")] = None,
     variants: Annotated[str | None, typer.Option(
         help="comma-separated numbers or names: 1 text, 2 concat, 3 fusion, 4 infonce, 5 shapca "
              "(default: the issue-7 grid for this dataset and generator)")] = None,
-    generator: Annotated[str | None, typer.Option(help="context generator: blip2 | mplug-owl")] = None,
+    generator: Annotated[Generator | None, typer.Option(help="context generator")] = None,
     config: ConfigOption = Path("configs/default.yaml"),
     override: OverrideOption = None,
     experiment: ExperimentOption = "shapca-ablation",
@@ -99,9 +101,9 @@ def report(
 
 def probe(
     model_uri: Annotated[str, typer.Option(help="a logged or registered model, e.g. models:/shapca-twitter2017/1")],
-    dataset: Annotated[str, typer.Option(help="twitter2015 | twitter2017 | mnre | mnre-joint")] = "twitter2017",
-    generator: Annotated[str, typer.Option(help="context generator: blip2 | mplug-owl")] = "blip2",
-    split: Annotated[str, typer.Option(help="train | dev | test")] = "dev",
+    dataset: Annotated[Dataset, typer.Option(help="the benchmark to probe on")] = "twitter2017",
+    generator: Annotated[Generator, typer.Option(help="context generator")] = "blip2",
+    split: Annotated[Split, typer.Option(help="the split whose batches are the games")] = "dev",
     batch_size: Annotated[int, typer.Option(help="batch of the games (the training batch size)")] = 32,
     permutations: Annotated[
         int | None, typer.Option(help="Monte Carlo K for the Shapley scores (default: the model's)")
@@ -163,15 +165,18 @@ def step(
 
 
 def register(app: typer.Typer) -> None:
-    group = typer.Typer(help="Ablation grid and the results report.", no_args_is_help=True)
+    group = typer.Typer(help="Ablation grid and the results report.", no_args_is_help=True,
+                        epilog="Example: shapca experiment ablation --dataset twitter2017 --seeds 3")
     app.add_typer(group, name="experiment")
-    group.command("ablation")(ablation)
-    group.command("report")(report)
-    group.command("probe")(probe)
+    group.command("ablation", epilog="Example: shapca experiment ablation --dataset twitter2017 --seeds 3 "
+                                     "--variants text,shapca")(ablation)
+    group.command("report", epilog="Example: shapca experiment report --output docs/RESULTS.md")(report)
+    group.command("probe", epilog="Example: shapca experiment probe --model-uri models:/shapca-twitter2017/1 "
+                                  "--split dev")(probe)
     # `step` joins the `bench` group that components/cli/bench.py registers (modules register in name order, so it
     # exists by now); should that module ever go, the group is created here.
     bench = next((g.typer_instance for g in app.registered_groups if g.name == "bench"), None)
     if bench is None:
-        bench = typer.Typer(help="Benchmarks.", no_args_is_help=True)
+        bench = typer.Typer(help="Benchmarks.", no_args_is_help=True, epilog="Example: shapca bench step")
         app.add_typer(bench, name="bench")
-    bench.command("step")(step)
+    bench.command("step", epilog="Example: shapca bench step --repeats 5 --output perf/step.json")(step)

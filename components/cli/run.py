@@ -47,4 +47,4 @@ def run(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("run")(run)
+    app.command("run", epilog="Example: shapca run -o train.epochs=1")(run)

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from components.cli._choices import ContextGenerator, Dataset, Split
+
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="experiment YAML (configs/)")]
 OverrideOption = Annotated[
     list[str] | None, typer.Option("--override", "-o", help="section.field=value, repeatable (train.epochs=1)")
@@ -44,10 +46,10 @@ def train(
 
 def evaluate(
     model: Annotated[str, typer.Option(help="models:/shapca-twitter2017@champion, runs:/..., or models:/m-...")],
-    dataset: Annotated[str, typer.Option(help="twitter2015 | twitter2017 | mnre | mnre-joint")],
-    split: Annotated[str, typer.Option(help="train | dev | test")] = "test",
-    data_dir: Path = Path("data"),
-    context_generator: str = "blip2",
+    dataset: Annotated[Dataset, typer.Option(help="the benchmark to score on")],
+    split: Annotated[Split, typer.Option(help="the split to score")] = "test",
+    data_dir: Annotated[Path, typer.Option(help="the DVC-materialised data")] = Path("data"),
+    context_generator: Annotated[ContextGenerator, typer.Option(help="whose image contexts to read")] = "blip2",
 ) -> None:
     """Score any logged or registered model on a dataset split and log the result to MLflow."""
     from components.training.pipeline import evaluate_model_uri
@@ -128,6 +130,10 @@ def predict(
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(train)
-    app.command()(evaluate)
-    app.command()(predict)
+    app.command(epilog="Example: shapca train -c configs/default.yaml -o train.epochs=1 "
+                       "-o 'data.max_examples={train: 64, dev: 32, test: 32}'")(train)
+    app.command(epilog="Example: shapca evaluate --model models:/shapca-twitter2017@champion --dataset twitter2017 "
+                       "--split test")(evaluate)
+    app.command(epilog="Example: shapca predict --model models:/shapca-twitter2017@champion --input tweets.jsonl "
+                       "--output predictions.jsonl  (a line: {\"text\": \"Obama visits Paris\", \"context\": "
+                       "\"a man near a tower\"})")(predict)

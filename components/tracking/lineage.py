@@ -113,13 +113,14 @@ class Lineage:
     encoder_checksums: dict[str, str] = field(default_factory=dict)  # "<encoder>/<file>" -> sha256
 
     def as_params(self) -> dict[str, str]:
-        """MLflow params (strings); one ``lineage.encoder.<encoder>/<file>`` entry per weight file."""
+        """MLflow params (strings): the data and code versions and one ``lineage.encoder.<encoder>/<file>`` entry per
+        weight file. The context set is not a param: a run logs it as a dataset with a digest, and as an artifact
+        (components/tracking/run_inputs.py). The data version stays a param besides the datasets' source because the
+        registry compares versions on it (``params.lineage.data_version``)."""
         params = {
             "lineage.data_version": self.data_version,
             "lineage.git_commit": self.git_commit,
             "lineage.git_dirty": str(self.git_dirty),
-            "lineage.context_generator": self.context_generator,
-            "lineage.context_hash": self.context_hash,
         }
         for name, checksum in sorted(self.encoder_checksums.items()):
             params[f"lineage.encoder.{name}"] = checksum

@@ -217,9 +217,23 @@ def _run_of(client, run_id: str | None):
 
 
 def version_dev_metric(client, model_name: str, version: str, metric_name: str) -> float | None:
-    """The version's dev metric: its ``metric.<name>`` tag, else the metric of the run that produced it.
-    None when neither exists or the value is not a finite number. The one place the registry reads a metric."""
+    """The version's dev metric, read where MLflow 3 keeps it: the metric ``metric_name`` of the version's LoggedModel
+    (``client.get_logged_model(<model id>).metrics``, linked by the training run). For a version without one (one
+    registered from an artifact URI, or a model whose run linked no metrics): its ``metric.<name>`` tag, else the
+    metric of the run that produced it. None when none exists or the value is not a finite number."""
     model_version = client.get_model_version(model_name, str(version))
+    # The sqlite registry does not keep ModelVersion.model_id: a version of a LoggedModel has source models:/m-<id>.
+    source = re.fullmatch(r"models:/(m-[0-9a-f]+)", model_version.source or "")
+    model_id = getattr(model_version, "model_id", None) or (source.group(1) if source else None)
+    if model_id:
+        try:
+            logged = [m for m in client.get_logged_model(model_id).metrics or [] if m.key == metric_name]
+        except Exception as exc:  # a deleted model: fall back to what the version and its run recorded
+            if not _is_not_found(exc):
+                raise
+            logged = []
+        if logged:
+            return _parse_metric(max(logged, key=lambda m: m.timestamp).value)
     tag = model_version.tags.get(metric_tag(metric_name))
     if tag is not None:
         return _parse_metric(tag)

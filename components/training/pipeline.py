@@ -89,6 +89,7 @@ def _train_in_process(cfg: ExperimentConfig, resume: bool, tags: dict[str, str] 
     from components.tracking.mlflow_setup import find_project_root, setup_tracking
     from components.tracking.plots import confusion_matrix_png
     from components.tracking.pyfunc_model import log_shapca_model
+    from components.tracking.run_inputs import training_inputs
     from components.tracking.run_logging import start_run
     from components.training.alignment_probe import probe_alignment
     from components.training.data import load_training_data
@@ -113,24 +114,28 @@ def _train_in_process(cfg: ExperimentConfig, resume: bool, tags: dict[str, str] 
     run_id_file = out_dir / RUN_ID_FILE
     client = MlflowClient(setup.tracking_uri)
     with claim_output_dir(out_dir), start_run(
-        setup, run_name=run_name, run_id=run_to_continue(client, cfg, out_dir, resume), tags=tags
+        setup, run_name=run_name, run_id=run_to_continue(client, cfg, out_dir, resume), tags=tags,
+        log_system_metrics=True,
     ) as run:
         run_id_file.write_text(run.run_id)
         run.log_params(cfg.flat())
         run.log_params({f"data.{s}_size": len(ex) for s, ex in data.splits.items()})
         run.log_params({f"data.{s}_context_coverage": round(c, 4) for s, c in data.context_coverage().items()})
         run.log_params({f"data.{s}_image_coverage": round(c, 4) for s, c in data.image_coverage().items()})
-        run.log_lineage(collect_lineage(root, data.contexts, encoder_dirs(cfg)))
+        lineage = collect_lineage(root, data.contexts, encoder_dirs(cfg))
+        run.log_lineage(lineage)
+        inputs = training_inputs(data, cfg.data, lineage.data_version)
+        run.log_inputs(inputs)
 
         def epoch_done(epoch: int, metrics: dict[str, float]) -> None:
             run.log_metrics(metrics, step=epoch)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, metrics)
 
-        result = fit(cfg, data, resume=resume, on_epoch_end=epoch_done)
+        result = fit(cfg, data, resume=resume, on_epoch_end=epoch_done,
+                     on_step=lambda step, m: run.log_metrics(m, step=step))
 
         test = result.test
-        run.log_metrics(test.scores.as_dict("test"))
         run.log_metrics({f"best_dev_{k}": v for k, v in result.best_dev.items()} | {
             "best_epoch": result.best_epoch, "train_seconds": result.train_seconds})
         run.log_rows_csv(test.scores.per_type_rows(), "tables/test_per_type.csv")
@@ -143,7 +148,14 @@ def _train_in_process(cfg: ExperimentConfig, resume: bool, tags: dict[str, str] 
         if data.contexts is not None and cfg.model.context_mode == "fusion":
             # How sharply the alignment finds each text's own context, and how open the fusion gates are (dev).
             run.log_metrics(probe_alignment(result.model, data, "dev", cfg.train.batch_size).metrics())
-        model_uri = log_shapca_model(result.checkpoint_dir / "best", data.task).model_uri if cfg.tracking.log_model else ""
+        model_uri, model_id = "", None
+        if cfg.tracking.log_model:
+            info = log_shapca_model(result.checkpoint_dir / "best", data.task)
+            model_uri, model_id = info.model_uri, info.model_id
+            # The model's own metrics (MLflow 3 LoggedModel): the best dev epoch's scores and the test scores.
+            run.link_metrics_to_model(info.model_id, [f"dev_{k}" for k in result.best_dev], step=result.best_epoch,
+                                      dataset=inputs.splits["dev"])
+        run.log_metrics(test.scores.as_dict("test"), model_id=model_id, dataset=inputs.splits["test"])
 
     return TrainRunResult(
         run_id=run.run_id,
@@ -186,6 +198,7 @@ def register_and_promote(result: TrainRunResult, cfg: ExperimentConfig):
     from mlflow import MlflowClient
 
     from components.tracking.mlflow_setup import setup_tracking
+    from components.tracking.model_card import write_model_card
     from components.tracking.registry import promote, register_version, registered_model_name
 
     if not result.model_uri:
@@ -193,10 +206,11 @@ def register_and_promote(result: TrainRunResult, cfg: ExperimentConfig):
     setup = setup_tracking(cfg.tracking.experiment)
     client = MlflowClient(tracking_uri=setup.tracking_uri, registry_uri=setup.tracking_uri)
     name = registered_model_name(result.dataset)
-    version = register_version(client, name, result.model_uri, run_id=result.run_id,
-                               dev_metric=result.dev_metric, metric_name=result.metric_name)
+    # The dev metric is read from the version's LoggedModel (linked by the run), not copied into a tag.
+    version = register_version(client, name, result.model_uri, run_id=result.run_id, metric_name=result.metric_name)
     decision = promote(client, name, version, metric_name=result.metric_name, min_delta=cfg.tracking.min_delta,
                        min_metric=cfg.tracking.min_dev_metric, allow_partial_dev=cfg.tracking.allow_partial_dev)
+    write_model_card(client, name, version, decision)
     return version, decision
 
 

@@ -44,6 +44,15 @@ log = logging.getLogger(__name__)
 
 # Called on the main rank after each epoch's checkpoint: (epoch, metrics) -> None. MLflow logging plugs in here.
 EpochCallback = Callable[[int, dict[str, float]], None]
+# Called on the main rank every few optimizer steps (see step_log_interval): (global step, {"train_step_loss": mean
+# batch loss since the last call, "train_step_lr_encoder": the encoder's learning rate}). The loss curve plugs in here.
+StepCallback = Callable[[int, dict[str, float]], None]
+STEP_LOG_EVERY = 10  # optimizer steps between two points of the loss curve (Twitter-2017, batch 32: 106 per epoch)
+
+
+def step_log_interval(steps_per_epoch: int) -> int:
+    """STEP_LOG_EVERY, or a quarter epoch when epochs are shorter, so that a small run still draws a curve."""
+    return max(1, min(STEP_LOG_EVERY, steps_per_epoch // 4))
 
 
 class NonFiniteLossError(RuntimeError):
@@ -73,8 +82,15 @@ def _text_length(example) -> int:
     return len(example.tokens)
 
 
-def _make_loader(examples, collator, data: TrainingData, sampler) -> DataLoader:
-    return DataLoader(examples, batch_sampler=sampler, collate_fn=functools.partial(data.collate, collator))
+def _make_loader(examples, collator, data: TrainingData, sampler, num_workers: int = 0) -> DataLoader:
+    """``num_workers`` > 0 tokenizes (and decodes images) in worker processes, overlapping the model's step; they
+    hand batches over through shared memory (/dev/shm). 0 collates in the training process.
+
+    Measured (one epoch, MiniLM, 320 Twitter-2017 tweets, CPU, 2 cores shared with other jobs, runs interleaved):
+    0 workers 1.69 / 2.96 samples/s, 2 workers 2.75 / 2.29: within the noise, because on CPU the model's step, not
+    collation, takes the cores. The default stays 0; workers pay off on a GPU machine with spare cores."""
+    return DataLoader(examples, batch_sampler=sampler, collate_fn=functools.partial(data.collate, collator),
+                      num_workers=num_workers, persistent_workers=num_workers > 0)
 
 
 def _optimizer(model: ShapCA, cfg: ExperimentConfig) -> torch.optim.Optimizer:
@@ -100,6 +116,7 @@ def fit(
     resume: bool = False,
     on_epoch_end: EpochCallback | None = None,
     model: ShapCA | None = None,
+    on_step: StepCallback | None = None,
 ) -> FitResult:
     tc = cfg.train
     seed_everything(tc.seed)
@@ -123,13 +140,14 @@ def fit(
         rank=ctx.rank,
         world_size=ctx.world_size,
     )
-    loader = _make_loader(train_examples, collator, data, sampler)
+    loader = _make_loader(train_examples, collator, data, sampler, tc.num_workers)
 
     # Optimizer: two learning rates (pretrained encoders vs. new layers); linear warmup then linear decay.
     optimizer = _optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(sampler) / tc.grad_accum)
     total_steps = max(1, steps_per_epoch * tc.epochs)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(tc.warmup_ratio * total_steps), total_steps)
+    log_every = step_log_interval(steps_per_epoch)
 
     checkpoint_dir = Path(tc.output_dir) / "checkpoints"
     state = TrainerState(config_hash=config_hash(cfg))
@@ -155,6 +173,7 @@ def fit(
 
     seen_ids: list[str] = []
     stopped_early = False
+    window_loss, window_batches = 0.0, 0  # the loss curve: mean batch loss since the last logged step
     for epoch in range(state.epoch + 1, tc.epochs + 1):
         sampler.set_epoch(epoch)
         train_model.train()
@@ -174,11 +193,18 @@ def fit(
                     "Stopping rather than training on it: lower the learning rates or check these inputs."
                 )
             (out.loss / tc.grad_accum).backward()
+            window_loss += out.loss.item()
+            window_batches += 1
             if step % tc.grad_accum == 0 or step == len(loader):
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+                global_step = (epoch - 1) * steps_per_epoch + math.ceil(step / tc.grad_accum)
+                if on_step is not None and ctx.is_main and global_step % log_every == 0:
+                    on_step(global_step, {"train_step_loss": window_loss / window_batches,
+                                          "train_step_lr_encoder": scheduler.get_last_lr()[0]})
+                    window_loss, window_batches = 0.0, 0
             totals["loss"] += out.loss.item()
             totals["task_loss"] += out.task_loss.item()
             totals["align_loss"] += float(out.align_loss.detach())

@@ -36,6 +36,8 @@ class ValidationReport:
     rows: list[ValidationRow]
     stats: dict[str, Any]  # per split: sizes, tokens, mentions, I- starts, coverage, ...
     result_path: Path | None = None
+    data_docs: Path | None = None  # the GX Data Docs index (gx/uncommitted/data_docs/local_site/index.html)
+    data_docs_pages: dict[str, str] = field(default_factory=dict)  # suite name -> its result page (file:// URL)
 
     @property
     def success(self) -> bool:
@@ -88,6 +90,8 @@ def render_report(report: ValidationReport, max_observed: int = 70) -> str:
         out.append(f"  FAIL {r.split}/{r.frame}: {r.check}: {r.observed}{detail}")
     if report.result_path is not None:
         out.append(f"GX result JSON: {report.result_path}")
+    if report.data_docs is not None:
+        out.append(f"Data Docs (open in a browser): {report.data_docs.resolve().as_uri()}")
     return "\n".join(out)
 
 

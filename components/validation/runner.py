@@ -1,8 +1,16 @@
 """Validate a dataset with Great Expectations 1.x: read every split leniently, flatten it into frames, run each
-frame's suite as a GX batch, and collect the results into a ``ValidationReport`` and one JSON file.
+frame's suite through a GX Checkpoint, and collect the results into a ``ValidationReport``, one JSON file and Data Docs.
 
-One ephemeral GX context serves a whole command (``make_gx_context``); its pandas datasource has one asset per frame
-kind, and every (split, frame) is a batch of it validated against its suite with ``batch.validate(suite)``.
+The GX project is the file data context in ``gx/`` at the project root (``great_expectations.yml``, committed):
+
+- a pandas datasource ``shapca`` with one dataframe asset per frame kind (sentences, tokens, mentions, ...);
+- one expectation suite per (dataset, split, frame), in ``gx/expectations/`` (built from components/validation/suites.py,
+  rewritten only when the code's suite differs from the stored one, so the committed files stay put);
+- one validation definition (suite + frame asset) and one Checkpoint per suite, in ``gx/validation_definitions/``
+  and ``gx/checkpoints/``. A checkpoint runs its validation on the frame passed as ``batch_parameters`` and its
+  ``UpdateDataDocsAction`` adds the result to the Data Docs site ``gx/uncommitted/data_docs/local_site/``.
+
+Everything under ``gx/uncommitted/`` (validation results, Data Docs) is generated and git-ignored.
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,43 +33,113 @@ from components.validation.report import ValidationReport, ValidationRow
 DEFAULT_MAX_BIO_ERROR_RATE = 0.05  # twitter2015's originals: 2.6-3.3% of mentions start with I-
 DEFAULT_MAX_EMPTY_CONTEXT_RATE = 0.01  # BLIP-2 left 2 of twitter2015's 8288 captions empty
 FRAME_KINDS = ("problems", "sentences", "tokens", "mentions", "entities", "triples")
+DATASOURCE = "shapca"
+DATA_DOCS_SITE = "local_site"
+
+
+GX_DIR_ENV = "SHAPCA_GX_DIR"  # another GX project directory (tests point it at a copy of gx/)
+
+
+def default_gx_dir() -> Path:
+    """``SHAPCA_GX_DIR`` when set, else ``<project root>/gx``."""
+    from components.tracking.mlflow_setup import find_project_root
+
+    return Path(os.environ.get(GX_DIR_ENV) or find_project_root() / "gx")
 
 
 @dataclass
 class GxContext:
-    """The GX objects one command reuses: the ephemeral context and a whole-dataframe batch definition per frame."""
+    """The GX objects one command reuses: the file data context and a whole-dataframe batch definition per frame."""
 
     context: Any
     batch_definitions: dict[str, Any]
+    root: Path  # the gx/ directory
+    run_name: str = "shapca-validate"  # set per dataset by validate_examples: "<dataset>-<context generator>"
+    # Data Docs pages of the validation results of this command, by suite name (file:// URLs).
+    result_pages: dict[str, str] = field(default_factory=dict)
+
+    def data_docs_index(self) -> Path:
+        return self.root / "uncommitted" / "data_docs" / DATA_DOCS_SITE / "index.html"
 
 
-def make_gx_context() -> GxContext:
+def make_gx_context(gx_dir: str | Path | None = None) -> GxContext:
+    """The file data context in ``gx_dir`` (default ``<project root>/gx``), with its datasource and frame assets
+    (created on first use, reused after)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # nothing leaves this machine
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    context = gx.get_context(mode="ephemeral")
+    root = Path(gx_dir) if gx_dir is not None else default_gx_dir()
+    if not (root / "great_expectations.yml").is_file():
+        raise FileNotFoundError(f"{root}/great_expectations.yml: no GX project there (the repository's gx/ holds it)")
+    context = gx.get_context(mode="file", context_root_dir=str(root))
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    datasource = context.data_sources.add_pandas("shapca")
-    batch_definitions = {
-        kind: datasource.add_dataframe_asset(kind).add_batch_definition_whole_dataframe(f"{kind}-whole")
-        for kind in FRAME_KINDS
-    }
-    return GxContext(context, batch_definitions)
+    try:
+        datasource = context.data_sources.get(DATASOURCE)
+    except (KeyError, ValueError):
+        datasource = context.data_sources.add_pandas(DATASOURCE)
+    batch_definitions = {}
+    for kind in FRAME_KINDS:
+        try:
+            asset = datasource.get_asset(kind)
+        except LookupError:
+            asset = datasource.add_dataframe_asset(kind)
+        try:
+            batch_definitions[kind] = asset.get_batch_definition(f"{kind}-whole")
+        except KeyError:
+            batch_definitions[kind] = asset.add_batch_definition_whole_dataframe(f"{kind}-whole")
+    return GxContext(context, batch_definitions, root)
+
+
+def _same_expectations(stored, expectations: list) -> bool:
+    def key(e) -> str:
+        config = e.configuration.to_json_dict()
+        config.pop("id", None)
+        return json.dumps(config, sort_keys=True, default=str)
+
+    return sorted(key(e) for e in stored.expectations) == sorted(key(e) for e in expectations)
 
 
 def _suite(gx_context: GxContext, name: str, expectations: list):
+    """The stored suite ``name``; rewritten when its expectations differ from the code's (a changed threshold)."""
     import great_expectations as gx
+    from great_expectations.exceptions import DataContextError
 
     suites = gx_context.context.suites
     try:
-        suites.delete(name)  # a command that validates the same dataset twice rebuilds the suite
-    except Exception:  # noqa: BLE001 - GX raises its own not-found error types, which differ by version
-        pass
-    suite = suites.add(gx.ExpectationSuite(name=name))
-    for expectation in expectations:
-        suite.add_expectation(expectation)
-    return suite
+        stored = suites.get(name)
+    except DataContextError:
+        stored = None
+    if stored is not None and _same_expectations(stored, expectations):
+        return stored
+    suite = gx.ExpectationSuite(name=name, expectations=expectations)
+    return suites.add_or_update(suite)
+
+
+def _run_identifier(run_name: str):
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    return RunIdentifier(run_name=run_name)
+
+
+def _checkpoint(gx_context: GxContext, kind: str, suite, has_id: bool):
+    """The validation definition (frame asset + suite) and the checkpoint that runs it and updates Data Docs."""
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+
+    context = gx_context.context
+    definition = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=suite.name, data=gx_context.batch_definitions[kind], suite=suite)
+    )
+    # SUMMARY keeps the counts and the first 20 offending values; indexing them by example id says where they are.
+    result_format: dict[str, Any] = {"result_format": "SUMMARY"}
+    if has_id:
+        result_format["unexpected_index_column_names"] = ["id"]
+    return context.checkpoints.add_or_update(gx.Checkpoint(
+        name=suite.name, validation_definitions=[definition],
+        actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[DATA_DOCS_SITE])],
+        result_format=result_format,
+    ))
 
 
 def _example(entry: Any) -> str:
@@ -105,12 +183,13 @@ def _run(
     examples_of: Callable[[], list[str]] | None = None,
 ) -> None:
     suite = _suite(gx_context, suite_name, expectations)
-    batch = gx_context.batch_definitions[kind].get_batch(batch_parameters={"dataframe": frame})
-    # SUMMARY keeps the counts and the first 20 offending values; indexing them by example id says where they are.
-    result_format: dict[str, Any] = {"result_format": "SUMMARY"}
-    if "id" in frame.columns:
-        result_format["unexpected_index_column_names"] = ["id"]
-    validation = batch.validate(suite, result_format=result_format)
+    checkpoint = _checkpoint(gx_context, kind, suite, "id" in frame.columns)
+    # The run name groups a command's results in Data Docs ("twitter2017-blip2"), instead of GX's "__none__".
+    outcome = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=_run_identifier(gx_context.run_name))
+    (result_id, validation), = outcome.run_results.items()
+    urls = gx_context.context.get_docs_sites_urls(resource_identifier=result_id, site_name=DATA_DOCS_SITE)
+    if urls and urls[0].get("site_url"):
+        gx_context.result_pages[suite_name] = urls[0]["site_url"]
     results.append({"suite": suite_name, "split": split, "frame": kind, "result": validation.to_json_dict()})
     for item in validation.results:
         config = item.expectation_config
@@ -207,6 +286,8 @@ def validate_examples(
         check_published_sizes=check_published_sizes,
     )
     gx_context = gx_context or make_gx_context()
+    gx_context.run_name = f"{spec.name}-{context_generator}"
+    gx_context.result_pages = {}
     context_texts = contexts.contexts.contexts if contexts is not None else None
     rows: list[ValidationRow] = []
     results: list[dict] = []
@@ -229,7 +310,9 @@ def validate_examples(
             spec.task,
             read.examples, context_texts, None if is_train else train_sentences, None if is_train else train_examples
         )
-        _run(gx_context, "sentences", sentences, f"{prefix}.sentences", S.sentence_expectations(spec, split, policy),
+        # The sentence suite depends on the contexts (coverage checks): one per generator.
+        _run(gx_context, "sentences", sentences, f"{prefix}.sentences-{context_generator}",
+             S.sentence_expectations(spec, split, policy),
              split, rows, results)
         if spec.task == "ner":
             _run(gx_context, "tokens", F.tokens_frame(read.examples), f"{prefix}.tokens",
@@ -255,7 +338,9 @@ def validate_examples(
             "published_set": has_published_set,
         }
 
-    report = ValidationReport(dataset=spec.name, context_generator=context_generator, rows=rows, stats=stats)
+    report = ValidationReport(dataset=spec.name, context_generator=context_generator, rows=rows, stats=stats,
+                              data_docs=gx_context.data_docs_index(),
+                              data_docs_pages={r["suite"]: gx_context.result_pages.get(r["suite"], "") for r in results})
     if result_path is not None:
         result_path = Path(result_path)
         result_path.parent.mkdir(parents=True, exist_ok=True)
