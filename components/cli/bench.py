@@ -70,7 +70,7 @@ def register(app: typer.Typer) -> None:
                 model_uri, tracking_uri = _log_bench_model(root, encoder)
             server = start_serve(model_uri, tracking_uri, root / "serve.log", code_root=code_root)
             try:
-                result = run_serve_benchmark(server, requests=requests, battery_timeout=65.0)
+                result = run_serve_benchmark(server, requests=requests, battery_timeout=65.0, after_budget_s=60.0)
             finally:
                 server.stop()
         where = code_root or Path.cwd()

@@ -50,6 +50,7 @@ class ServingLimits:
     max_rows: int = 256  # rows per request; more: the request is refused (HTTP 400)
     max_field_chars: int = 20_000  # characters of a text or context (tokens of a token-list text); more: row error
     max_image_bytes: int = 5 * 1024 * 1024  # an image's bytes, given inline or read from image_dir; more: row error
+    max_image_pixels: int = 16_000_000  # width x height before decoding (48 MB as RGB); more: row error
     max_batch_size: int = 256  # the largest `batch_size` param a request may ask for
     image_dir: str | None = None  # where image names are read from; None: only inline bytes are accepted
 
@@ -154,7 +155,7 @@ def _image(row_id: str, value: Any, limits: ServingLimits):
     from components.contexts import config as contexts_config
     from components.contexts.images import ImageProblem, decode_image, read_image_under
 
-    max_pixels = contexts_config.DEFAULT_MAX_PIXELS
+    max_pixels = min(contexts_config.DEFAULT_MAX_PIXELS, limits.max_image_pixels)
     try:
         if isinstance(value, (bytes, bytearray, memoryview)):
             if len(value) > limits.max_image_bytes:
@@ -252,14 +253,12 @@ class ShapCAPyfunc(mlflow.pyfunc.PythonModel):
         rows = model_input.to_dict(orient="records")
         outputs: list[dict | None] = [None] * len(rows)
         valid: list[tuple[int, Any]] = []  # (row position, record) of the rows that parsed
-        contexts, images = {}, {}
+        contexts: dict[str, str] = {}
         for i, row in enumerate(rows):
             row_id = str(i)
             try:
                 record = self._record(row_id, row)
                 context_text = _context(row.get("context"), limits.max_field_chars, self.model.config.max_context_tokens)
-                if not _is_missing(row.get("image")) and self.model.uses_images:
-                    images[row_id] = _image(row_id, row["image"], limits)
             except ValueError as error:
                 outputs[i] = {"truncated": None, "error": f"row {i}: {error}"}
                 continue
@@ -267,9 +266,20 @@ class ShapCAPyfunc(mlflow.pyfunc.PythonModel):
                 contexts[row_id] = context_text
             valid.append((i, record))
         for start in range(0, len(valid), batch_size):
-            chunk = valid[start : start + batch_size]
-            for (i, _), output in zip(chunk, self._predict_rows(chunk, contexts, images)):
-                outputs[i] = output
+            # Images are read and decoded one batch at a time: at most batch_size decoded images are held at once.
+            chunk, images = [], {}
+            for i, record in valid[start : start + batch_size]:
+                value = rows[i].get("image")
+                if not _is_missing(value) and self.model.uses_images:
+                    try:
+                        images[record.id] = _image(record.id, value, limits)
+                    except ValueError as error:
+                        outputs[i] = {"truncated": None, "error": f"row {i}: {error}"}
+                        continue
+                chunk.append((i, record))
+            if chunk:
+                for (i, _), output in zip(chunk, self._predict_rows(chunk, contexts, images)):
+                    outputs[i] = output
         return outputs  # type: ignore[return-value]
 
 
