@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
         )
         typer.echo(json.dumps(result, indent=2))
 
-    @bench.command("serve")
+    @bench.command("serve", epilog="Example: shapca bench serve --requests 40 --output docs/perf/serve-new.json")
     def serve(
         model_uri: str = typer.Option("", help="a logged or registered model; default: a fresh MiniLM NER model "
                                                "(random heads) logged to a temporary sqlite store"),
