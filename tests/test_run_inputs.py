@@ -41,10 +41,10 @@ def runs(tmp_path_factory, tiny_bert_dir, data_dir):
     saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL")}
     os.environ["MLFLOW_TRACKING_URI"] = uri = f"sqlite:///{root / 'mlflow.db'}"
     os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "1"  # a short run still gets system metrics
-    client = MlflowClient(uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # not the registry an earlier test set globally
     try:
         cfg = _config(root, tiny_bert_dir, data_dir, "data.max_examples={train: 32, dev: 16, test: 16}",
-                      "train.epochs=2")
+                      "train.epochs=2", "tracking.allow_partial_dev=true")  # a capped dev split may promote here
         first = train_and_log(cfg)
         version, decision = register_and_promote(first, cfg)
 

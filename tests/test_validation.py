@@ -74,7 +74,7 @@ def test_clean_synthetic_dataset_passes_and_writes_gx_json(tmp_path, cli):
     payload = json.loads(out.read_text())
     assert payload["success"] is True and payload["statistics"]["splits"]["test"]["mentions"] == 2
     suites = {v["suite"] for v in payload["validations"]}
-    assert "twitter2017.test.sentences" in suites and "twitter2017.train.mentions" in suites
+    assert "twitter2017.test.sentences-blip2" in suites and "twitter2017.train.mentions" in suites
     first = payload["validations"][0]["result"]["results"][0]
     assert first["expectation_config"]["type"] == "expect_table_row_count_to_equal"  # GX's own result objects
 
