@@ -287,6 +287,11 @@ def _serve_section(items: list[tuple[Path, dict]]) -> list[str]:
              "",
              "After the battery the same requests are sent again for at most 60 s (30 s timeout each): a server still "
              "computing what the battery left behind scores what it answers in that time.", "",
+             "Reading the rows/s columns: on a quiet server both commits run the same MiniLM forward per request, and "
+             "that forward is most of the server's busy time (a py-spy profile of the server during the timed "
+             "requests put about two thirds of its samples in `BertModel.forward`), so bounding the work cannot make "
+             "the quiet path faster; what it changes is the throughput a server keeps once hostile requests have "
+             "arrived (\"after battery\"), and its memory.", "",
              "| server commit | requests | rows/s | p50 (ms) | p95 (ms) | rows/s after battery | p50 after (ms) | "
              "RSS before (MB) | RSS after battery (MB) | after / before | source |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
