@@ -33,7 +33,6 @@ from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID, TASK_SOURCE, CacheK
 from prefect.context import TaskRunContext
 
 from components.config import ExperimentConfig, apply_overrides
-from components.contexts.config import ContextsConfig
 from components.data.versioning import DataVersion, content_version, ensure_data_matches_pointer
 from components.training.pipeline import TrainRunResult, evaluate_model_uri, register_and_promote, train_and_log
 from components.validation import ValidationReport, validate_dataset
@@ -142,16 +141,6 @@ def resolve_config(config: ExperimentConfig, overrides: list[str] | None) -> Exp
     if not overrides:
         return config
     return ExperimentConfig.model_validate(apply_overrides(config.model_dump(mode="json"), list(overrides)))
-
-
-def contexts_config_for(cfg: ExperimentConfig, contexts: ContextsConfig | None) -> ContextsConfig | None:
-    """How the context step runs for `cfg`: `contexts` pinned to cfg's dataset and data, else an import of the
-    precomputed set `data.context_generator` names. None when the run uses no contexts or a given context file."""
-    if cfg.data.context_generator == "none" or cfg.data.context_file is not None:
-        return None
-    if contexts is None:
-        contexts = ContextsConfig(backend="precomputed", generator=cfg.data.context_generator)
-    return contexts.model_copy(update={"dataset": cfg.data.dataset, "data_dir": cfg.data.data_dir})
 
 
 def with_context_file(cfg: ExperimentConfig, path: str | Path) -> ExperimentConfig:

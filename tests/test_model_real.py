@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from components.data.datasets import labels, load_contexts, load_split
+from components.data.example_dataset import ExampleDataset
 from components.data.records import Span, Triple
 from components.model.config import ShapCAConfig
 from components.model.shapca import ShapCA
@@ -22,7 +23,7 @@ def _run(dataset: str, data_dir):
     task = {"twitter2017": "ner", "mnre": "re", "mnre-joint": "joint"}[dataset]
     torch.manual_seed(0)
     model = ShapCA.from_config(ShapCAConfig(), task, labels(dataset)).train()  # the default: MiniLM, fusion, shapley
-    batch = model.collator()(examples, contexts=contexts)
+    batch = model.processor(ExampleDataset(examples, contexts))
     out = model(batch)
     out.loss.backward()
     assert torch.isfinite(out.loss)

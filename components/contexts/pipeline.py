@@ -150,10 +150,13 @@ def publish(cfg: ContextsConfig, report: GenerationReport, split_ids: dict[str, 
     return write_context_set(path, contexts, manifest)
 
 
-def run_contexts(cfg: ContextsConfig, progress: bool = True) -> tuple[GenerationReport, PublishedSet]:
-    """The whole run in this process (what `shapca contexts` calls): list, generate through the cache, publish."""
+def run_contexts(
+    cfg: ContextsConfig, progress: bool = True, limit_per_split: int | None = None
+) -> tuple[GenerationReport, PublishedSet]:
+    """The whole run in this process (what `shapca contexts` and `shapca train` call): list, generate through the
+    cache, publish. The generate-contexts flow runs the same steps as Prefect tasks."""
     open_cache(cfg.records_location()).sweep_temp()
-    split_ids = list_image_ids(cfg)
+    split_ids = limit_ids(list_image_ids(cfg), limit_per_split)
     report = run_shard(cfg, unique_ids(split_ids), progress=progress, desc=f"{cfg.dataset}/{cfg.generator_name()}")
     return report, publish(cfg, report, split_ids)
 

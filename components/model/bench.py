@@ -145,12 +145,14 @@ def _coverage_row(n: int, t: int, repeats: int, loop_repeats: int, exact_limit: 
 
 def _step_batch(model, data_dir: Path | None, batch_size: int):
     """A real twitter2017 batch with its BLIP-2 contexts when the data is there; synthetic tweets otherwise."""
+    from components.data.example_dataset import ExampleDataset
+
     if data_dir is not None and (Path(data_dir) / "twitter2017" / "train.txt").is_file():
         from components.data.datasets import load_contexts, load_split
 
         examples = load_split("twitter2017", "train", Path(data_dir), limit=batch_size)
         contexts = load_contexts("blip2", "twitter2017", Path(data_dir)).contexts
-        return model.collator()(examples, contexts=contexts), "twitter2017 train + blip2 contexts"
+        return model.processor(ExampleDataset(examples, contexts)), "twitter2017 train + blip2 contexts"
     from components.data.records import NerExample
 
     words = "the new album from the band is out today and fans across the city line up to buy it".split()
@@ -158,7 +160,7 @@ def _step_batch(model, data_dir: Path | None, batch_size: int):
         NerExample(f"synthetic-{i}", f"img-{i}", (words * 2)[i % 5 : i % 5 + 24], ["O"] * 24) for i in range(batch_size)
     ]
     contexts = {f"img-{i}": "a group of people standing in front of a building with a sign" for i in range(batch_size)}
-    return model.collator()(examples, contexts=contexts), "synthetic 24-word tweets + 13-word contexts"
+    return model.processor(ExampleDataset(examples, contexts)), "synthetic 24-word tweets + 13-word contexts"
 
 
 def alignment_share_of_step(data_dir: Path | None = Path("data"), batch_size: int = 32, repeats: int = 3) -> dict:
@@ -178,7 +180,7 @@ def alignment_share_of_step(data_dir: Path | None = Path("data"), batch_size: in
     step()  # warm-up
     step_ms = min(_time_ms(step) for _ in range(repeats))
     with torch.no_grad():  # the pooled vectors the alignment sees in that step
-        encoded = model._encode(batch)
+        encoded = model.encode(batch)
     text, context = encoded.text.detach().requires_grad_(), encoded.context.detach().requires_grad_()
 
     def align() -> None:

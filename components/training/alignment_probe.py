@@ -121,7 +121,7 @@ def probe_alignment(model, data: TrainingData, split: str = "dev", batch_size: i
     examples = data.splits[split][:limit]
     model.eval()
     device = next(model.parameters()).device
-    collator = model.collator()
+    dataset = data.example_dataset(examples)
     alignment = model.alignment
     tau = alignment.temperature if alignment is not None else model.config.temperature
     cosine, shapley = _Accumulator(tau), _Accumulator(tau)
@@ -142,8 +142,9 @@ def probe_alignment(model, data: TrainingData, split: str = "dev", batch_size: i
     scales: list[torch.Tensor] = []
     batches = 0
     for start in tqdm(range(0, len(examples), batch_size), desc=f"probe {split}", leave=False):
-        batch = data.collate(collator, examples[start : start + batch_size]).to(device)
-        encoded = model._encode(batch)
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(examples)))]
+        batch = model.processor(items).to(device)
+        encoded = model.encode(batch)
         if encoded.fusion.context_gate is not None:
             gate = encoded.fusion.context_gate  # (B, T)
             mask = batch.text_mask.to(gate.dtype)  # (B, T)

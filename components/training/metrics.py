@@ -41,6 +41,12 @@ def _metric_key(prefix: str, *parts: str) -> str:
     return "_".join(p for p in [prefix, *cleaned] if p)
 
 
+# Micro F1 on dev selects the model (the trainer's best epoch) and decides promotion (the registry), for every task:
+# the one definition of the selection metric, as a `Scores` key and as the MLflow metric it is logged under.
+SELECTION_METRIC = "f1"
+SELECTION_METRIC_KEY = _metric_key("dev", SELECTION_METRIC)  # "dev_f1"
+
+
 @dataclass(frozen=True)
 class Scores:
     """Micro precision/recall/F1 with the counts behind them; ``per_type`` holds the same per entity type/relation."""

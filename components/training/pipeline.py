@@ -25,7 +25,6 @@ from components.data.records import ContextSet
 
 log = logging.getLogger(__name__)
 
-METRIC_NAME = "dev_f1"  # the registry compares versions on this: dev_ + evaluate.SELECTION_METRIC
 
 
 @dataclass
@@ -56,6 +55,7 @@ def _log_shapley_heatmap(run, model, examples, contexts: ContextSet | None, out_
     """Which context contributes to which text, on one real dev batch: the picture of what alignment learned."""
     import torch
 
+    from components.data.example_dataset import ExampleDataset
     from components.tracking.plots import shapley_heatmap_png
 
     if contexts is None or model.config.alignment != "shapley":
@@ -65,7 +65,7 @@ def _log_shapley_heatmap(run, model, examples, contexts: ContextSet | None, out_
         return
     model.eval()
     with torch.no_grad():
-        out = model(model.collator()(batch_examples, contexts=contexts.contexts))
+        out = model(model.processor(ExampleDataset(batch_examples, contexts.contexts)))
     if out.shapley is None:
         return
     path = shapley_heatmap_png(
@@ -93,8 +93,7 @@ def _train_in_process(cfg: ExperimentConfig, resume: bool, tags: dict[str, str] 
     from components.tracking.run_logging import start_run
     from components.training.alignment_probe import probe_alignment
     from components.training.data import load_training_data
-    from components.training.evaluate import SELECTION_METRIC
-    from components.training.metrics import confusion_matrix
+    from components.training.metrics import SELECTION_METRIC, SELECTION_METRIC_KEY, confusion_matrix
     from components.training.run_dir import RUN_ID_FILE, claim_output_dir, run_to_continue
     from components.training.trainer import fit
 
@@ -161,7 +160,7 @@ def _train_in_process(cfg: ExperimentConfig, resume: bool, tags: dict[str, str] 
         run_id=run.run_id,
         model_uri=model_uri,
         dev_metric=result.best_dev.get(SELECTION_METRIC, float("nan")),
-        metric_name=METRIC_NAME,
+        metric_name=SELECTION_METRIC_KEY,
         test_metrics=test.scores.as_dict("test"),
         best_epoch=result.best_epoch,
         wall_seconds=time.perf_counter() - started,

@@ -138,13 +138,15 @@ def profile_step(
     """Time `warmup + repeats` training steps of `model` on one batch made of `examples` (CPU, fp32)."""
     from transformers import get_linear_schedule_with_warmup
 
+    from components.data.example_dataset import ExampleDataset
+
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
-    collator = model.collator()
+    dataset = ExampleDataset(examples, contexts)
     collate_ms = []
     for _ in range(max(3, repeats // 2)):
         started = time.perf_counter()
-        batch = collator(examples, contexts=contexts)
+        batch = model.processor(dataset)
         collate_ms.append((time.perf_counter() - started) * 1e3)
 
     model.train()

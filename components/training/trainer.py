@@ -1,7 +1,8 @@
 """The training loop, top to bottom: data -> model -> optimizer -> epochs (train, dev, checkpoint) -> best model -> test.
 
-A batch's path: `load_training_data` (readers) -> `BucketBatchSampler` picks indices -> `model.collator()` tokenizes
-the examples with their contexts/images into a `Batch` -> `ShapCA.forward` returns task loss + alignment loss.
+A batch's path: `load_training_data` (readers) -> `BucketBatchSampler` picks indices of the (example, context,
+image) dataset -> `model.processor` tokenizes them into a `Batch` -> `ShapCA.forward` returns task loss + alignment
+loss.
 
 Model selection and early stopping use the dev split only; the test split is scored once, with the best model, at
 the end. Every epoch ends in a checkpoint, and `resume=True` continues from the last one; on CPU a resumed run ends
@@ -10,7 +11,6 @@ with the same metrics as an uninterrupted one (data order is seeded per epoch, R
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -37,7 +37,8 @@ from components.training.checkpoint import (
 )
 from components.training.data import TrainingData
 from components.training.distributed import all_reduce_mean, barrier, broadcast_flag, init_distributed, resolve_device
-from components.training.evaluate import SELECTION_METRIC, Evaluation, evaluate_split
+from components.training.evaluate import Evaluation, evaluate_split
+from components.training.metrics import SELECTION_METRIC
 from components.training.sampler import BucketBatchSampler
 
 log = logging.getLogger(__name__)
@@ -82,14 +83,14 @@ def _text_length(example) -> int:
     return len(example.tokens)
 
 
-def _make_loader(examples, collator, data: TrainingData, sampler, num_workers: int = 0) -> DataLoader:
+def _make_loader(dataset, processor, sampler, num_workers: int = 0) -> DataLoader:
     """``num_workers`` > 0 tokenizes (and decodes images) in worker processes, overlapping the model's step; they
     hand batches over through shared memory (/dev/shm). 0 collates in the training process.
 
     Measured (one epoch, MiniLM, 320 Twitter-2017 tweets, CPU, 2 cores shared with other jobs, runs interleaved):
     0 workers 1.69 / 2.96 samples/s, 2 workers 2.75 / 2.29: within the noise, because on CPU the model's step, not
     collation, takes the cores. The default stays 0; workers pay off on a GPU machine with spare cores."""
-    return DataLoader(examples, batch_sampler=sampler, collate_fn=functools.partial(data.collate, collator),
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=processor,
                       num_workers=num_workers, persistent_workers=num_workers > 0)
 
 
@@ -128,7 +129,6 @@ def fit(
     if model is None:
         model = ShapCA.from_config(cfg.model, task=data.task, labels=data.labels)
     model.to(device)
-    collator = model.collator()
 
     # Data: length-bucketed, seeded per epoch, sharded across DDP ranks.
     train_examples = data.splits["train"]
@@ -140,7 +140,7 @@ def fit(
         rank=ctx.rank,
         world_size=ctx.world_size,
     )
-    loader = _make_loader(train_examples, collator, data, sampler, tc.num_workers)
+    loader = _make_loader(data.example_dataset(train_examples), model.processor, sampler, tc.num_workers)
 
     # Optimizer: two learning rates (pretrained encoders vs. new layers); linear warmup then linear decay.
     optimizer = _optimizer(model, cfg)
