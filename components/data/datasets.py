@@ -68,9 +68,12 @@ class DatasetSpec:
     context_files: dict[str, tuple[str, ...]] = field(default_factory=dict)
     description: str = ""
 
-    def publishes_contexts(self, generator: str) -> bool:
-        """Whether a published context set of `generator` describes this dataset's images. The published sets cover
-        the Twitter-2015/2017 images only: an MNRE run reads contexts only from a set generated for it."""
+    def publishes_contexts(self, generator: str | None = None) -> bool:
+        """Whether a published context set of `generator` (None: of any generator) describes this dataset's images.
+        The published sets cover the Twitter-2015/2017 images only: an MNRE run reads contexts only from a set
+        generated for it. The one place this rule is written."""
+        if generator is None:
+            return any(self.context_files.values())
         return bool(self.context_files.get(generator))
 
 

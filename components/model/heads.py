@@ -127,6 +127,7 @@ class TaskHead(nn.Module):
     """What every task head answers. `labels` are the model's labels as the dataset registry lists them."""
 
     task: ClassVar[str]
+    description: ClassVar[str]  # what the model card calls the task
     example_type: ClassVar[type]
     special_tokens: ClassVar[tuple[str, ...]] = ()  # added to the text tokenizer, with embeddings of their own
     serving_spans: ClassVar[tuple[str, ...]] = ()  # the [start, end) span columns a serving row must carry
@@ -179,6 +180,7 @@ class TaskHead(nn.Module):
 
 class NerHead(TaskHead):
     task = "ner"
+    description = "multimodal named entity recognition (BIO tags per token)"
     example_type = NerExample
 
     def __init__(self, dim: int, labels: list[str], config):
@@ -245,6 +247,7 @@ class NerHead(TaskHead):
 
 class ReHead(TaskHead):
     task = "re"
+    description = "multimodal relation extraction (one relation per head/tail entity pair)"
     example_type = ReExample
     # Entity markers, wrapped around the head and tail spans; whole tokens with embeddings of their own.
     HEAD_START, HEAD_END, TAIL_START, TAIL_END = "<h>", "</h>", "<t>", "</t>"
@@ -355,6 +358,7 @@ def span_means(words: Tensor, sample: Tensor, spans: Tensor) -> Tensor:
 
 class JointHead(TaskHead):
     task = "joint"
+    description = "joint multimodal entity and relation extraction (entity spans and relation triples)"
     example_type = JointExample
 
     def __init__(self, dim: int, labels: list[str], config):

@@ -43,6 +43,7 @@ from components.config import (
     identity_excluded,
     identity_hash,
 )
+from components.data.datasets import get_spec
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,8 @@ def parse_variants(text: str) -> list[Variant]:
 
 def default_variants(dataset: str, generator: str) -> list[Variant]:
     """The grid of issue 7: all five on Twitter-2017 with BLIP-2, concat vs full with mPLUG-Owl, text vs full on
-    Twitter-2015, text only on MNRE and mnre-joint (no contexts are published for the MNRE images)."""
-    if dataset.startswith("mnre"):
+    Twitter-2015, text only where no published contexts describe the images (MNRE and mnre-joint)."""
+    if not get_spec(dataset).publishes_contexts():
         return [VARIANTS["text"]]
     if dataset == "twitter2015":
         return [VARIANTS["text"], VARIANTS["shapca"]]
@@ -120,8 +121,8 @@ def context_source(cfg: ExperimentConfig) -> str:
     """Where a run's contexts come from: a context file's stem, the generator, or "none"."""
     if cfg.data.context_file is not None:
         return Path(cfg.data.context_file).stem
-    if cfg.data.context_generator == "none" or cfg.data.dataset.startswith("mnre"):
-        return "none"  # no published contexts for the MNRE images (components/training/data.py)
+    if not get_spec(cfg.data.dataset).publishes_contexts(cfg.data.context_generator):
+        return "none"
     return cfg.data.context_generator
 
 

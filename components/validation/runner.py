@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 from components.data.context_files import ContextReadResult
 from components.data.datasets import SPLITS, DatasetSpec, get_spec, read_contexts, read_split
-from components.data.records import NO_RELATION, ReadResult
+from components.data.records import ReadResult
 from components.validation import frames as F
 from components.validation import suites as S
 from components.validation.report import ValidationReport, ValidationRow
@@ -226,28 +225,7 @@ def _run(
 
 def _split_stats(spec: DatasetSpec, examples: list, contexts: dict[str, str] | None) -> dict[str, Any]:
     stats: dict[str, Any] = {"examples": len(examples), "tokens": sum(len(e.tokens) for e in examples)}
-    if spec.task == "ner":
-        mentions = [m for e in examples for m in F.bio_mentions(e.tags)]
-        starts_with_i = sum(1 for _, i in mentions if i)
-        stats.update(
-            mentions=len(mentions),
-            mentions_by_type=dict(sorted(Counter(t for t, _ in mentions).items())),
-            i_starts=starts_with_i,
-            i_start_rate=starts_with_i / len(mentions) if mentions else 0.0,
-        )
-    elif spec.task == "re":
-        relations = Counter(e.relation for e in examples)
-        stats.update(
-            sentences=len({F.example_key(e.tokens, e.image_id) for e in examples}),
-            none_instances=relations.get(NO_RELATION, 0),
-            related_instances=len(examples) - relations.get(NO_RELATION, 0),
-        )
-    else:
-        stats.update(
-            entities=sum(len(e.entities) for e in examples),
-            triples=sum(len(e.triples) for e in examples),
-            sentences_without_triples=sum(1 for e in examples if not e.triples),
-        )
+    stats.update(S.TASK_SUITES[spec.task].stats(examples))
     stats["images"] = len({e.image_id for e in examples})
     if contexts is not None:
         ids = [e.image_id for e in examples]
@@ -314,16 +292,8 @@ def validate_examples(
         _run(gx_context, "sentences", sentences, f"{prefix}.sentences-{context_generator}",
              S.sentence_expectations(spec, split, policy),
              split, rows, results)
-        if spec.task == "ner":
-            _run(gx_context, "tokens", F.tokens_frame(read.examples), f"{prefix}.tokens",
-                 S.token_expectations(spec, policy), split, rows, results)
-            _run(gx_context, "mentions", F.mentions_frame(read.examples), f"{prefix}.mentions",
-                 S.mention_expectations(spec, policy), split, rows, results)
-        if spec.task == "joint":
-            _run(gx_context, "entities", F.entities_frame(read.examples), f"{prefix}.entities",
-                 S.entity_expectations(spec, policy), split, rows, results)
-            _run(gx_context, "triples", F.triples_frame(read.examples), f"{prefix}.triples",
-                 S.triple_expectations(spec, policy), split, rows, results)
+        for kind, frame, expectations in S.TASK_SUITES[spec.task].record_frames(spec, read.examples, policy):
+            _run(gx_context, kind, frame, f"{prefix}.{kind}", expectations, split, rows, results)
         split_stats = _split_stats(spec, read.examples, context_texts)
         split_stats["reader_problems"] = len(read.problems)
         if not is_train:
