@@ -34,7 +34,7 @@ from flows.generate_contexts import generate_contexts_flow
 from flows.outcomes import TrainingOutcome
 from flows.tasks import (
     contexts_config_for,
-    register,
+    register_model,
     resolve_config,
     train,
     with_context_file,
@@ -61,7 +61,7 @@ def train_shapca(
         published = generate_contexts_flow(config=contexts_cfg, limit_per_split=limit)
         cfg = with_context_file(cfg, published["path"])
     run = train(cfg, resume=flow_run.run_count > 1)
-    registered = register(run, cfg) if cfg.tracking.register_model else None  # (version, decision)
+    registered = register_model(run, cfg) if cfg.tracking.register_model else None  # (version, decision)
     outcome = TrainingOutcome.of(run, registered_model_name(cfg.data.dataset), registered)
     create_markdown_artifact(outcome.markdown(), key=f"training-{cfg.data.dataset}",
                              description=f"Shap-CA on {cfg.data.dataset}: test metrics and the registry decision")

@@ -7,7 +7,7 @@ import json
 from mlflow import MlflowClient
 
 from components.config import load_config
-from components.training.pipeline import train_and_log
+from components.runs.training_run import train_and_log
 
 
 def test_two_ranks_train_on_different_data_and_log_once(tmp_path, tiny_bert_dir, data_dir, monkeypatch):

@@ -12,6 +12,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from components.common.hashing import sha256_file
+from components.common.project_root import PROJECT_ROOT_ENV, find_project_root
 from components.data.records import ContextSet
 from components.tracking.lineage import (
     UNKNOWN,
@@ -21,13 +23,10 @@ from components.tracking.lineage import (
     dir_checksums,
     git_commit,
     git_dirty,
-    sha256_file,
 )
 from components.tracking.mlflow_setup import (
-    PROJECT_ROOT_ENV,
     TRACKING_URI_ENV,
     default_artifact_location,
-    find_project_root,
     resolve_tracking_uri,
     setup_tracking,
 )

@@ -42,7 +42,7 @@ GX_DIR_ENV = "SHAPCA_GX_DIR"  # another GX project directory (tests point it at 
 
 def default_gx_dir() -> Path:
     """``SHAPCA_GX_DIR`` when set, else ``<project root>/gx``."""
-    from components.tracking.mlflow_setup import find_project_root
+    from components.common.project_root import find_project_root
 
     return Path(os.environ.get(GX_DIR_ENV) or find_project_root() / "gx")
 
