@@ -347,7 +347,7 @@ def test_token_coverage_game_trains_end_to_end(encoders, coverage, context_mode)
     model = ShapCA.from_config(config, "ner", NER_TYPES).train()
     contexts = {"img0": CONTEXTS["img0"], "img1": CONTEXTS["img1"], "img3": "a poster of a film"}  # img2: none
     batch = model.collator()(NER, contexts=contexts, images=_images(["img0", "img1", "img3"]) if images else None)
-    encoded = model._encode(batch)
+    encoded = model.encode(batch)
     special = torch.tensor([model.tokenizer.cls_token_id, model.tokenizer.sep_token_id, model.tokenizer.pad_token_id])
     text_tokens = encoded.text_tokens
     assert torch.equal(text_tokens.mask, batch.text_mask & ~torch.isin(batch.input_ids, special))
@@ -379,5 +379,5 @@ def test_token_coverage_game_trains_end_to_end(encoders, coverage, context_mode)
 def test_cosine_of_sum_stays_the_default_and_reads_no_token_states(encoders):
     model = ShapCA.from_config(_config(encoders), "ner", NER_TYPES)
     assert model.config.shapley_game == "cosine_of_sum" and not model.alignment.uses_tokens
-    encoded = model._encode(model.collator()(NER, contexts=CONTEXTS))
+    encoded = model.encode(model.collator()(NER, contexts=CONTEXTS))
     assert encoded.text_tokens is None and encoded.context_tokens is None

@@ -207,7 +207,3 @@ def report_markdown(published: PublishedSet) -> str:
         out += ["", "First failures:", ""]
         out += [f"- `{f['image_id']}`: {f['reason']}" for f in m["failures"][:20]]
     return "\n".join(out) + "\n"
-
-
-def default_set_path(cfg: ContextsConfig) -> Path:
-    return set_paths(cfg.cache_dir, cfg.dataset, cfg.generator_name())[0]

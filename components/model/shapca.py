@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from components.data.bio import OUTSIDE, bio_tags
 from components.data.records import NO_RELATION
-from components.model.alignment import ContrastiveAlignment, Tokens
+from components.model.alignment import ContrastiveAlignment, Projected, Tokens
 from components.model.batch import MARKERS, Batch, Collator
 from components.model.config import ShapCAConfig
 from components.model.encoders import (
@@ -65,7 +65,7 @@ class ShapCAOutput:
 
 
 @dataclass
-class _Encoded:
+class Encoded:
     fusion: FusionOutput
     text: Tensor  # (B, d) pooled text
     context: Tensor | None  # (B, d_c) pooled context
@@ -231,7 +231,9 @@ class ShapCA(nn.Module):
         }
 
     # -- forward -----------------------------------------------------------------------------------------------
-    def _encode(self, batch: Batch) -> _Encoded:
+    def encode(self, batch: Batch) -> Encoded:
+        """The batch through the encoders and the fusion: pooled vectors per input, fused text states, and the token
+        states the coverage game reads (when it is played)."""
         extra = {}
         if self._takes_token_types and batch.token_type_ids is not None:  # segment ids of text [SEP] context
             extra["token_type_ids"] = batch.token_type_ids
@@ -259,7 +261,7 @@ class ShapCA(nn.Module):
                 text_states, context_states, batch.context_attention_mask, batch.has_context,
                 image_states, batch.has_image,
             )
-        encoded = _Encoded(fused, pooled_text, pooled_context, pooled_image)
+        encoded = Encoded(fused, pooled_text, pooled_context, pooled_image)
         if self.alignment is not None and self.alignment.uses_tokens:
             encoded.text_tokens = _content_tokens(text_states, batch.input_ids, batch.text_mask, self.tokenizer)
             if context_states is not None:
@@ -276,8 +278,26 @@ class ShapCA(nn.Module):
                 encoded.image_tokens = Tokens(image_states, every_patch)  # (B, P, d_v): patches (and class token)
         return encoded
 
+    def project(self, encoded: Encoded, rows: Tensor) -> tuple[Projected, Projected]:
+        """The texts and contexts of ``rows`` ((B,) bool) in the alignment space: (texts, contexts), unit vectors."""
+        if self.alignment is None or encoded.context is None:
+            raise ValueError("this model has no alignment space: model.alignment is 'none' or the batch has no contexts")
+        a = self.alignment
+        text_tokens = encoded.text_tokens[rows] if encoded.text_tokens is not None else None
+        context_tokens = encoded.context_tokens[rows] if encoded.context_tokens is not None else None
+        return (a.project(a.proj_text, encoded.text[rows], text_tokens),
+                a.project(a.proj_context, encoded.context[rows], context_tokens))
+
+    def scores(self, contexts: Projected, texts: Projected, *, permutations: int | None = None,
+               generator: torch.Generator | None = None) -> Tensor:
+        """phi (n, n): context i's Shapley value for text j, in the game the alignment trains on (see
+        ContrastiveAlignment.scores for ``permutations`` and ``generator``)."""
+        if self.alignment is None:
+            raise ValueError("this model has no alignment (model.alignment is 'none')")
+        return self.alignment.scores(contexts, texts, permutations=permutations, generator=generator)
+
     def forward(self, batch: Batch) -> ShapCAOutput:
-        encoded = self._encode(batch)
+        encoded = self.encode(batch)
         task_loss, logits = self.head(encoded.fusion.states, batch)
         align_loss, shapley, align_ct, align_ci = task_loss.new_zeros(()), None, None, None
         if self.alignment is not None and encoded.context is not None:
@@ -307,6 +327,6 @@ class ShapCA(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            return self.head.predict(self._encode(batch).fusion.states, batch)
+            return self.head.predict(self.encode(batch).fusion.states, batch)
         finally:
             self.train(was_training)
