@@ -288,7 +288,7 @@ def validate_examples(
     gx_context = gx_context or make_gx_context()
     gx_context.run_name = f"{spec.name}-{context_generator}"
     gx_context.result_pages = {}
-    context_texts = contexts.contexts.contexts if contexts is not None else None
+    context_texts = contexts.context_set.contexts if contexts is not None else None
     rows: list[ValidationRow] = []
     results: list[dict] = []
     stats: dict[str, Any] = {"splits": {}}
