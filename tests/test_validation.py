@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from components.cli import validate as validate_cli
+from cli import validate as validate_cli
 from components.data.context_files import ContextReadResult
 from components.data.datasets import DATASETS, SPLITS
 from components.data.records import ContextSet, JointExample, NerExample, ReadResult, ReExample, Span, Triple
@@ -31,7 +31,7 @@ def cli():
     def main() -> None:  # a group, so that `validate` stays a subcommand as in `shapca`
         pass
 
-    validate_cli.register(app)
+    validate_cli.add_commands(app)
     runner = CliRunner()
     return lambda *args: runner.invoke(app, ["validate", *map(str, args)])
 

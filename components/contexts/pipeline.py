@@ -11,7 +11,6 @@ generate-contexts Prefect flow (one task per step, one task per shard):
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 from components.contexts.base import ContextGenerator
 from components.contexts.cache import open_cache
@@ -210,7 +209,3 @@ def report_markdown(published: PublishedSet) -> str:
         out += ["", "First failures:", ""]
         out += [f"- `{f['image_id']}`: {f['reason']}" for f in m["failures"][:20]]
     return "\n".join(out) + "\n"
-
-
-def default_set_path(cfg: ContextsConfig) -> Path:
-    return set_paths(cfg.cache_dir, cfg.dataset, cfg.generator_name())[0]

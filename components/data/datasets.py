@@ -195,4 +195,4 @@ def load_contexts(generator: Generator, dataset: str, data_dir: Path = Path("dat
     blip2 has one file per Twitter dataset; mplug-owl's three files are one set shared by both Twitter datasets, so
     its ContextSet holds descriptions of both. mnre / mnre-joint have no published contexts: an empty set, logged.
     """
-    return read_contexts(generator, dataset, data_dir).contexts_or_raise()
+    return read_contexts(generator, dataset, data_dir).context_set_or_raise()

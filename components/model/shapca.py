@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
-from components.model.alignment import ContrastiveAlignment, Tokens
+from components.model.alignment import ContrastiveAlignment, Projected, Tokens
 from components.model.batch import Batch
 from components.model.config import ShapCAConfig
 from components.model.encoders import (
@@ -196,8 +196,8 @@ class ShapCA(nn.Module):
 
     # -- forward -----------------------------------------------------------------------------------------------
     def encode(self, batch: Batch) -> Encoded:
-        """The encoders and the fusion: token states, pooled vectors and, when the coverage game is played, the
-        content tokens the alignment reads."""
+        """The batch through the encoders and the fusion: pooled vectors per input, fused text states, and the token
+        states the coverage game reads (when it is played)."""
         extra = {}
         if self._takes_token_types and batch.token_type_ids is not None:  # segment ids of text [SEP] context
             extra["token_type_ids"] = batch.token_type_ids
@@ -241,6 +241,24 @@ class ShapCA(nn.Module):
                 every_patch = torch.ones(image_states.shape[:2], dtype=torch.bool, device=image_states.device)
                 encoded.image_tokens = Tokens(image_states, every_patch)  # (B, P, d_v): patches (and class token)
         return encoded
+
+    def project(self, encoded: Encoded, rows: Tensor) -> tuple[Projected, Projected]:
+        """The texts and contexts of ``rows`` ((B,) bool) in the alignment space: (texts, contexts), unit vectors."""
+        if self.alignment is None or encoded.context is None:
+            raise ValueError("this model has no alignment space: model.alignment is 'none' or the batch has no contexts")
+        a = self.alignment
+        text_tokens = encoded.text_tokens[rows] if encoded.text_tokens is not None else None
+        context_tokens = encoded.context_tokens[rows] if encoded.context_tokens is not None else None
+        return (a.project(a.proj_text, encoded.text[rows], text_tokens),
+                a.project(a.proj_context, encoded.context[rows], context_tokens))
+
+    def scores(self, contexts: Projected, texts: Projected, *, permutations: int | None = None,
+               generator: torch.Generator | None = None) -> Tensor:
+        """phi (n, n): context i's Shapley value for text j, in the game the alignment trains on (see
+        ContrastiveAlignment.scores for ``permutations`` and ``generator``)."""
+        if self.alignment is None:
+            raise ValueError("this model has no alignment (model.alignment is 'none')")
+        return self.alignment.scores(contexts, texts, permutations=permutations, generator=generator)
 
     def forward(self, batch: Batch) -> ShapCAOutput:
         encoded = self.encode(batch)

@@ -153,7 +153,7 @@ def _image(row_id: str, value: Any, limits: ServingLimits):
     """The row's image as RGB: its bytes, or a file name read (safely) from the operator's image directory; behind the
     size limit and the decompression-bomb guard every reader uses."""
     from components.contexts import config as contexts_config
-    from components.contexts.images import ImageProblem, decode_image, read_image_under
+    from components.common.images import ImageProblem, decode_image, read_image_under
 
     max_pixels = min(contexts_config.DEFAULT_MAX_PIXELS, limits.max_image_pixels)
     try:

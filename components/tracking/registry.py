@@ -72,7 +72,7 @@ DEFAULT_MIN_DELTA = 0.01  # one dev-F1 point; see the module docstring for why
 LOCK_SUFFIX = ".promotion-lock"
 LOCK_TIMEOUT_S = 120.0  # how long a promoter waits for the lock before giving up
 LOCK_STALE_S = 900.0  # a lock this old belongs to a promoter that died: break it
-# Run params the comparability checks read (written by pipeline._train_in_process).
+# Run params the comparability checks read (written by components/runs/training_run.py).
 PARAM_DATASET, PARAM_DEV_SIZE, PARAM_DEV_CAP = "data.dataset", "data.dev_size", "data.max_examples.dev"
 PARAM_DATA_VERSION = "lineage.data_version"
 

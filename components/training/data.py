@@ -10,7 +10,7 @@ from PIL import Image
 
 from components.config import DataConfig
 from components.contexts.config import DEFAULT_MAX_PIXELS
-from components.contexts.images import ImageProblem, decode_image
+from components.common.images import ImageProblem, decode_image
 from components.contexts.config import ContextsConfig
 from components.data.datasets import DATASETS, get_spec, labels, load_split
 from components.data.example_dataset import ExampleDataset

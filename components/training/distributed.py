@@ -74,8 +74,3 @@ def broadcast_flag(flag: bool, ctx: DistContext) -> bool:
     tensor = torch.tensor([int(flag)], device=_device_for(ctx))
     dist.broadcast(tensor, src=0)
     return bool(tensor.item())
-
-
-def shutdown(ctx: DistContext) -> None:
-    if ctx.enabled and dist.is_initialized():
-        dist.destroy_process_group()

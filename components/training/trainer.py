@@ -11,20 +11,18 @@ with the same metrics as an uninterrupted one (data order is seeded per epoch, R
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
 
 from components.config import ExperimentConfig, config_hash
 from components.model.shapca import ShapCA
@@ -40,6 +38,7 @@ from components.training.distributed import all_reduce_mean, barrier, broadcast_
 from components.training.evaluate import Evaluation, evaluate_split
 from components.training.metrics import SELECTION_METRIC
 from components.training.sampler import BucketBatchSampler
+from components.training.step import backward, build_optimizer, build_scheduler, forward, optimizer_step
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +55,6 @@ def step_log_interval(steps_per_epoch: int) -> int:
     return max(1, min(STEP_LOG_EVERY, steps_per_epoch // 4))
 
 
-class NonFiniteLossError(RuntimeError):
-    """A batch produced NaN/inf: training stops instead of corrupting the weights."""
-
-
 @dataclass
 class FitResult:
     model: ShapCA  # the best model (by dev metric), on CPU
@@ -71,7 +66,6 @@ class FitResult:
     checkpoint_dir: Path
     train_seconds: float
     world_size: int = 1
-    seen_example_ids: list[str] = field(default_factory=list)  # this rank's training examples (DDP sharding checks)
 
 
 def seed_everything(seed: int) -> None:
@@ -92,22 +86,6 @@ def _make_loader(dataset, processor, sampler, num_workers: int = 0) -> DataLoade
     collation, takes the cores. The default stays 0; workers pay off on a GPU machine with spare cores."""
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=processor,
                       num_workers=num_workers, persistent_workers=num_workers > 0)
-
-
-def _optimizer(model: ShapCA, cfg: ExperimentConfig) -> torch.optim.Optimizer:
-    groups = model.parameter_groups()
-    return torch.optim.AdamW(
-        [
-            {"params": groups["encoder"], "lr": cfg.train.lr_encoder},
-            {"params": groups["other"], "lr": cfg.train.lr_head},
-        ],
-        weight_decay=cfg.train.weight_decay,
-    )
-
-
-def _autocast(device: torch.device, precision: str):
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
 
 def fit(
@@ -143,10 +121,9 @@ def fit(
     loader = _make_loader(data.example_dataset(train_examples), model.processor, sampler, tc.num_workers)
 
     # Optimizer: two learning rates (pretrained encoders vs. new layers); linear warmup then linear decay.
-    optimizer = _optimizer(model, cfg)
+    optimizer = build_optimizer(model, tc)
     steps_per_epoch = math.ceil(len(sampler) / tc.grad_accum)
-    total_steps = max(1, steps_per_epoch * tc.epochs)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(tc.warmup_ratio * total_steps), total_steps)
+    scheduler = build_scheduler(optimizer, tc, steps_per_epoch * tc.epochs)
     log_every = step_log_interval(steps_per_epoch)
 
     checkpoint_dir = Path(tc.output_dir) / "checkpoints"
@@ -171,7 +148,6 @@ def fit(
     if tc.compile:
         train_model = torch.compile(train_model)
 
-    seen_ids: list[str] = []
     stopped_early = False
     window_loss, window_batches = 0.0, 0  # the loss curve: mean batch loss since the last logged step
     for epoch in range(state.epoch + 1, tc.epochs + 1):
@@ -182,24 +158,13 @@ def fit(
         bar = tqdm(loader, desc=f"epoch {epoch}/{tc.epochs}", disable=not ctx.is_main, leave=False)
         optimizer.zero_grad(set_to_none=True)
         for step, batch in enumerate(bar, start=1):
-            seen_ids += batch.example_ids
             batch = batch.to(device)
-            with _autocast(device, tc.precision):
-                out = train_model(batch)
-            if not torch.isfinite(out.loss):
-                raise NonFiniteLossError(
-                    f"epoch {epoch}, step {step}: loss is {out.loss.item()} (task {out.task_loss.item()}, "
-                    f"alignment {float(out.align_loss.detach())}); examples {batch.example_ids[:5]}... "
-                    "Stopping rather than training on it: lower the learning rates or check these inputs."
-                )
-            (out.loss / tc.grad_accum).backward()
+            out = forward(train_model, batch, tc.precision, where=f"epoch {epoch}, step {step}")
+            backward(out, tc.grad_accum)
             window_loss += out.loss.item()
             window_batches += 1
             if step % tc.grad_accum == 0 or step == len(loader):
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                optimizer_step(model, optimizer, scheduler, tc.grad_clip)
                 global_step = (epoch - 1) * steps_per_epoch + math.ceil(step / tc.grad_accum)
                 if on_step is not None and ctx.is_main and global_step % log_every == 0:
                     on_step(global_step, {"train_step_loss": window_loss / window_batches,
@@ -239,11 +204,6 @@ def fit(
             break
 
     train_seconds = earlier_seconds + time.perf_counter() - started  # every part of a resumed run
-    if ctx.enabled:
-        # Which examples each rank trained on: a cheap record that the data really was sharded.
-        ranks_dir = Path(tc.output_dir) / "ranks"
-        ranks_dir.mkdir(parents=True, exist_ok=True)
-        (ranks_dir / f"rank-{ctx.rank}.json").write_text(json.dumps(sorted(set(seen_ids))))
     # The test split is scored once, with the best dev model.
     best = ShapCA.from_pretrained(checkpoint_dir / "best") if ctx.is_main else model.cpu()
     test = evaluate_split(best.to(device), data, "test", tc.batch_size, device) if ctx.is_main else None
@@ -258,5 +218,4 @@ def fit(
         checkpoint_dir=checkpoint_dir,
         train_seconds=train_seconds,
         world_size=ctx.world_size,
-        seen_example_ids=seen_ids,
     )

@@ -41,7 +41,7 @@ GX_DIR_ENV = "SHAPCA_GX_DIR"  # another GX project directory (tests point it at 
 
 def default_gx_dir() -> Path:
     """``SHAPCA_GX_DIR`` when set, else ``<project root>/gx``."""
-    from components.tracking.mlflow_setup import find_project_root
+    from components.common.project_root import find_project_root
 
     return Path(os.environ.get(GX_DIR_ENV) or find_project_root() / "gx")
 
@@ -266,7 +266,7 @@ def validate_examples(
     gx_context = gx_context or make_gx_context()
     gx_context.run_name = f"{spec.name}-{context_generator}"
     gx_context.result_pages = {}
-    context_texts = contexts.contexts.contexts if contexts is not None else None
+    context_texts = contexts.context_set.contexts if contexts is not None else None
     rows: list[ValidationRow] = []
     results: list[dict] = []
     stats: dict[str, Any] = {"splits": {}}

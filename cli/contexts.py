@@ -17,7 +17,7 @@ from typing import Optional
 
 import typer
 
-from components.cli._choices import Backend, Dataset, Device, Dtype
+from cli._choices import Backend, Dataset, Device, Dtype
 
 
 def contexts(
@@ -66,6 +66,6 @@ def contexts(
     typer.echo(report_text(published))
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     app.command("contexts", epilog="Example: shapca contexts --dataset twitter2017 --generator blip2  (or --backend hf "
                                     "--model-path models/llava-1.5-7b-hf --image-dir images/)")(contexts)

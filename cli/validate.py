@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from components.cli._choices import ContextGenerator, Dataset
+from cli._choices import ContextGenerator, Dataset
 
 DATASET_NAMES = ("twitter2015", "twitter2017", "mnre", "mnre-joint")
 
@@ -78,6 +78,6 @@ def validate(
         raise typer.Exit(code=1)
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     app.command("validate", epilog="Example: shapca validate --dataset twitter2017  (then open the printed Data Docs "
                                     "file:// URL in a browser)")(validate)
