@@ -14,7 +14,7 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from components.data.bio import bio_to_spans
 from components.data.records import Span, Triple
-from components.training.metrics import (
+from components.data.metrics import (
     Scores,
     confusion_matrix,
     re_scores,

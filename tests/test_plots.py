@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from components.tracking.plots import confusion_matrix_png, shapley_heatmap_png, truncate_label
-from components.training.metrics import confusion_matrix
+from components.data.metrics import confusion_matrix
 
 
 def _pixels(path):

@@ -32,7 +32,7 @@ from components.tracking.mlflow_setup import (
 )
 from components.tracking.run_logging import start_run
 from components.data.bio import bio_to_spans
-from components.training.metrics import span_scores
+from components.data.metrics import span_scores
 
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 

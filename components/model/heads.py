@@ -28,7 +28,7 @@ from torchcrf import CRF
 from components.data.bio import OUTSIDE, bio_tags, bio_to_spans
 from components.data.records import NO_RELATION, JointExample, NerExample, ReExample, Span, Triple
 from components.model.batch import Batch
-from components.training.metrics import Scores, re_scores, span_scores, triple_scores
+from components.data.metrics import Scores, re_scores, span_scores, triple_scores
 
 ENTITY_TYPE = "ENT"  # the one entity type of the joint head's untyped BIO tagging
 

@@ -37,7 +37,7 @@ from components.tracking.run_inputs import training_inputs
 from components.tracking.run_logging import start_run
 from components.training.alignment_probe import probe_alignment
 from components.training.data import load_training_data
-from components.training.metrics import SELECTION_METRIC, SELECTION_METRIC_KEY, confusion_matrix
+from components.data.metrics import SELECTION_METRIC, SELECTION_METRIC_KEY, confusion_matrix
 from components.training.trainer import fit
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from components.data.records import Example
 from components.model.heads import head_class
 from components.training.data import TrainingData
-from components.training.metrics import Scores
+from components.data.metrics import Scores
 
 
 @dataclass

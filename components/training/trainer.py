@@ -36,7 +36,7 @@ from components.training.checkpoint import (
 from components.training.data import TrainingData
 from components.training.distributed import all_reduce_mean, barrier, broadcast_flag, init_distributed, resolve_device
 from components.training.evaluate import Evaluation, evaluate_split
-from components.training.metrics import SELECTION_METRIC
+from components.data.metrics import SELECTION_METRIC
 from components.training.sampler import BucketBatchSampler
 from components.training.step import backward, build_optimizer, build_scheduler, forward, optimizer_step
 
