@@ -16,7 +16,7 @@ batch), and `truncated` None or {"kept_words", "dropped_words"} when the text ra
 Bounded work (see :class:`ServingLimits`): a request of more than ``max_rows`` rows is refused as a whole
 (MlflowException INVALID_PARAMETER_VALUE: HTTP 400 from ``mlflow models serve``); a text or context of more than
 ``max_field_chars`` characters (or tokens), or an image over ``max_image_bytes``, is a per-row error; a text past the
-window is cut before any per-word work (components/model/batch.py). So one request costs at most
+window is cut before any per-word work (components/model/processor.py). So one request costs at most
 ``max_rows x max_text_tokens`` word states, whatever it holds.
 """
 

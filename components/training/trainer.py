@@ -99,8 +99,8 @@ def fit(
 ) -> FitResult:
     tc = cfg.train
     seed_everything(tc.seed)
-    ctx = init_distributed(resolve_device(tc.device))
-    device = resolve_device(tc.device, ctx.local_rank)
+    ranks = init_distributed(resolve_device(tc.device))
+    device = resolve_device(tc.device, ranks.local_rank)
     started = time.perf_counter()
 
     # Model: built from the typed config (or passed in, e.g. a tiny test model).
@@ -115,8 +115,8 @@ def fit(
         tc.batch_size,
         shuffle=True,
         seed=tc.seed,
-        rank=ctx.rank,
-        world_size=ctx.world_size,
+        rank=ranks.rank,
+        world_size=ranks.world_size,
     )
     loader = _make_loader(data.example_dataset(train_examples), model.processor, sampler, tc.num_workers)
 
@@ -141,7 +141,7 @@ def fit(
     earlier_seconds = state.train_seconds  # the parts before this one (0 for a fresh run)
 
     train_model: torch.nn.Module = model
-    if ctx.enabled:
+    if ranks.enabled:
         train_model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
         )
@@ -155,7 +155,7 @@ def fit(
         train_model.train()
         totals = {"loss": 0.0, "task_loss": 0.0, "align_loss": 0.0}
         n_batches, n_samples, epoch_start = 0, 0, time.perf_counter()
-        bar = tqdm(loader, desc=f"epoch {epoch}/{tc.epochs}", disable=not ctx.is_main, leave=False)
+        bar = tqdm(loader, desc=f"epoch {epoch}/{tc.epochs}", disable=not ranks.is_main, leave=False)
         optimizer.zero_grad(set_to_none=True)
         for step, batch in enumerate(bar, start=1):
             batch = batch.to(device)
@@ -166,7 +166,7 @@ def fit(
             if step % tc.grad_accum == 0 or step == len(loader):
                 optimizer_step(model, optimizer, scheduler, tc.grad_clip)
                 global_step = (epoch - 1) * steps_per_epoch + math.ceil(step / tc.grad_accum)
-                if on_step is not None and ctx.is_main and global_step % log_every == 0:
+                if on_step is not None and ranks.is_main and global_step % log_every == 0:
                     on_step(global_step, {"train_step_loss": window_loss / window_batches,
                                           "train_step_lr_encoder": scheduler.get_last_lr()[0]})
                     window_loss, window_batches = 0.0, 0
@@ -178,16 +178,16 @@ def fit(
             samples_per_s = n_samples / (time.perf_counter() - epoch_start)
             bar.set_postfix(loss=f"{totals['loss'] / n_batches:.4f}", sps=f"{samples_per_s:.1f}")
 
-        metrics = {f"train_{k}": all_reduce_mean(v / max(1, n_batches), ctx) for k, v in totals.items()}
+        metrics = {f"train_{k}": all_reduce_mean(v / max(1, n_batches), ranks) for k, v in totals.items()}
         metrics["train_samples_per_s"] = n_samples / (time.perf_counter() - epoch_start)
 
         # Dev scoring on the main rank only (the splits are small); other ranks wait at the barrier.
-        dev = evaluate_split(model, data, "dev", tc.batch_size, device).metrics if ctx.is_main else {}
+        dev = evaluate_split(model, data, "dev", tc.batch_size, device).metrics if ranks.is_main else {}
         metrics.update({f"dev_{k}": v for k, v in dev.items()})
         state.epoch = epoch
         state.history.append({"epoch": epoch, **metrics})
-        improved = ctx.is_main and dev[SELECTION_METRIC] > state.best_metric
-        if ctx.is_main:
+        improved = ranks.is_main and dev[SELECTION_METRIC] > state.best_metric
+        if ranks.is_main:
             if improved:
                 state.best_metric, state.best_epoch, state.epochs_without_improvement = dev[SELECTION_METRIC], epoch, 0
                 save_best(checkpoint_dir, model)
@@ -198,15 +198,15 @@ def fit(
             log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in metrics.items()})
             if on_epoch_end is not None:
                 on_epoch_end(epoch, metrics)
-        barrier(ctx)
-        if broadcast_flag(state.epochs_without_improvement >= tc.patience, ctx):
+        barrier(ranks)
+        if broadcast_flag(state.epochs_without_improvement >= tc.patience, ranks):
             stopped_early = True
             break
 
     train_seconds = earlier_seconds + time.perf_counter() - started  # every part of a resumed run
     # The test split is scored once, with the best dev model.
-    best = ShapCA.from_pretrained(checkpoint_dir / "best") if ctx.is_main else model.cpu()
-    test = evaluate_split(best.to(device), data, "test", tc.batch_size, device) if ctx.is_main else None
+    best = ShapCA.from_pretrained(checkpoint_dir / "best") if ranks.is_main else model.cpu()
+    test = evaluate_split(best.to(device), data, "test", tc.batch_size, device) if ranks.is_main else None
     best_dev = next((h for h in state.history if h["epoch"] == state.best_epoch), {})
     return FitResult(
         model=best.cpu(),
@@ -217,5 +217,5 @@ def fit(
         stopped_early=stopped_early,
         checkpoint_dir=checkpoint_dir,
         train_seconds=train_seconds,
-        world_size=ctx.world_size,
+        world_size=ranks.world_size,
     )
