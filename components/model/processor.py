@@ -20,7 +20,6 @@ leaves those samples out of the alignment losses.
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,11 +28,12 @@ import torch
 from torch import Tensor
 from transformers import AutoImageProcessor, AutoTokenizer
 
+from components.common.versioned_json import read_versioned_json, write_versioned_json
 from components.model.batch import Batch
 from components.model.heads import head_class
 
 PROCESSOR_FILE = "processor.json"
-FORMAT_VERSION = 1
+FORMAT, FORMAT_VERSION = "shapca-processor", 1
 # Where each part's files go: the folder its encoder's config shares (components/model/shapca.py).
 TOKENIZER_DIRS = {"tokenizer": "text_encoder", "context_tokenizer": "context_encoder", "image_processor": "image_encoder"}
 
@@ -82,8 +82,6 @@ class ShapCAProcessor:
         for name, part in self._parts().items():
             part.save_pretrained(directory / TOKENIZER_DIRS[name])
         meta = {
-            "format": "shapca-processor",
-            "format_version": FORMAT_VERSION,
             "task": self.task,
             "labels": self.labels,
             "label_ids": self.label_ids,
@@ -92,18 +90,13 @@ class ShapCAProcessor:
             "context_mode": self.context_mode,
             "parts": sorted(self._parts()),
         }
-        (directory / PROCESSOR_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        write_versioned_json(directory / PROCESSOR_FILE, FORMAT, FORMAT_VERSION, meta)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> ShapCAProcessor:
         directory = Path(directory)
         path = directory / PROCESSOR_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: missing; not a directory written by ShapCAProcessor.save_pretrained")
-        meta = json.loads(path.read_text(encoding="utf-8"))
-        if meta.get("format") != "shapca-processor" or meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: expected format 'shapca-processor' version {FORMAT_VERSION}, got "
-                             f"{meta.get('format')!r} version {meta.get('format_version')!r}")
+        meta = read_versioned_json(path, FORMAT, FORMAT_VERSION, "ShapCAProcessor.save_pretrained")
         parts = set(meta["parts"])
 
         def load(name: str, auto):

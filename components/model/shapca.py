@@ -19,7 +19,6 @@ and processor without the original encoder paths.
 from __future__ import annotations
 
 import inspect
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,6 +27,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
+from components.common.versioned_json import read_versioned_json, write_versioned_json
 from components.model.alignment import ContrastiveAlignment, Projected, Tokens
 from components.model.batch import Batch
 from components.model.config import ShapCAConfig
@@ -44,7 +44,8 @@ from components.model.heads import head_class
 from components.model.processor import ShapCAProcessor
 
 Task = Literal["ner", "re", "joint"]
-FORMAT_VERSION = 2  # 2: task, labels and tokenizers are the processor's (processor.json)
+CONFIG_FILE = "config.json"
+FORMAT, FORMAT_VERSION = "shapca", 2  # 2: task, labels and tokenizers are the processor's (processor.json)
 ENCODER_DIRS = {"text": "text_encoder", "context": "context_encoder", "image": "image_encoder"}
 
 
@@ -149,25 +150,16 @@ class ShapCA(nn.Module):
         for name, encoder in self._encoders().items():
             encoder.config.save_pretrained(directory / ENCODER_DIRS[name])  # the weights go into model.safetensors
         self.processor.save_pretrained(directory)
-        meta = {
-            "format": "shapca",
-            "format_version": FORMAT_VERSION,
+        write_versioned_json(directory / CONFIG_FILE, FORMAT, FORMAT_VERSION, {
             "encoders": sorted(self._encoders()),
             "model": self.config.model_dump(mode="json"),
-        }
-        (directory / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        })
         save_model(self, str(directory / "model.safetensors"))
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> ShapCA:
         directory = Path(directory)
-        config_file = directory / "config.json"
-        if not config_file.is_file():
-            raise FileNotFoundError(f"{config_file}: missing; not a directory written by ShapCA.save_pretrained")
-        meta = json.loads(config_file.read_text(encoding="utf-8"))
-        if meta.get("format") != "shapca" or meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{config_file}: expected format 'shapca' version {FORMAT_VERSION}, got "
-                             f"{meta.get('format')!r} version {meta.get('format_version')!r}")
+        meta = read_versioned_json(directory / CONFIG_FILE, FORMAT, FORMAT_VERSION, "ShapCA.save_pretrained")
         encoders = {name: encoder_from_saved(directory / ENCODER_DIRS[name]) for name in meta["encoders"]}
         model = cls(
             ShapCAConfig.model_validate(meta["model"]),
