@@ -100,7 +100,7 @@ def context_limit(cfg: DataConfig) -> int | None:
 
 def load_context_set(cfg: DataConfig) -> ContextSet | None:
     """The run's contexts, by the one route every run takes: a context set published through the context cache
-    (components/contexts/pipeline.py), read from its file. The train flow publishes it in its generate-contexts
+    (components/contexts/steps.py), read from its file. The train flow publishes it in its generate-contexts
     subflow and passes the file (data.context_file); `shapca train` publishes it here, in this process."""
     from components.contexts import read_context_set
 
@@ -108,7 +108,7 @@ def load_context_set(cfg: DataConfig) -> ContextSet | None:
         contexts_cfg = contexts_config_for(cfg)
         if contexts_cfg is None:
             return None
-        from components.contexts.pipeline import run_contexts
+        from components.contexts.steps import run_contexts
 
         _, published = run_contexts(contexts_cfg, progress=False, limit_per_split=context_limit(cfg))
         return read_context_set(published.path)
