@@ -58,6 +58,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from components.data.metrics import SELECTION_METRIC_KEY
+
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
@@ -303,7 +305,7 @@ def register_version(
     model_uri: str,
     run_id: str | None = None,
     dev_metric: float | None = None,
-    metric_name: str = "dev_f1",
+    metric_name: str = SELECTION_METRIC_KEY,
     evaluation: str = EVALUATION_COMPLETE,
     tags: dict[str, str] | None = None,
 ) -> str:
@@ -426,7 +428,7 @@ def promote(
     model_name: str,
     version: str | int,
     dev_metric: float | None = None,
-    metric_name: str = "dev_f1",
+    metric_name: str = SELECTION_METRIC_KEY,
     min_delta: float = DEFAULT_MIN_DELTA,
     min_metric: float | None = None,
     allow_partial_dev: bool = False,
