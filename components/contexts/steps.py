@@ -11,7 +11,6 @@ generate-contexts Prefect flow (one task per step, one task per shard):
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 from components.contexts.base import ContextGenerator
 from components.contexts.cache import open_cache
