@@ -51,7 +51,7 @@ def add_commands(app: typer.Typer) -> None:
         model_uri: str = typer.Option("", help="a logged or registered model; default: a fresh MiniLM NER model "
                                                "(random heads) logged to a temporary sqlite store"),
         tracking_uri: str = typer.Option("", help="the store of --model-uri"),
-        code_root: Path = typer.Option(None, help="checkout whose `components` the server imports (another commit)"),
+        code_root: Path = typer.Option(None, help="checkout whose `components` logs and serves the model (another commit)"),
         requests: int = typer.Option(40, help="timed sequential 4-row requests"),
         encoder: str = typer.Option("minilm", help="text encoder of the default model: minilm or a local directory"),
         output: Path = typer.Option(None, help="also write the JSON here"),
@@ -61,13 +61,13 @@ def add_commands(app: typer.Typer) -> None:
         import subprocess
         import tempfile
 
+        from components.benchmarks.serving import log_bench_model, run_serve_benchmark, start_serve
         from components.machine import machine_description
-        from components.benchmarks.serving import run_serve_benchmark, start_serve
 
         with tempfile.TemporaryDirectory(prefix="shapca-bench-serve-") as tmp:
             root = Path(tmp)
             if not model_uri:
-                model_uri, tracking_uri = _log_bench_model(root, encoder)
+                model_uri, tracking_uri = log_bench_model(root, encoder, code_root)
             server = start_serve(model_uri, tracking_uri, root / "serve.log", code_root=code_root)
             try:
                 result = run_serve_benchmark(server, requests=requests, battery_timeout=65.0, after_budget_s=60.0)
@@ -84,24 +84,3 @@ def add_commands(app: typer.Typer) -> None:
             output.write_text(text + "\n")
         typer.echo(text)
 
-
-def _log_bench_model(root: Path, encoder: str) -> tuple[str, str]:
-    """A MiniLM NER model with the default Shap-CA config (random heads: the cost is the same as a trained one's),
-    logged like a trained model to a sqlite store under root. Returns (model URI, tracking URI)."""
-    import mlflow
-    import torch
-
-    from components.model.config import ShapCAConfig
-    from components.model.shapca import ShapCA
-    from components.tracking.mlflow_setup import setup_tracking
-    from components.tracking.pyfunc_model import log_shapca_model
-
-    torch.manual_seed(0)
-    ShapCA.from_config(ShapCAConfig(text_encoder=encoder), "ner", ["PER", "LOC", "ORG", "MISC"]).save_pretrained(
-        root / "best")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    setup = setup_tracking("bench-serve", tracking_uri=uri, artifact_location=(root / "artifacts").as_uri())
-    mlflow.set_tracking_uri(uri)
-    with mlflow.start_run(experiment_id=setup.experiment_id):
-        info = log_shapca_model(root / "best", "ner")
-    return info.model_uri, uri

@@ -277,7 +277,8 @@ def _serve_section(items: list[tuple[Path, dict]]) -> list[str]:
     """One row per `shapca bench serve` file; the hostile battery's answers per file below the table."""
     lines = ["", "## Serving a registered model (`shapca bench serve`)", "",
              "`mlflow models serve` of a MiniLM NER model (default Shap-CA config, random heads) on 127.0.0.1, driven "
-             "from the same harness for each commit (`--code-root` makes the server import that commit's code). "
+             "from the same harness for each commit (`--code-root`: that commit's code logs the model, in its own format, "
+             "and the server imports that commit's code). "
              "Throughput and latency: sequential 4-row requests of tweets after 3 warm-up requests; p50/p95 are "
              "nearest-rank. RSS: the server process and its children, before and 5 s after the hostile battery "
              "(5 MB text, 10 MB text, 10,000 rows, `../../etc/hostname` image, `/dev/zero` image; client timeout 65 s "

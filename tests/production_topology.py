@@ -11,6 +11,7 @@ Every helper undoes what it did, and only that: the cluster is stopped only if t
 
 from __future__ import annotations
 
+import concurrent.futures
 import secrets
 import shutil
 import site
@@ -180,12 +181,30 @@ def worker_venv(path: Path) -> Path:
 
 
 def consumer_venv(path: Path, requirements: Path, logs: Path) -> Path:
-    """A fresh virtualenv with the model's own requirements and nothing else; returns its bin/ directory."""
-    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+    """A fresh virtualenv with the model's own requirements and nothing else; returns its bin/ directory. Idempotent:
+    on a virtualenv made earlier (see `prefetch_consumer_venv`) pip installs only what the requirements add."""
+    if not (path / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
     bin_dir = path / "bin"
-    with open(logs / "consumer-pip.log", "w", encoding="utf-8") as log:
+    log_path = logs / f"consumer-pip-{requirements.stem}.log"
+    with open(log_path, "w", encoding="utf-8") as log:
         result = subprocess.run([str(bin_dir / "pip"), "install", "-q", "-r", str(requirements)],
                                 stdout=log, stderr=subprocess.STDOUT, timeout=900)
     if result.returncode != 0:
-        raise AssertionError(f"pip install -r {requirements} failed:\n{(logs / 'consumer-pip.log').read_text()[-4000:]}")
+        raise AssertionError(f"pip install -r {requirements} failed:\n{log_path.read_text()[-4000:]}")
     return bin_dir
+
+
+def prefetch_consumer_venv(path: Path, logs: Path) -> concurrent.futures.Future:
+    """Start building the consumer's virtualenv in the background from the pins a logged model will carry
+    (`serving_requirements()`), so its ~3 minutes of pip overlap the servers and the training. The consumer still
+    installs the registered model's own requirements.txt afterwards (`consumer_venv` on the same path): whatever the
+    prefetch guessed wrong is installed then, so the prefetch only saves time and proves nothing."""
+    from components.tracking.pyfunc_model import serving_requirements
+
+    pins = logs / "prefetch-requirements.txt"
+    pins.write_text("\n".join(serving_requirements()) + "\n")
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="consumer-venv")
+    future = pool.submit(consumer_venv, path, pins, logs)
+    pool.shutdown(wait=False)
+    return future

@@ -219,6 +219,20 @@ def test_missing_contexts_close_the_gate_and_leave_the_alignment(encoders):
     assert no_contexts.align_loss.item() == 0.0 and torch.isfinite(no_contexts.loss)
 
 
+def test_a_batch_without_any_context_skips_the_context_encoder_and_predicts_the_same(encoders):
+    model = ShapCA.from_config(_config(encoders), "ner", NER_TYPES).eval()
+    calls = []
+    model.text_encoder.register_forward_hook(lambda *_: calls.append(1))  # contexts share the text encoder here
+    none = model.collator()(NER)
+    one = model.collator()(NER, contexts={"img0": CONTEXTS["img0"]})  # only the first sample has a context
+    assert model.predict(none) and len(calls) == 1  # the text only
+    calls.clear()
+    with_context = model.predict(one)
+    assert len(calls) == 2  # text and contexts
+    # Samples without a context have a closed gate, so skipping the encoder changes nothing for them.
+    assert model.predict(none)[1:] == with_context[1:]
+
+
 @pytest.mark.parametrize(
     "overrides",
     [

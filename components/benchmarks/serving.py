@@ -87,6 +87,47 @@ class ServeProcess:
             self.popen.wait(timeout=10)
 
 
+# Logs the benchmark model: a MiniLM NER model with the default Shap-CA config (random heads: the cost is the same as
+# a trained one's), logged like a trained model to a sqlite store. It runs as a script in a child process so that the
+# code that LOGS the model is the code that SERVES it: with `code_root` (another commit's checkout) both come from that
+# checkout. The script uses only the API that every benchmarked commit has (from_config, save_pretrained,
+# setup_tracking, log_shapca_model) and prints the two URIs as its last line.
+_LOG_BENCH_MODEL = """
+import json, sys
+from pathlib import Path
+
+import mlflow
+import torch
+
+from components.model.config import ShapCAConfig
+from components.model.shapca import ShapCA
+from components.tracking.mlflow_setup import setup_tracking
+from components.tracking.pyfunc_model import log_shapca_model
+
+root, encoder = Path(sys.argv[1]), sys.argv[2]
+torch.manual_seed(0)
+ShapCA.from_config(ShapCAConfig(text_encoder=encoder), "ner", ["PER", "LOC", "ORG", "MISC"]).save_pretrained(
+    root / "best")
+uri = f"sqlite:///{root / 'mlflow.db'}"
+setup = setup_tracking("bench-serve", tracking_uri=uri, artifact_location=(root / "artifacts").as_uri())
+mlflow.set_tracking_uri(uri)
+with mlflow.start_run(experiment_id=setup.experiment_id):
+    info = log_shapca_model(root / "best", "ner")
+print(json.dumps([info.model_uri, uri]))
+"""
+
+
+def log_bench_model(root: Path, encoder: str, code_root: Path | None = None) -> tuple[str, str]:
+    """Log the benchmark model (see _LOG_BENCH_MODEL) under root; returns (model URI, tracking URI)."""
+    env = os.environ | ({"PYTHONPATH": str(code_root)} if code_root is not None else {})
+    done = subprocess.run([sys.executable, "-c", _LOG_BENCH_MODEL, str(root), encoder], env=env, capture_output=True,
+                          text=True, cwd=str(code_root) if code_root is not None else None)
+    if done.returncode != 0:
+        raise RuntimeError(f"logging the benchmark model failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    model_uri, tracking_uri = json.loads(done.stdout.strip().splitlines()[-1])
+    return model_uri, tracking_uri
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

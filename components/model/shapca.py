@@ -197,7 +197,9 @@ class ShapCA(nn.Module):
         text_states = text.last_hidden_state  # (B, T, d)
         pooled_text = mean_pool(text_states, batch.text_mask)  # (B, d)
         context_states = pooled_context = None
-        if self.config.context_mode == "fusion":
+        # A batch in which no sample has a context skips the context encoder: every context gate would be closed, so
+        # the fused states are the text states exactly (serving requests without contexts pay for one encoder, not two).
+        if self.config.context_mode == "fusion" and bool(batch.has_context.any()):
             if batch.context_input_ids is None:
                 raise ValueError("context_mode is 'fusion' but the batch has no context tokens: use model.processor")
             context_model = self.context_encoder if self.context_encoder is not None else self.text_encoder
@@ -276,13 +278,15 @@ class ShapCA(nn.Module):
             image_gate=encoded.fusion.image_gate,
         )
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict(self, batch: Batch) -> list:
         """One prediction per example (in eval mode):
         ner: [(Span, type, score)], re: (label, score), joint: [(Triple, score)]."""
         was_training = self.training
-        self.eval()
+        if was_training:  # switching modes walks every submodule: only when needed (serving stays in eval mode)
+            self.eval()
         try:
             return self.head.predict(self.encode(batch).fusion.states, batch)
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train()
