@@ -223,8 +223,8 @@ def test_a_batch_without_any_context_skips_the_context_encoder_and_predicts_the_
     model = ShapCA.from_config(_config(encoders), "ner", NER_TYPES).eval()
     calls = []
     model.text_encoder.register_forward_hook(lambda *_: calls.append(1))  # contexts share the text encoder here
-    none = model.collator()(NER)
-    one = model.collator()(NER, contexts={"img0": CONTEXTS["img0"]})  # only the first sample has a context
+    none = model.processor(ExampleDataset(NER))
+    one = model.processor(ExampleDataset(NER, {"img0": CONTEXTS["img0"]}))  # only the first sample has a context
     assert model.predict(none) and len(calls) == 1  # the text only
     calls.clear()
     with_context = model.predict(one)
