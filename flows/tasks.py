@@ -52,7 +52,7 @@ def _source_hash(*packages: str) -> str:
     return digest.hexdigest()
 
 
-def _validation_code_key(context: TaskRunContext, inputs: dict) -> str:
+def _validation_code_key(task_run: TaskRunContext, inputs: dict) -> str:  # Prefect passes both positionally
     return _source_hash("validation", "data")
 
 

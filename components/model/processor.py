@@ -35,7 +35,9 @@ from components.model.heads import head_class
 PROCESSOR_FILE = "processor.json"
 FORMAT, FORMAT_VERSION = "shapca-processor", 1
 # Where each part's files go: the folder its encoder's config shares (components/model/shapca.py).
-TOKENIZER_DIRS = {"tokenizer": "text_encoder", "context_tokenizer": "context_encoder", "image_processor": "image_encoder"}
+TOKENIZER_DIRS = {
+    "tokenizer": "text_encoder", "context_tokenizer": "context_encoder", "image_processor": "image_encoder",
+}
 
 Item = tuple  # (example, context text or None, PIL image or None): what a dataset yields
 
@@ -100,7 +102,9 @@ class ShapCAProcessor:
         parts = set(meta["parts"])
 
         def load(name: str, auto):
-            return auto.from_pretrained(directory / TOKENIZER_DIRS[name], local_files_only=True) if name in parts else None
+            if name not in parts:
+                return None
+            return auto.from_pretrained(directory / TOKENIZER_DIRS[name], local_files_only=True)
 
         processor = cls(
             meta["task"], meta["labels"], load("tokenizer", AutoTokenizer),
@@ -132,7 +136,7 @@ class ShapCAProcessor:
 
     # -- the call ----------------------------------------------------------------------------------------------
     def __call__(self, items: Sequence[Item]) -> Batch:
-        """A batch of (example, context, image) triples, as a dataset yields them (components/data/example_dataset.py)."""
+        """A batch of (example, context, image) triples, as a dataset yields them (data/example_dataset.py)."""
         items = list(items)
         if not items:
             raise ValueError("cannot collate an empty list of examples")

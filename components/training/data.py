@@ -93,7 +93,7 @@ def contexts_config_for(cfg: DataConfig, contexts: ContextsConfig | None = None)
 
 
 def context_limit(cfg: DataConfig) -> int | None:
-    """A capped run (data.max_examples on every split: the first N of each) needs the contexts of those examples only."""
+    """A capped run (data.max_examples on every split: the first N of each) needs its examples' contexts only."""
     caps = cfg.max_examples or {}
     return max(caps.values()) if set(SPLITS) <= set(caps) else None
 

@@ -21,7 +21,7 @@ from components.data.metrics import Scores
 class Evaluation:
     scores: Scores
     predictions: list
-    confusion_gold: list[str]  # paired labels for a confusion matrix (entity types / relations), see heads.paired_labels
+    confusion_gold: list[str]  # paired labels for a confusion matrix (entity types / relations): heads.paired_labels
     confusion_pred: list[str]
 
     @property
