@@ -24,7 +24,9 @@ data: $(VENV)/.installed
 run: setup
 	$(BIN)/shapca run
 
+# The import layers first (pyproject.toml [tool.importlinter]; a second), then the suite.
 test: setup
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 clean:

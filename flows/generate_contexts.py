@@ -3,7 +3,7 @@
     list image ids -> shard them -> map one task over each shard (cache lookups + generation of the misses)
     -> publish the context set -> markdown artifact (coverage per split, cache hits, failures)
 
-Every task calls one function of components.contexts.pipeline; this module holds no business logic.
+Every task calls one function of components.contexts.steps; this module holds no business logic.
 
 Task runner: a thread pool by default, which suits the openai backend (I/O bound) and the precomputed one; the hf
 backend shares one loaded model between the threads and generates one batch at a time. On a cluster, give each worker
@@ -14,7 +14,7 @@ its own model by swapping the runner (install prefect-dask or prefect-ray first)
     # or: from prefect_ray import RayTaskRunner; ...with_options(task_runner=RayTaskRunner(address="ray://head:10001"))
     flow(config=ContextsConfig(dataset="twitter2015", backend="hf", ...), num_shards=64)
 
-Each worker process builds the generator once (pipeline.shared_generator) and writes to the same cache: an S3 URL
+Each worker process builds the generator once (steps.shared_generator) and writes to the same cache: an S3 URL
 (`config.cache_url`, default $SHAPCA_CONTEXT_CACHE) that every worker host reaches, or a directory on a shared file
 system. Records are written atomically and keyed by content, so concurrent workers never corrupt or duplicate one
 another's work.
@@ -31,7 +31,7 @@ from prefect.futures import as_completed
 from prefect.utilities.annotations import unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from components.contexts import pipeline
+from components.contexts import steps
 from components.contexts.config import ContextsConfig
 from components.contexts.context_set import PublishedSet
 from components.contexts.generate import GenerationReport
@@ -41,17 +41,17 @@ from components.contexts.generate import GenerationReport
 
 @task(name="list-image-ids", cache_policy=NO_CACHE)
 def list_image_ids(config: ContextsConfig, limit_per_split: int | None = None) -> dict[str, list[str]]:
-    return pipeline.limit_ids(pipeline.list_image_ids(config), limit_per_split)
+    return steps.limit_ids(steps.list_image_ids(config), limit_per_split)
 
 
 @task(name="shard-image-ids", cache_policy=NO_CACHE)
 def shard_image_ids(split_ids: dict[str, list[str]], num_shards: int) -> list[list[str]]:
-    return pipeline.shard_ids(pipeline.unique_ids(split_ids), num_shards)
+    return steps.shard_ids(steps.unique_ids(split_ids), num_shards)
 
 
 @task(name="generate-shard", cache_policy=NO_CACHE)
 def generate_shard(config: ContextsConfig, image_ids: list[str]) -> GenerationReport:
-    report = pipeline.run_shard(config, image_ids, progress=False)
+    report = steps.run_shard(config, image_ids, progress=False)
     get_run_logger().info(report.summary())
     return report
 
@@ -60,7 +60,7 @@ def generate_shard(config: ContextsConfig, image_ids: list[str]) -> GenerationRe
 def publish_context_set(
     config: ContextsConfig, reports: list[GenerationReport], split_ids: dict[str, list[str]]
 ) -> PublishedSet:
-    return pipeline.publish(config, pipeline.merge_reports(reports), split_ids)
+    return steps.publish(config, steps.merge_reports(reports), split_ids)
 
 
 def _artifact_key(text: str) -> str:
@@ -86,11 +86,11 @@ def generate_contexts_flow(
         update_progress_artifact(progress_id, 100.0 * done / len(futures))
     published = publish_context_set(config, reports, split_ids)
     create_markdown_artifact(
-        pipeline.report_markdown(published),
+        steps.report_markdown(published),
         key=_artifact_key(f"contexts-{name}"),
         description=f"Context set {name}: coverage per split, cache hits and failures",
     )
-    print(pipeline.report_text(published))
+    print(steps.report_text(published))
     return {
         "path": str(published.path),
         "manifest_path": str(published.manifest_path),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from components.training.pipeline import TrainRunResult
+from components.runs.training_run import TrainRunResult
 from components.validation import ValidationReport, render_report
 
 

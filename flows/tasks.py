@@ -3,9 +3,9 @@
     task                  calls                                   retries               cache (results persisted)
     check-data-version    versioning.ensure_data_matches_pointer  yes: DVC remote (S3)  never: it is the check
     validate-dataset      validation.validate_dataset             no: deterministic     data version, inputs, suites
-    train                 pipeline.train_and_log                  no: a failure is real this flow run only; resumes
-    register-and-promote  pipeline.register_and_promote           yes: MLflow           the training run it registers
-    evaluate-model-uri    pipeline.evaluate_model_uri             yes: MLflow download  never: it logs a new run
+    train                 training_run.train_and_log              no: a failure is real this flow run only; resumes
+    register-and-promote  registration.register_and_promote       yes: MLflow           the training run it registers
+    evaluate-model-uri    model_evaluation.evaluate_model_uri     yes: MLflow download  never: it logs a new run
 
 Retries happen only for failures another attempt can fix (`is_transient`: connections, timeouts, throttling, a
 locked store); a bad config or a failed expectation fails at once instead of three times.
@@ -33,9 +33,10 @@ from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID, TASK_SOURCE, CacheK
 from prefect.context import TaskRunContext
 
 from components.config import ExperimentConfig, apply_overrides
-from components.contexts.config import ContextsConfig
 from components.data.versioning import DataVersion, content_version, ensure_data_matches_pointer
-from components.training.pipeline import TrainRunResult, evaluate_model_uri, register_and_promote, train_and_log
+from components.runs.model_evaluation import evaluate_model_uri
+from components.runs.registration import register_and_promote
+from components.runs.training_run import TrainRunResult, train_and_log
 from components.validation import ValidationReport, validate_dataset
 from flows.progress import EpochProgress, forward_library_logs
 
@@ -51,7 +52,7 @@ def _source_hash(*packages: str) -> str:
     return digest.hexdigest()
 
 
-def _validation_code_key(context: TaskRunContext, inputs: dict) -> str:
+def _validation_code_key(task_run: TaskRunContext, inputs: dict) -> str:  # Prefect passes both positionally
     return _source_hash("validation", "data")
 
 
@@ -122,7 +123,7 @@ def train(cfg: ExperimentConfig, resume: bool = False) -> TrainRunResult:
 
 @task(name="register-and-promote", retries=3, retry_delay_seconds=10, retry_condition_fn=_retry_if_transient,
       cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
-def register(run: TrainRunResult, cfg: ExperimentConfig):
+def register_model(run: TrainRunResult, cfg: ExperimentConfig):
     return register_and_promote(run, cfg)
 
 
@@ -142,16 +143,6 @@ def resolve_config(config: ExperimentConfig, overrides: list[str] | None) -> Exp
     if not overrides:
         return config
     return ExperimentConfig.model_validate(apply_overrides(config.model_dump(mode="json"), list(overrides)))
-
-
-def contexts_config_for(cfg: ExperimentConfig, contexts: ContextsConfig | None) -> ContextsConfig | None:
-    """How the context step runs for `cfg`: `contexts` pinned to cfg's dataset and data, else an import of the
-    precomputed set `data.context_generator` names. None when the run uses no contexts or a given context file."""
-    if cfg.data.context_generator == "none" or cfg.data.context_file is not None:
-        return None
-    if contexts is None:
-        contexts = ContextsConfig(backend="precomputed", generator=cfg.data.context_generator)
-    return contexts.model_copy(update={"dataset": cfg.data.dataset, "data_dir": cfg.data.data_dir})
 
 
 def with_context_file(cfg: ExperimentConfig, path: str | Path) -> ExperimentConfig:

@@ -30,11 +30,11 @@ from prefect.runtime import flow_run
 from components.config import ExperimentConfig, load_config
 from components.contexts.config import ContextsConfig
 from components.tracking.registry import registered_model_name
+from components.training.data import context_limit, contexts_config_for
 from flows.generate_contexts import generate_contexts_flow
 from flows.outcomes import TrainingOutcome
 from flows.tasks import (
-    contexts_config_for,
-    register,
+    register_model,
     resolve_config,
     train,
     with_context_file,
@@ -53,15 +53,12 @@ def train_shapca(
 ) -> TrainingOutcome:
     cfg = with_run_output_dir(resolve_config(config, overrides), flow_run.id)
     validate_data(dataset=cfg.data.dataset, context_generator=cfg.data.context_generator, data_dir=cfg.data.data_dir)
-    contexts_cfg = contexts_config_for(cfg, contexts)
+    contexts_cfg = contexts_config_for(cfg.data, contexts)  # the same route `shapca train` takes in one process
     if contexts_cfg is not None:
-        # A capped run (data.max_examples: the first N of each split) needs the contexts of those examples only.
-        caps = cfg.data.max_examples or {}
-        limit = max(caps.values()) if {"train", "dev", "test"} <= set(caps) else None
-        published = generate_contexts_flow(config=contexts_cfg, limit_per_split=limit)
+        published = generate_contexts_flow(config=contexts_cfg, limit_per_split=context_limit(cfg.data))
         cfg = with_context_file(cfg, published["path"])
     run = train(cfg, resume=flow_run.run_count > 1)
-    registered = register(run, cfg) if cfg.tracking.register_model else None  # (version, decision)
+    registered = register_model(run, cfg) if cfg.tracking.register_model else None  # (version, decision)
     outcome = TrainingOutcome.of(run, registered_model_name(cfg.data.dataset), registered)
     create_markdown_artifact(outcome.markdown(), key=f"training-{cfg.data.dataset}",
                              description=f"Shap-CA on {cfg.data.dataset}: test metrics and the registry decision")

@@ -11,7 +11,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
-from components.tracking.mlflow_setup import find_project_root
+from components.common.project_root import find_project_root
 from components.validation import log_data_docs, render_report
 from flows.outcomes import validation_markdown
 from flows.tasks import check_data_version, data_content_version, validate

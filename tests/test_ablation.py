@@ -7,22 +7,17 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from components.cli import app
+from cli import app
 from components.config import load_config
 from components.tracking.mlflow_setup import setup_tracking
 from components.tracking.run_logging import start_run
-from components.training.ablation import (
-    VARIANTS,
-    collect_ablation_runs,
-    config_hash,
-    config_identity,
-    find_finished_run,
-    parse_variants,
-    point_config,
-    run_ablation,
-    summarize_runs,
-)
-from components.training.ablation_report import render_results_markdown
+from components.config import config_hash, config_identity
+from components.experiments.ablation.collect import collect_ablation_runs
+from components.experiments.ablation.grid import run_ablation
+from components.experiments.ablation.lookup import find_finished_run
+from components.experiments.ablation.report import render_results_markdown
+from components.experiments.ablation.summary import summarize_runs
+from components.experiments.ablation.variants import VARIANTS, parse_variants, point_config
 
 EXPERIMENT = "ablation-test"
 

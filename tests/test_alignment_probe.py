@@ -101,9 +101,10 @@ def test_probe_of_the_token_coverage_game_scores_what_training_scores(tiny_bert_
     # The probe's phi is the phi of the training loss: the same statistics from the model's own forward passes.
     by_forward = _Accumulator(tau=model.alignment.temperature)
     model.eval()
+    dataset = data.example_dataset(data.splits["dev"])
     with torch.no_grad():
         for start in range(0, 24, 8):
-            batch = data.collate(model.collator(), data.splits["dev"][start : start + 8])
+            batch = model.processor([dataset[i] for i in range(start, min(start + 8, len(dataset)))])
             by_forward.add(model(batch).shapley.float())
     for key, value in vars(by_forward.stats()).items():
         assert getattr(result.shapley, key) == pytest.approx(value, abs=1e-5), key

@@ -6,7 +6,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from components.cli import app
+from cli import app
 
 
 def _commands(command, path: tuple[str, ...] = ()):

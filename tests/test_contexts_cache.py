@@ -15,7 +15,7 @@ from components.contexts.base import GenerationFailure, GeneratorSpec, ImageGene
 from components.contexts.cache import ContextCache, ContextRecord, cache_key
 from components.contexts.context_set import read_context_set, write_context_set
 from components.contexts.generate import generate_contexts
-from components.contexts.images import ImageProblem, read_image
+from components.common.images import ImageProblem, read_image
 from components.data.records import ContextSet, DataFormatError
 
 

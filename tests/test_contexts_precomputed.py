@@ -11,7 +11,7 @@ import pytest
 
 from components.contexts import read_context_set
 from components.contexts.config import ContextsConfig
-from components.contexts.pipeline import list_image_ids, report_text, run_contexts
+from components.contexts.steps import list_image_ids, report_text, run_contexts
 from components.data.datasets import load_contexts
 from components.data.records import DataFormatError
 

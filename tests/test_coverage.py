@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from components.model.bench import coverage_value
+from components.benchmarks.shapley import coverage_value
 from components.model.shapley import coverage_shapley, exact_shapley, monte_carlo_shapley
 
 torch.set_num_threads(2)
@@ -165,7 +165,7 @@ def test_rejects_a_vector():
 
 
 def test_benchmark_rows_time_the_closed_form_against_enumeration():
-    from components.model.bench import run_shapley_benchmark
+    from components.benchmarks.shapley import run_shapley_benchmark
 
     result = run_shapley_benchmark(ns=(4,), ks=(2,), seeds=(0,), repeats=2, loop_repeats=1, include_step=False,
                                    progress=False, coverage_ns=(6, 20), coverage_ts=(5,), coverage_exact_limit=6)

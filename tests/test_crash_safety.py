@@ -16,7 +16,7 @@ from components.training.checkpoint import (
     save_checkpoint,
     write_atomically,
 )
-from components.training.run_dir import RUN_ID_FILE, ResumeRefused, claim_output_dir, run_to_continue
+from components.runs.run_dir import RUN_ID_FILE, ResumeRefused, claim_output_dir, run_to_continue
 
 
 def _checkpoint(directory, config_hash_: str) -> None:
@@ -97,7 +97,7 @@ def test_resume_continues_an_interrupted_run_of_the_same_config(store, tmp_path,
 def test_a_killed_run_left_running_is_marked_killed_when_its_directory_is_reused(store, tmp_path, caplog):
     client, experiment = store
     run_id = _previous_run(client, experiment, tmp_path / "out", "RUNNING")
-    with caplog.at_level("WARNING", logger="components.training.run_dir"):
+    with caplog.at_level("WARNING", logger="components.runs.run_dir"):
         assert run_to_continue(client, ExperimentConfig(), tmp_path / "out", resume=False) is None
     assert client.get_run(run_id).info.status == "KILLED" and "marking it KILLED" in caplog.text
     finished = _previous_run(client, experiment, tmp_path / "other", "FINISHED")

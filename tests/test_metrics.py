@@ -12,22 +12,26 @@ from seqeval.metrics.sequence_labeling import get_entities
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sklearn.metrics import precision_recall_fscore_support
 
+from components.data.bio import bio_to_spans
 from components.data.records import Span, Triple
-from components.training.metrics import (
+from components.data.metrics import (
     Scores,
     confusion_matrix,
-    ner_scores,
     re_scores,
     span_scores,
     triple_scores,
 )
 
 
+def scores_from_tags(gold_tags, pred_tags) -> Scores:
+    """BIO tag sequences scored the way evaluation scores NER: chunks by bio_to_spans, then span_scores."""
+    return span_scores([bio_to_spans(t, i) for i, t in enumerate(gold_tags)],
+                       [bio_to_spans(t, i) for i, t in enumerate(pred_tags)])
+
+
 def test_length_mismatches_are_errors():
-    with pytest.raises(ValueError, match="sentence 1 has 2 gold tags but 1 predicted"):
-        ner_scores([["O"], ["O", "B-PER"]], [["O"], ["O"]])
     with pytest.raises(ValueError, match="2 gold sentences/instances but 1 predicted"):
-        ner_scores([["O"], ["O"]], [["O"]])
+        span_scores([[], []], [[]])
     with pytest.raises(ValueError, match="re_scores"):
         re_scores(["a"], [])
 
@@ -47,7 +51,7 @@ def test_ner_scores_hand_worked():
         ["O", "I-ORG", "I-ORG", "O"],  # ORG(1,3): an I- start is a chunk, and correct
         ["B-PER", "B-PER"],  # PER(0,1) correct, PER(1,2) wrong
     ]
-    scores = ner_scores(gold, pred)
+    scores = scores_from_tags(gold, pred)
     # gold 4, predicted 5, correct 3.
     assert (scores.correct, scores.predicted, scores.support) == (3, 5, 4)
     assert scores.precision == pytest.approx(3 / 5)
@@ -67,7 +71,7 @@ def test_ner_scores_hand_worked():
 def test_span_form_equals_tag_form():
     gold_tags = [["B-PER", "I-PER", "O", "B-LOC"], ["I-ORG", "O"]]
     pred_tags = [["B-PER", "O", "O", "B-LOC"], ["B-ORG", "O"]]
-    from_tags = ner_scores(gold_tags, pred_tags)
+    from_tags = scores_from_tags(gold_tags, pred_tags)
     from_spans = span_scores(
         [{("PER", Span(0, 2)), ("LOC", Span(3, 4))}, [("ORG", Span(0, 1))]],
         [[("PER", Span(0, 1)), ("LOC", Span(3, 4))], {("ORG", Span(0, 1))}],
@@ -77,9 +81,9 @@ def test_span_form_equals_tag_form():
 
 
 def test_no_predictions_and_no_gold_give_zero_not_nan():
-    scores = ner_scores([["B-PER"]], [["O"]])
+    scores = scores_from_tags([["B-PER"]], [["O"]])
     assert (scores.precision, scores.recall, scores.f1) == (0.0, 0.0, 0.0)
-    empty = ner_scores([["O"]], [["O"]])
+    empty = scores_from_tags([["O"]], [["O"]])
     assert (empty.precision, empty.recall, empty.f1, empty.support) == (0.0, 0.0, 0.0, 0)
 
 
@@ -127,7 +131,7 @@ def test_ner_scores_match_seqeval_on_real_twitter2017_test(data_dir, seed, rate)
     types = ["PER", "LOC", "ORG", "MISC"]
     pred = [_perturb(tags, rng, types, rate) for tags in gold]
 
-    ours = ner_scores(gold, pred)
+    ours = scores_from_tags(gold, pred)
     assert ours.f1 < 1.0  # the perturbation did change something
     assert ours.precision == pytest.approx(precision_score(gold, pred), abs=1e-12)
     assert ours.recall == pytest.approx(recall_score(gold, pred), abs=1e-12)
@@ -145,14 +149,14 @@ def test_ner_scores_match_seqeval_on_real_twitter2017_test(data_dir, seed, rate)
 
 def test_gold_against_itself_is_perfect(data_dir):
     gold = _read_conll_tags(data_dir / "twitter2017" / "test.txt")
-    scores = ner_scores(gold, gold)
+    scores = scores_from_tags(gold, gold)
     assert (scores.precision, scores.recall, scores.f1) == (1.0, 1.0, 1.0)
     assert scores.support == sum(len(get_entities(tags)) for tags in gold)
     assert set(scores.per_type) == {"PER", "LOC", "ORG", "MISC"}
 
 
 def test_as_dict_names_and_table():
-    scores = ner_scores([["B-PER", "O", "B-LOC"]], [["B-PER", "O", "O"]])
+    scores = scores_from_tags([["B-PER", "O", "B-LOC"]], [["B-PER", "O", "O"]])
     flat = scores.as_dict("dev")
     assert flat["dev_f1"] == pytest.approx(2 * 1.0 * 0.5 / 1.5)
     assert flat["dev_precision"] == 1.0 and flat["dev_recall"] == 0.5

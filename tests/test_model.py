@@ -1,9 +1,10 @@
 """ShapCA assembled on tiny random encoders (BERT, CLIP vision, ViT) saved with save_pretrained: every head trains and
-predicts, the collator's tensors say what they should, and save/load round-trips without the encoder paths."""
+predicts, the processor's tensors say what they should, and save/load round-trips without the encoder paths."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 import warnings
 from pathlib import Path
@@ -16,11 +17,12 @@ from torch.utils.data import DataLoader
 from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
 from components.data.bio import bio_tags
+from components.data.example_dataset import ExampleDataset
 from components.data.records import JointExample, NerExample, ReExample, Span, Triple
-from components.model.batch import HEAD_START, TAIL_START
 from components.model.config import ShapCAConfig
 from components.model.encoders import MINILM_SHA256, minilm_path, resolve_encoder_path, verify_sha256
-from components.model.heads import crf_marginals
+from components.model.heads import ReHead, crf_marginals
+from components.model.processor import ShapCAProcessor
 from components.model.shapca import ShapCA, ShapCAOutput
 
 torch.set_num_threads(2)
@@ -81,7 +83,7 @@ def _images(ids, seed=0) -> dict[str, Image.Image]:
 def test_each_head_runs_forward_and_backward(encoders, task):
     labels, examples = TASKS[task]
     model = ShapCA.from_config(_config(encoders), task, labels).train()
-    batch = model.collator()(examples, contexts=CONTEXTS)
+    batch = model.processor(ExampleDataset(examples, CONTEXTS))
     out = model(batch)
     assert isinstance(out, ShapCAOutput) and torch.isfinite(out.loss)
     assert out.loss.item() == pytest.approx(out.task_loss.item() + out.align_loss.item(), rel=1e-6)
@@ -96,17 +98,17 @@ def test_each_head_runs_forward_and_backward(encoders, task):
 
 def test_predictions_have_the_promised_shapes(encoders):
     ner = ShapCA.from_config(_config(encoders), "ner", NER_TYPES)
-    preds = ner.predict(ner.collator()(NER, contexts=CONTEXTS))
+    preds = ner.predict(ner.processor(ExampleDataset(NER, CONTEXTS)))
     assert len(preds) == len(NER) and ner.training  # predict restores the training mode
     for example, found in zip(NER, preds):
         for span, kind, score in found:
             assert isinstance(span, Span) and 0 <= span.start < span.end <= len(example.tokens)
             assert kind in NER_TYPES and 0.0 < score <= 1.0
     re_model = ShapCA.from_config(_config(encoders), "re", RELATIONS)
-    for label, score in re_model.predict(re_model.collator()(RE, contexts=CONTEXTS)):
+    for label, score in re_model.predict(re_model.processor(ExampleDataset(RE, CONTEXTS))):
         assert label in RELATIONS and 1 / len(RELATIONS) <= score <= 1.0
     joint = ShapCA.from_config(_config(encoders), "joint", RELATIONS[1:])
-    preds = joint.predict(joint.collator()(JOINT, contexts=CONTEXTS))
+    preds = joint.predict(joint.processor(ExampleDataset(JOINT, CONTEXTS)))
     assert len(preds) == len(JOINT)
     for found in preds:
         for triple, score in found:
@@ -117,7 +119,7 @@ def test_a_few_steps_fit_a_tiny_batch(encoders):
     """The whole model learns: 30 AdamW steps on three RE examples bring the loss down and the predictions right."""
     torch.manual_seed(0)
     model = ShapCA.from_config(_config(encoders, dropout=0.0), "re", RELATIONS).train()
-    batch = model.collator()(RE, contexts=CONTEXTS)
+    batch = model.processor(ExampleDataset(RE, CONTEXTS))
     groups = model.parameter_groups()
     optimizer = torch.optim.AdamW([{"params": groups["encoder"], "lr": 1e-3}, {"params": groups["other"], "lr": 1e-2}])
     first = model(batch).task_loss.item()
@@ -144,8 +146,8 @@ def test_save_and_load_are_exact_inverses_without_the_encoder_paths(encoders, tm
     assert loaded.state_dict().keys() == expected.keys()
     assert all(torch.equal(v, expected[k]) for k, v in loaded.state_dict().items())
     images = _images(["img0", "img2"])
-    batch = model.collator()(examples, contexts=CONTEXTS, images=images)
-    reloaded_batch = loaded.collator()(examples, contexts=CONTEXTS, images=images)
+    batch = model.processor(ExampleDataset(examples, CONTEXTS, images))
+    reloaded_batch = loaded.processor(ExampleDataset(examples, CONTEXTS, images))
     assert torch.equal(batch.input_ids, reloaded_batch.input_ids)  # the saved tokenizer (with markers) is the same
     model.eval()
     torch.manual_seed(3)
@@ -155,8 +157,26 @@ def test_save_and_load_are_exact_inverses_without_the_encoder_paths(encoders, tm
     assert out.loss.item() == out_loaded.loss.item()
     assert model.predict(batch) == loaded.predict(reloaded_batch)
     assert {p.name for p in (tmp_path / "saved").iterdir()} >= {
-        "config.json", "model.safetensors", "text_encoder", "image_encoder"
+        "config.json", "processor.json", "model.safetensors", "text_encoder", "image_encoder"
     }
+    # The processor on its own: save and load are exact inverses, and its label ids are the head's.
+    model.processor.save_pretrained(tmp_path / "processor")
+    processor = ShapCAProcessor.from_pretrained(tmp_path / "processor")
+    assert (processor.task, processor.labels, processor.label_ids) == (task, labels, model.processor.label_ids)
+    assert torch.equal(processor(ExampleDataset(examples, CONTEXTS, images)).input_ids, batch.input_ids)
+    if task != "re":
+        assert model.head.tagger.tags == list(processor.label_ids["tags"])
+
+
+def test_a_processor_file_whose_label_ids_disagree_with_its_head_is_refused(encoders, tmp_path):
+    model = ShapCA.from_config(_config(encoders), "ner", NER_TYPES)
+    model.processor.save_pretrained(tmp_path)
+    meta = json.loads((tmp_path / "processor.json").read_text())
+    tags = list(meta["label_ids"]["tags"])
+    meta["label_ids"]["tags"] = dict(zip(tags, reversed(range(len(tags)))))  # the same tags, other ids
+    (tmp_path / "processor.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="label ids"):
+        ShapCAProcessor.from_pretrained(tmp_path)
 
 
 def test_parameter_groups_split_encoders_from_the_rest(encoders):
@@ -173,7 +193,7 @@ def test_parameter_groups_split_encoders_from_the_rest(encoders):
 def test_image_encoder_with_synthetic_images(encoders, image_encoder):
     model = ShapCA.from_config(_config(encoders, image_encoder=encoders[image_encoder]), "ner", NER_TYPES)
     images = _images(["img0", "img1", "img3"])  # img2 has no image
-    batch = model.collator()(NER, contexts=CONTEXTS, images=images)
+    batch = model.processor(ExampleDataset(NER, CONTEXTS, images))
     assert batch.pixel_values.shape == (4, 3, 32, 32)
     assert batch.has_image.tolist() == [True, True, False, True]
     assert torch.equal(batch.pixel_values[2], torch.zeros(3, 32, 32))
@@ -189,13 +209,13 @@ def test_image_encoder_with_synthetic_images(encoders, image_encoder):
 def test_missing_contexts_close_the_gate_and_leave_the_alignment(encoders):
     model = ShapCA.from_config(_config(encoders), "ner", NER_TYPES).eval()
     contexts = {"img0": CONTEXTS["img0"], "img1": "   ", "img3": "a poster of a film"}  # img1 empty, img2 missing
-    batch = model.collator()(NER, contexts=contexts)
+    batch = model.processor(ExampleDataset(NER, contexts))
     assert batch.has_context.tolist() == [True, False, False, True]
     out = model(batch)
     assert torch.equal(out.context_gate[1], torch.zeros_like(out.context_gate[1]))
     assert (out.context_gate[0][batch.attention_mask[0].bool()] > 0).all()
     assert torch.allclose(out.shapley[1:3], torch.zeros(2, 4), atol=1e-6)  # null players
-    no_contexts = model(model.collator()(NER))
+    no_contexts = model(model.processor(ExampleDataset(NER)))
     assert no_contexts.align_loss.item() == 0.0 and torch.isfinite(no_contexts.loss)
 
 
@@ -203,8 +223,8 @@ def test_a_batch_without_any_context_skips_the_context_encoder_and_predicts_the_
     model = ShapCA.from_config(_config(encoders), "ner", NER_TYPES).eval()
     calls = []
     model.text_encoder.register_forward_hook(lambda *_: calls.append(1))  # contexts share the text encoder here
-    none = model.collator()(NER)
-    one = model.collator()(NER, contexts={"img0": CONTEXTS["img0"]})  # only the first sample has a context
+    none = model.processor(ExampleDataset(NER))
+    one = model.processor(ExampleDataset(NER, {"img0": CONTEXTS["img0"]}))  # only the first sample has a context
     assert model.predict(none) and len(calls) == 1  # the text only
     calls.clear()
     with_context = model.predict(one)
@@ -225,7 +245,7 @@ def test_a_batch_without_any_context_skips_the_context_encoder_and_predicts_the_
 )
 def test_ablation_switches(encoders, overrides):
     model = ShapCA.from_config(_config(encoders, **overrides), "joint", RELATIONS[1:])
-    batch = model.collator()(JOINT, contexts=CONTEXTS)
+    batch = model.processor(ExampleDataset(JOINT, CONTEXTS))
     out = model(batch)
     out.loss.backward()
     alignment = overrides.get("alignment", "shapley")
@@ -245,10 +265,10 @@ def test_alignment_without_contexts_is_a_config_error():
         ShapCAConfig(context_mode="none", alignment="shapley")
 
 
-def test_collator_marks_entities_and_keeps_every_word(encoders):
+def test_processor_marks_entities_and_keeps_every_word(encoders):
     model = ShapCA.from_config(_config(encoders), "re", RELATIONS)
-    batch = model.collator()(RE, contexts=CONTEXTS)
-    head_id, tail_id = model.tokenizer.convert_tokens_to_ids([HEAD_START, TAIL_START])
+    batch = model.processor(ExampleDataset(RE, CONTEXTS))
+    head_id, tail_id = model.tokenizer.convert_tokens_to_ids([ReHead.HEAD_START, ReHead.TAIL_START])
     rows = torch.arange(len(RE))
     assert (batch.input_ids[rows, batch.head_marker] == head_id).all()
     assert (batch.input_ids[rows, batch.tail_marker] == tail_id).all()
@@ -256,7 +276,7 @@ def test_collator_marks_entities_and_keeps_every_word(encoders):
     assert model.text_encoder.get_input_embeddings().num_embeddings == len(model.tokenizer)
 
     ner = ShapCA.from_config(_config(encoders), "ner", NER_TYPES)
-    batch = ner.collator()(NER)
+    batch = ner.processor(ExampleDataset(NER))
     assert batch.word_mask[0].sum() == 7  # the zero-width joiner keeps a state of its own
     tags = bio_tags(NER_TYPES)
     assert [tags[i] for i in batch.tags[1, :5].tolist()] == NER[1].tags
@@ -264,9 +284,9 @@ def test_collator_marks_entities_and_keeps_every_word(encoders):
     assert ner.tokenizer.convert_ids_to_tokens(first_pieces.tolist()) == ["ka", "leonard"]
 
 
-def test_collator_builds_gold_entity_pairs(encoders):
+def test_processor_builds_gold_entity_pairs(encoders):
     model = ShapCA.from_config(_config(encoders), "joint", RELATIONS[1:])
-    batch = model.collator()(JOINT)
+    batch = model.processor(ExampleDataset(JOINT))
     pairs = {
         (b, tuple(h), tuple(t)): label
         for b, h, t, label in zip(batch.pair_sample.tolist(), batch.pair_head.tolist(), batch.pair_tail.tolist(),
@@ -280,25 +300,25 @@ def test_collator_builds_gold_entity_pairs(encoders):
     assert [tags for tags in batch.tags[0, :8].tolist()] == [1, 2, 0, 0, 0, 1, 0, 1]  # B I O O O B O B
 
 
-def test_collator_works_inside_a_dataloader(encoders):
+def test_the_processor_is_a_dataloaders_collate_function(encoders):
     model = ShapCA.from_config(_config(encoders), "ner", NER_TYPES)
-    loader = DataLoader(NER, batch_size=2, collate_fn=model.collator(contexts=CONTEXTS))
+    loader = DataLoader(ExampleDataset(NER, CONTEXTS), batch_size=2, collate_fn=model.processor)
     batches = list(loader)
     assert [len(b) for b in batches] == [2, 2] and batches[0].example_ids == ["train-0", "train-1"]
     assert batches[1].has_context.tolist() == [True, False]  # img3 has no context
     assert batches[0].to("cpu").input_ids.data_ptr() == batches[0].input_ids.data_ptr()
 
 
-def test_collator_rejects_bad_records_by_id(encoders):
+def test_processor_rejects_bad_records_by_id(encoders):
     ner = ShapCA.from_config(_config(encoders), "ner", NER_TYPES)
     bad_tag = NerExample("dev-7", "img0", ["a", "b"], ["O", "B-ANIMAL"])
     with pytest.raises(ValueError, match=r"example dev-7: tag 'B-ANIMAL' at token 1"):
-        ner.collator()([bad_tag])
+        ner.processor(ExampleDataset([bad_tag]))
     re_model = ShapCA.from_config(_config(encoders), "re", RELATIONS)
     with pytest.raises(ValueError, match=r"example dev-8: relation '/x/y' is not one of"):
-        re_model.collator()([ReExample("dev-8", "i", ["a", "b"], Span(0, 1), Span(1, 2), "/x/y")])
+        re_model.processor(ExampleDataset([ReExample("dev-8", "i", ["a", "b"], Span(0, 1), Span(1, 2), "/x/y")]))
     with pytest.raises(ValueError, match=r"example dev-9: head Span\(start=1, end=5\)"):
-        re_model.collator()([ReExample("dev-9", "i", ["a", "b"], Span(1, 5), Span(0, 1), "None")])
+        re_model.processor(ExampleDataset([ReExample("dev-9", "i", ["a", "b"], Span(1, 5), Span(0, 1), "None")]))
     with pytest.raises(ValueError, match="without 'None'"):
         ShapCA.from_config(_config(encoders), "joint", RELATIONS)
 
@@ -308,7 +328,7 @@ def test_words_beyond_the_window_are_reported(encoders):
     long = NerExample("test-3", "img0", ["word"] * 12, ["O"] * 12)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        batch = model.collator()([long])
+        batch = model.processor(ExampleDataset([long]))
     assert any("example test-3: its last 6 words fall beyond" in str(w.message) for w in caught)
     assert batch.word_mask.sum() == 6
     assert model.predict(batch)[0] == [] or all(s.end <= 6 for s, _, _ in model.predict(batch)[0])
@@ -360,8 +380,8 @@ def test_token_coverage_game_trains_end_to_end(encoders, coverage, context_mode)
                      image_encoder=encoders["clip"] if images else None)
     model = ShapCA.from_config(config, "ner", NER_TYPES).train()
     contexts = {"img0": CONTEXTS["img0"], "img1": CONTEXTS["img1"], "img3": "a poster of a film"}  # img2: none
-    batch = model.collator()(NER, contexts=contexts, images=_images(["img0", "img1", "img3"]) if images else None)
-    encoded = model._encode(batch)
+    batch = model.processor(ExampleDataset(NER, contexts, _images(["img0", "img1", "img3"]) if images else None))
+    encoded = model.encode(batch)
     special = torch.tensor([model.tokenizer.cls_token_id, model.tokenizer.sep_token_id, model.tokenizer.pad_token_id])
     text_tokens = encoded.text_tokens
     assert torch.equal(text_tokens.mask, batch.text_mask & ~torch.isin(batch.input_ids, special))
@@ -393,5 +413,5 @@ def test_token_coverage_game_trains_end_to_end(encoders, coverage, context_mode)
 def test_cosine_of_sum_stays_the_default_and_reads_no_token_states(encoders):
     model = ShapCA.from_config(_config(encoders), "ner", NER_TYPES)
     assert model.config.shapley_game == "cosine_of_sum" and not model.alignment.uses_tokens
-    encoded = model._encode(model.collator()(NER, contexts=CONTEXTS))
+    encoded = model.encode(model.processor(ExampleDataset(NER, CONTEXTS)))
     assert encoded.text_tokens is None and encoded.context_tokens is None

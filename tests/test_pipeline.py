@@ -25,7 +25,8 @@ MODEL = "models:/shapca-twitter2017@champion"
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_bert_dir, data_dir):
-    from components.training.pipeline import register_and_promote, train_and_log
+    from components.runs.registration import register_and_promote
+    from components.runs.training_run import train_and_log
 
     root = tmp_path_factory.mktemp("pipeline")
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -95,7 +96,7 @@ def test_shapca_predict_writes_one_line_per_input(trained, tmp_path):
     source.write_text('{"text": "Messi scores for Barcelona"}\n{"text": ""}\n')
     target = tmp_path / "out.jsonl"
     done = subprocess.run(
-        [sys.executable, "-m", "components.cli", "predict", "--model", MODEL, "--input", str(source),
+        [sys.executable, "-m", "cli", "predict", "--model", MODEL, "--input", str(source),
          "--output", str(target)],
         capture_output=True, text=True, env=os.environ | {"MLFLOW_TRACKING_URI": trained["uri"]}, timeout=300,
     )
@@ -105,7 +106,7 @@ def test_shapca_predict_writes_one_line_per_input(trained, tmp_path):
 
 
 def test_evaluate_scores_a_registered_version(trained, data_dir):
-    from components.training.pipeline import evaluate_model_uri
+    from components.runs.model_evaluation import evaluate_model_uri
 
     metrics = evaluate_model_uri(MODEL, "twitter2017", "test", data_dir, limit=16)
     assert metrics["test_f1"] == pytest.approx(trained["result"].test_metrics["test_f1"])

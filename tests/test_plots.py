@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from components.tracking.plots import confusion_matrix_png, shapley_heatmap_png, truncate_label
-from components.training.metrics import confusion_matrix
+from components.data.metrics import confusion_matrix
 
 
 def _pixels(path):
@@ -54,8 +54,13 @@ def test_shapley_heatmap_png_reads_the_sign(tmp_path):
 
     assert blueness(mixed) > 5 * blueness(positive)
     assert redness(mixed) > 0 and redness(positive) > redness(mixed)
-    zeros = _pixels(shapley_heatmap_png(np.zeros((2, 3)), ["c1", "c2"], ["t1", "t2", "t3"], tmp_path / "z.png"))
-    assert zeros.size > 0
+    # An all-zero matrix still gets a range (±1), so its cells sit in the map's white centre; a matrix of ones fills
+    # the same cells with dark red. The colour bar is red in both, hence "far less", not "none".
+    labels = (["c1", "c2"], ["t1", "t2", "t3"])
+    zeros = _pixels(shapley_heatmap_png(np.zeros((2, 3)), *labels, tmp_path / "z.png"))
+    ones = _pixels(shapley_heatmap_png(np.ones((2, 3)), *labels, tmp_path / "ones.png"))
+    assert zeros.shape == ones.shape
+    assert redness(ones) > 3 * redness(zeros)
 
 
 def test_bad_matrices_are_clear_errors(tmp_path):

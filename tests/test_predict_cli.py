@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from components.cli import app
+from cli import app
 from components.tracking.pyfunc_model import ServingLimits
 
 

@@ -39,7 +39,7 @@ def test_re_row_past_the_token_window_errors_alone(tiny_bert_dir):
         "head": [[0, 1], [40, 41], [0, 1], [0, 9]],
         "tail": [[3, 4], [43, 44], [4, 5], [3, 4]],
     })
-    out = wrapper.predict(None, frame, params={"batch_size": 8})
+    out = wrapper.predict(frame, params={"batch_size": 8})
     assert len(out) == 4
     for i in (0, 2):
         assert out[i]["error"] is None and out[i]["relation"] in RELATIONS and 0.0 < out[i]["score"] <= 1.0
@@ -64,7 +64,7 @@ def test_images_pass_the_decompression_bomb_guard(tiny_bert_dir, tiny_clip_dir, 
         "text": ["Tony in Paris", "Tony in Paris", "Tony in Paris", "Tony in Paris"],
         "image": [png(20), "small.png", png(60), b"not an image"],
     })
-    out = wrapper.predict(None, frame)
+    out = wrapper.predict(frame)
     assert out[0]["error"] is None and out[1]["error"] is None
     assert out[2]["error"].startswith("row 2: image oversized: 60x60 = 3600 pixels exceeds the limit of 2500")
     assert out[3]["error"].startswith("row 3: image unreadable")
@@ -85,7 +85,7 @@ def test_a_text_past_the_window_is_cut_early_and_flagged(ner):
     words = 200_000  # about 1.4 MB of text: what used to take minutes is bounded by the 16-token window
     ner.limits = dataclasses.replace(ServingLimits(), max_field_chars=10**7)
     started = time.perf_counter()
-    out = ner.predict(None, pd.DataFrame({"text": [" ".join(["word"] * words), "Tony lives in Paris"]}))
+    out = ner.predict(pd.DataFrame({"text": [" ".join(["word"] * words), "Tony lives in Paris"]}))
     elapsed = time.perf_counter() - started
     ner.limits = ServingLimits()
     assert out[0]["error"] is None and out[0]["truncated"]["dropped_words"] == words - out[0]["truncated"]["kept_words"]
@@ -100,7 +100,7 @@ def test_rows_over_a_limit_get_their_own_error(ner):
         "text": ["x" * 1001, {"a": 1}, "Tony lives in Paris", ["Tony", 3], ["w"] * 1001, "Tony in Paris"],
         "context": [None, None, "c" * 1001, None, None, {"not": "text"}],
     })
-    out = ner.predict(None, frame)
+    out = ner.predict(frame)
     ner.limits = ServingLimits()
     assert out[0]["error"] == "row 0: text is 1001 characters, over the limit of 1000"
     assert out[1]["error"] == "row 1: text must be a string or a list of string tokens, got dict"
@@ -113,7 +113,7 @@ def test_rows_over_a_limit_get_their_own_error(ner):
 def test_a_request_over_the_row_limit_is_refused_whole(ner):
     ner.limits = ServingLimits(max_rows=3)
     with pytest.raises(MlflowException, match="request has 4 rows, over the limit of 3 rows") as refused:
-        ner.predict(None, pd.DataFrame({"text": ["a b"] * 4}))
+        ner.predict(pd.DataFrame({"text": ["a b"] * 4}))
     ner.limits = ServingLimits()
     assert refused.value.get_http_status_code() == 400
 
@@ -125,7 +125,7 @@ def test_a_request_over_the_row_limit_is_refused_whole(ner):
 ])
 def test_a_bad_batch_size_is_a_clear_error(ner, batch_size, message):
     with pytest.raises(MlflowException, match=message):
-        ner.predict(None, pd.DataFrame({"text": ["Tony in Paris"]}), params={"batch_size": batch_size})
+        ner.predict(pd.DataFrame({"text": ["Tony in Paris"]}), params={"batch_size": batch_size})
 
 
 def test_limits_come_from_model_config_then_the_environment(tmp_path):
@@ -155,7 +155,7 @@ def test_image_names_are_read_only_from_the_image_directory(tiny_bert_dir, tiny_
     names = ["ok.png", "../secret.png", "../../etc/hostname", "/dev/zero", "zero.png", "link.png", "sub",
              "nothere.png", "big.png", b"x" * 3000]
     wrapper.limits = ServingLimits(image_dir=str(images), max_image_bytes=2000)
-    out = wrapper.predict(None, pd.DataFrame({"text": ["Tony in Paris"] * len(names), "image": names}))
+    out = wrapper.predict(pd.DataFrame({"text": ["Tony in Paris"] * len(names), "image": names}))
     errors = [o["error"] for o in out]
     assert errors[0] is None
     for i in (1, 2, 3, 4, 5):  # escapes, directly or through a symlink: refused before anything is opened
@@ -166,5 +166,5 @@ def test_image_names_are_read_only_from_the_image_directory(tiny_bert_dir, tiny_
     assert errors[9] == "row 9: image is 3000 bytes, over the limit of 2000"
     assert not any(str(tmp_path) in e for e in errors if e)  # no resolved path in any answer
     wrapper.limits = ServingLimits()  # no image directory: a name is refused outright, bytes still work
-    out = wrapper.predict(None, pd.DataFrame({"text": ["a b", "a b"], "image": ["ok.png", buffer.getvalue()]}))
+    out = wrapper.predict(pd.DataFrame({"text": ["a b", "a b"], "image": ["ok.png", buffer.getvalue()]}))
     assert "no image directory is configured" in out[0]["error"] and out[1]["error"] is None

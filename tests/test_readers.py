@@ -274,13 +274,13 @@ def test_blip2_duplicates(tmp_path):
     assert "duplicate image id '2' with a different text than at line 2" in message
     lenient = read_blip2(path, strict=False)
     assert isinstance(lenient, ContextReadResult)
-    assert lenient.contexts.contexts == {"1": "a dog", "2": "a cat"} and len(lenient.problems) == 1
+    assert lenient.context_set.contexts == {"1": "a dog", "2": "a cat"} and len(lenient.problems) == 1
 
 
 def test_blip2_undecodable_bytes(tmp_path):
     path = write(tmp_path / "b.txt", b"1.jpg :ok\n2.jpg :caf\xe9\n")
     result = read_blip2(path, strict=False)
-    assert result.contexts.contexts == {"1": "ok"}
+    assert result.context_set.contexts == {"1": "ok"}
     assert [(p.line, "undecodable bytes at byte 11 (0xe9)" in p.message) for p in result.problems] == [(2, True)]
 
 
@@ -316,7 +316,7 @@ def test_mplug_owl_text_before_first_header_and_broken_header(tmp_path):
     assert [p.line for p in result.problems] == [1, 4]
     assert "expected an 'imgid:<image_id>###' line first" in result.problems[0].message
     assert "expected 'imgid:<image_id>###<description>'" in result.problems[1].message
-    assert result.contexts.contexts == {"1": "ok", "3": "fine"}
+    assert result.context_set.contexts == {"1": "ok", "3": "fine"}
 
 
 # -------------------------------------------------------------------------------------------------------- datasets

@@ -35,7 +35,8 @@ def _config(root, tiny_bert_dir, data_dir, *extra):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_bert_dir, data_dir):
     from components.training.data import load_training_data
-    from components.training.pipeline import register_and_promote, train_and_log
+    from components.runs.registration import register_and_promote
+    from components.runs.training_run import train_and_log
 
     root = tmp_path_factory.mktemp("inputs")
     saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL")}

@@ -17,7 +17,7 @@ from components.model.config import ShapCAConfig
 from components.model.shapca import ShapCA
 from components.tracking.mlflow_setup import setup_tracking
 from components.tracking.pyfunc_model import ServingLimits, log_shapca_model
-from components.tracking.serving_bench import FIVE_MB, TEN_MB, TWEETS, hostile_battery, invoke, start_serve
+from components.benchmarks.serving import FIVE_MB, TEN_MB, TWEETS, hostile_battery, invoke, start_serve
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from components.model.alignment import cosine_of_sum
-from components.model.bench import loop_shapley
+from components.benchmarks.shapley import loop_shapley
 from components.model.shapley import (
     MAX_EXACT_PLAYERS,
     exact_shapley,

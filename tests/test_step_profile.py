@@ -11,11 +11,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from components.cli import app
+from cli import app
 from components.data.datasets import labels, load_contexts, load_split
 from components.model.config import ShapCAConfig
 from components.model.shapca import ShapCA
-from components.training.step_profile import FORWARD_PHASES, PHASES, profile_step
+from components.benchmarks.step_profile import FORWARD_PHASES, PHASES, profile_step
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def _perf_report():
 
 
 def test_bench_step_command_and_the_performance_document(tiny_bert_dir, data_dir, tmp_path):
-    from components.model.bench import run_shapley_benchmark
+    from components.benchmarks.shapley import run_shapley_benchmark
 
     step_json = tmp_path / "perf" / "step.json"
     done = CliRunner().invoke(app, [

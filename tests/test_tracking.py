@@ -12,6 +12,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from components.common.hashing import sha256_file
+from components.common.project_root import PROJECT_ROOT_ENV, find_project_root
 from components.data.records import ContextSet
 from components.tracking.lineage import (
     UNKNOWN,
@@ -21,18 +23,16 @@ from components.tracking.lineage import (
     dir_checksums,
     git_commit,
     git_dirty,
-    sha256_file,
 )
 from components.tracking.mlflow_setup import (
-    PROJECT_ROOT_ENV,
     TRACKING_URI_ENV,
     default_artifact_location,
-    find_project_root,
     resolve_tracking_uri,
     setup_tracking,
 )
 from components.tracking.run_logging import start_run
-from components.training.metrics import ner_scores
+from components.data.bio import bio_to_spans
+from components.data.metrics import span_scores
 
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 
@@ -89,7 +89,7 @@ def test_embedded_default_end_to_end(clean_env, tmp_path):
     assert setup.artifact_location == (tmp_path / "mlruns" / "artifacts").resolve().as_uri()
     assert setup_tracking("defaults", project_root=tmp_path).experiment_id == setup.experiment_id  # get, not create
 
-    scores = ner_scores([["B-PER", "O", "B-LOC"]], [["B-PER", "O", "O"]])
+    scores = span_scores([bio_to_spans(["B-PER", "O", "B-LOC"])], [bio_to_spans(["B-PER", "O", "O"])])
     table = tmp_path / "note.txt"
     table.write_text("hello\n")
     with start_run(setup, run_name="smoke", tags={"kind": "test"}) as run:

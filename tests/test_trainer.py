@@ -7,7 +7,8 @@ import torch
 
 from components.config import load_config
 from components.training.data import load_training_data
-from components.training.trainer import NonFiniteLossError, fit
+from components.training.step import NonFiniteLossError
+from components.training.trainer import fit
 
 
 def _config(tmp_path, tiny_bert_dir, data_dir, **train):

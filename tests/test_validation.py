@@ -11,16 +11,16 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from components.cli import validate as validate_cli
+from cli import validate as validate_cli
 from components.data.context_files import ContextReadResult
 from components.data.datasets import DATASETS, SPLITS
 from components.data.records import ContextSet, JointExample, NerExample, ReadResult, ReExample, Span, Triple
-from components.validation import log_data_docs, make_gx_context, render_report, validate_dataset, validate_examples
+from components.validation import log_data_docs, open_gx_workspace, render_report, validate_dataset, validate_examples
 
 
 @pytest.fixture(scope="module")
-def gx_context(gx_project):
-    return make_gx_context(gx_project)
+def gx_workspace(gx_project):
+    return open_gx_workspace(gx_project)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def cli():
     def main() -> None:  # a group, so that `validate` stays a subcommand as in `shapca`
         pass
 
-    validate_cli.register(app)
+    validate_cli.add_commands(app)
     runner = CliRunner()
     return lambda *args: runner.invoke(app, ["validate", *map(str, args)])
 
@@ -79,10 +79,10 @@ def test_clean_synthetic_dataset_passes_and_writes_gx_json(tmp_path, cli):
     assert first["expectation_config"]["type"] == "expect_table_row_count_to_equal"  # GX's own result objects
 
 
-def test_leaked_example_fails_and_cli_exits_nonzero(tmp_path, cli, gx_context):
+def test_leaked_example_fails_and_cli_exits_nonzero(tmp_path, cli, gx_workspace):
     leaked = CLEAN["test"] + tweet("17_06_2", "New/B-LOC", "York/I-LOC", "Knicks/B-ORG")  # a train tweet, its image too
     data = make_t17(tmp_path / "data", {"test": leaked})
-    report = validate_dataset("twitter2017", data, check_published_sizes=False, gx_context=gx_context)
+    report = validate_dataset("twitter2017", data, check_published_sizes=False, gx_workspace=gx_workspace)
     assert failing(report) == {("test", "no leakage: (text, image) also in train")}
     (row,) = report.find("no leakage", "test")
     assert (row.unexpected_count, row.element_count, row.examples) == (1, 2, ["test-1"])
@@ -94,10 +94,10 @@ def test_leaked_example_fails_and_cli_exits_nonzero(tmp_path, cli, gx_context):
     assert json.loads((tmp_path / "r.json").read_text())["success"] is False
 
 
-def test_same_text_under_another_image_is_reported_not_blocking(tmp_path, gx_context):
+def test_same_text_under_another_image_is_reported_not_blocking(tmp_path, gx_workspace):
     retweet = CLEAN["test"] + tweet("O_5", "Messi/B-PER", "scores/O")
     data = make_t17(tmp_path, {"test": retweet})
-    report = validate_dataset("twitter2017", data, check_published_sizes=False, gx_context=gx_context)
+    report = validate_dataset("twitter2017", data, check_published_sizes=False, gx_workspace=gx_workspace)
     assert report.success
     (row,) = report.find("text also in train", "test")
     assert (row.success, row.blocking, row.status, row.unexpected_count) == (False, False, "WARN", 1)
@@ -118,25 +118,25 @@ def test_published_sizes_are_blocking(tmp_path, cli):
     assert "FAIL train/sentences: split size = published 3373 sentences: 2" in result.output
 
 
-def test_missing_context_fails_coverage_for_blip2(tmp_path, gx_context):
+def test_missing_context_fails_coverage_for_blip2(tmp_path, gx_workspace):
     contexts = "17_06_1.jpg :x\n17_06_2.jpg :y\n17_06_3.jpg :z\n"  # O_4 (test) has none
     data = make_t17(tmp_path, contexts=contexts)
-    report = validate_dataset("twitter2017", data, check_published_sizes=False, gx_context=gx_context)
+    report = validate_dataset("twitter2017", data, check_published_sizes=False, gx_workspace=gx_workspace)
     assert failing(report) == {("test", "context coverage >= 100%")}
     assert report.find("context coverage", "test")[0].observed == "0.00%"
     assert report.stats["splits"]["train"]["context_coverage"] == 1.0
 
 
-def test_bio_error_rate_threshold(tmp_path, gx_context):
+def test_bio_error_rate_threshold(tmp_path, gx_workspace):
     noisy = tweet("17_06_1", "Messi/I-PER", "scores/O") + tweet("17_06_2", "New/B-LOC", "York/I-LOC", "Knicks/I-ORG")
     data = make_t17(tmp_path, {"train": noisy})
-    report = validate_dataset("twitter2017", data, check_published_sizes=False, gx_context=gx_context)
+    report = validate_dataset("twitter2017", data, check_published_sizes=False, gx_workspace=gx_workspace)
     assert failing(report) == {("train", "BIO: mentions starting with I- <= 5%")}
     (row,) = report.find("BIO", "train")
     assert (row.unexpected_count, row.element_count) == (2, 3)
     assert report.stats["splits"]["train"]["i_starts"] == 2
     relaxed = validate_dataset(
-        "twitter2017", data, max_bio_error_rate=0.7, check_published_sizes=False, gx_context=gx_context
+        "twitter2017", data, max_bio_error_rate=0.7, check_published_sizes=False, gx_workspace=gx_workspace
     )
     assert relaxed.success and relaxed.find("BIO", "train")[0].unexpected_count == 2
 
@@ -146,7 +146,7 @@ def contexts_for(examples_by_split) -> ContextReadResult:
     return ContextReadResult(ContextSet("blip2", {i: "a picture" for i in ids}))
 
 
-def test_gx_catches_records_that_bypass_the_reader(gx_context):
+def test_gx_catches_records_that_bypass_the_reader(gx_workspace):
     """The suites do not rely on the reader: a tag outside the label set or mismatched lengths fail in GX."""
     splits = {
         "train": [NerExample("train-0", "1", ["Acme", "rises"], ["B-FOO", "O"])],
@@ -155,14 +155,14 @@ def test_gx_catches_records_that_bypass_the_reader(gx_context):
     }
     report = validate_examples(
         DATASETS["twitter2017"], {s: ReadResult(x) for s, x in splits.items()}, contexts_for(splits),
-        check_published_sizes=False, gx_context=gx_context,
+        check_published_sizes=False, gx_workspace=gx_workspace,
     )
     assert failing(report) == {("train", "tag in label set"), ("dev", "as many tags as tokens")}
     assert report.find("tag in label set", "train")[0].examples == ["train-0: 'B-FOO'"]
     assert "FAIL train/tokens: tag in label set: 1 of 2 unexpected (50.00%)" in render_report(report)
 
 
-def test_mnre_span_relation_checks_and_informational_coverage(gx_context):
+def test_mnre_span_relation_checks_and_informational_coverage(gx_workspace):
     tokens = ["Bill", "Cosby", "in", "LA"]
     good = ReExample("train-0", "twitter_1", tokens, Span(0, 2), Span(3, 4), "/per/loc/place_of_residence")
     splits = {
@@ -172,7 +172,7 @@ def test_mnre_span_relation_checks_and_informational_coverage(gx_context):
     }
     report = validate_examples(
         DATASETS["mnre"], {s: ReadResult(x) for s, x in splits.items()},
-        ContextReadResult(ContextSet("blip2", {})), check_published_sizes=False, gx_context=gx_context,
+        ContextReadResult(ContextSet("blip2", {})), check_published_sizes=False, gx_workspace=gx_workspace,
     )
     assert failing(report) == {
         ("train", "tail span inside sentence"),
@@ -183,7 +183,7 @@ def test_mnre_span_relation_checks_and_informational_coverage(gx_context):
     assert (coverage.success, coverage.blocking, coverage.observed_value) == (False, False, 0.0)
 
 
-def test_joint_triples_must_join_entities(gx_context):
+def test_joint_triples_must_join_entities(gx_workspace):
     tokens = ["Paris", "is", "in", "France"]
     contain = Triple(Span(0, 1), "/loc/loc/contain", Span(3, 4))
     ok = JointExample("x-0", "a", tokens, [Span(0, 1), Span(3, 4)], [contain])
@@ -191,7 +191,7 @@ def test_joint_triples_must_join_entities(gx_context):
     splits = {"train": [ok], "dev": [bad], "test": [ok]}
     report = validate_examples(
         DATASETS["mnre-joint"], {s: ReadResult(x) for s, x in splits.items()}, None,
-        context_generator="none", check_published_sizes=False, gx_context=gx_context,
+        context_generator="none", check_published_sizes=False, gx_workspace=gx_workspace,
     )
     assert failing(report) == {
         ("dev", "relation in label set"),
@@ -203,8 +203,8 @@ def test_joint_triples_must_join_entities(gx_context):
 
 # ------------------------------------------------------------------------------------------------------ real data
 @pytest.mark.parametrize("name", list(DATASETS))
-def test_real_datasets_pass(data_dir, gx_context, tmp_path, name):
-    report = validate_dataset(name, data_dir, result_path=tmp_path / f"{name}.json", gx_context=gx_context)
+def test_real_datasets_pass(data_dir, gx_workspace, tmp_path, name):
+    report = validate_dataset(name, data_dir, result_path=tmp_path / f"{name}.json", gx_workspace=gx_workspace)
     assert report.success, render_report(report)
     sizes = {s: report.stats["splits"][s]["examples"] for s in SPLITS}
     assert sizes == DATASETS[name].sizes
@@ -240,8 +240,8 @@ def _text(html_path: Path) -> str:
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())
 
 
-def test_a_gx_checkpoint_builds_data_docs_for_the_real_twitter2017(data_dir, gx_context, gx_project, tmp_path):
-    report = validate_dataset("twitter2017", data_dir, gx_context=gx_context)
+def test_a_gx_checkpoint_builds_data_docs_for_the_real_twitter2017(data_dir, gx_workspace, gx_project, tmp_path):
+    report = validate_dataset("twitter2017", data_dir, gx_workspace=gx_workspace)
     assert report.success
     # Every suite ran through its stored Checkpoint (with the Data Docs action), one per (split, frame).
     checkpoints = {p.stem for p in (gx_project / "checkpoints").glob("twitter2017.*.json")}

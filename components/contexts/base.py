@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from components.contexts.cache import cache_key
-from components.contexts.images import ImageInput, ImageProblem, read_image
+from components.common.images import ImageInput, ImageProblem, read_image
 
 
 @dataclass(frozen=True)

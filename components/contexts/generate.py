@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from components.contexts.base import ContextGenerator, GenerationFailure
 from components.contexts.cache import ContextCache, ContextRecord, S3ContextCache
-from components.contexts.images import ImageProblem
+from components.common.images import ImageProblem
 
 logger = logging.getLogger(__name__)
 

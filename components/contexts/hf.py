@@ -20,7 +20,7 @@ from pathlib import Path
 
 from components.contexts.base import GenerationFailure, GeneratorSpec, ImageGenerator
 from components.contexts.config import GenerationSettings, HFSettings
-from components.contexts.images import ImageInput
+from components.common.images import ImageInput
 
 logger = logging.getLogger(__name__)
 

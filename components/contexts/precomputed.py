@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.contexts.base import GenerationFailure, GeneratorSpec
-from components.tracking.lineage import sha256_named_files
+from components.common.hashing import sha256_named_files
 
 PRECOMPUTED_GENERATORS = ("blip2", "mplug-owl")
 

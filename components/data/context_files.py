@@ -57,14 +57,14 @@ def read_text_lines(path: Path) -> Iterator[TextLine]:
 class ContextReadResult:
     """What a lenient context read returns: the accepted contexts and the problems, in file order."""
 
-    contexts: ContextSet
+    context_set: ContextSet
     problems: list[ReadProblem] = field(default_factory=list)
 
-    def contexts_or_raise(self) -> ContextSet:
+    def context_set_or_raise(self) -> ContextSet:
         """What a strict read returns: the contexts, or ``DataFormatError`` listing every problem."""
         if self.problems:
             raise DataFormatError(self.problems)
-        return self.contexts
+        return self.context_set
 
 
 class _ContextCollector:
@@ -94,7 +94,7 @@ class _ContextCollector:
 
     def finish(self, generator: str, strict: bool) -> ContextSet | ContextReadResult:
         result = ContextReadResult(ContextSet(generator=generator, contexts=self.texts), self.problems)
-        return result.contexts_or_raise() if strict else result
+        return result.context_set_or_raise() if strict else result
 
 
 @overload

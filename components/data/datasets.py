@@ -8,6 +8,7 @@ val.txt). Paths are relative to the data directory that ``dvc pull`` materialise
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -61,9 +62,31 @@ class DatasetSpec:
     files: dict[str, str]  # canonical split -> path relative to the data directory
     labels: list[str]  # NER: entity types in a fixed order; re: 23 relations; joint: the 22 non-None relations
     sizes: dict[str, int]  # the published number of examples per split (sentences for ner/joint, instances for re)
+    # (path, split, labels, limit) -> the split's records, read leniently: the reader of the dataset's file format
+    reader: Callable[[Path, str, list[str], int | None], ReadResult]
     # generator -> the files that hold contexts for this dataset's images; absent: none published for it
     context_files: dict[str, tuple[str, ...]] = field(default_factory=dict)
     description: str = ""
+
+    def publishes_contexts(self, generator: str | None = None) -> bool:
+        """Whether a published context set of `generator` (None: of any generator) describes this dataset's images.
+        The published sets cover the Twitter-2015/2017 images only: an MNRE run reads contexts only from a set
+        generated for it. The one place this rule is written."""
+        if generator is None:
+            return any(self.context_files.values())
+        return bool(self.context_files.get(generator))
+
+
+def _read_ner(path: Path, split: str, labels: list[str], limit: int | None) -> ReadResult:
+    return read_conll(path, split=split, entity_types=labels, limit=limit, strict=False)
+
+
+def _read_re(path: Path, split: str, labels: list[str], limit: int | None) -> ReadResult:
+    return read_mnre(path, split=split, relations=labels, limit=limit, strict=False)
+
+
+def _read_joint(path: Path, split: str, labels: list[str], limit: int | None) -> ReadResult:
+    return read_joint(path, split=split, relations=MNRE_RELATIONS, limit=limit, strict=False)
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -73,6 +96,7 @@ DATASETS: dict[str, DatasetSpec] = {
         files={"train": "twitter2015/train.txt", "dev": "twitter2015/valid.txt", "test": "twitter2015/test.txt"},
         labels=["PER", "LOC", "ORG", "OTHER"],
         sizes={"train": 4000, "dev": 1000, "test": 3257},
+        reader=_read_ner,
         context_files={"blip2": ("contexts/blip2/twitter2015.txt",), "mplug-owl": _MPLUG_OWL_FILES},
         description="Twitter-2015 MNER (Zhang et al. 2018)",
     ),
@@ -82,6 +106,7 @@ DATASETS: dict[str, DatasetSpec] = {
         files={"train": "twitter2017/train.txt", "dev": "twitter2017/valid.txt", "test": "twitter2017/test.txt"},
         labels=["PER", "LOC", "ORG", "MISC"],
         sizes={"train": 3373, "dev": 723, "test": 723},
+        reader=_read_ner,
         context_files={"blip2": ("contexts/blip2/twitter2017.txt",), "mplug-owl": _MPLUG_OWL_FILES},
         description="Twitter-2017 MNER (Lu et al. 2018)",
     ),
@@ -91,6 +116,7 @@ DATASETS: dict[str, DatasetSpec] = {
         files={"train": "mnre/train.txt", "dev": "mnre/val.txt", "test": "mnre/test.txt"},
         labels=list(MNRE_RELATIONS),
         sizes={"train": 12247, "dev": 1624, "test": 1614},
+        reader=_read_re,
         description="MNRE v2 multimodal relation extraction (Zheng et al. 2021)",
     ),
     "mnre-joint": DatasetSpec(
@@ -100,6 +126,7 @@ DATASETS: dict[str, DatasetSpec] = {
         labels=sorted(MNRE_RELATIONS[1:]),
         # Sentences obtained by grouping MNRE instances on (tokens, image id); measured on the published files.
         sizes={"train": 7356, "dev": 931, "test": 914},
+        reader=_read_joint,
         description="MNRE sentences with all their entities and relation triples (joint extraction, JMERE stand-in)",
     ),
 }
@@ -130,12 +157,7 @@ def split_path(name: str, split: str, data_dir: Path = Path("data")) -> Path:
 def read_split(name: str, split: str, data_dir: Path = Path("data"), limit: int | None = None) -> ReadResult:
     """Read a split leniently: the examples the reader accepted and every problem it found."""
     spec = get_spec(name)
-    path = split_path(name, split, data_dir)
-    if spec.task == "ner":
-        return read_conll(path, split=split, entity_types=spec.labels, limit=limit, strict=False)
-    if spec.task == "re":
-        return read_mnre(path, split=split, relations=spec.labels, limit=limit, strict=False)
-    return read_joint(path, split=split, relations=MNRE_RELATIONS, limit=limit, strict=False)
+    return spec.reader(split_path(name, split, data_dir), split, spec.labels, limit)
 
 
 def load_split(
@@ -155,12 +177,10 @@ def read_contexts(generator: Generator, dataset: str, data_dir: Path = Path("dat
     spec = get_spec(dataset)
     if generator not in ("blip2", "mplug-owl"):
         raise ValueError(f"unknown context generator {generator!r}: expected 'blip2' or 'mplug-owl'")
-    files = spec.context_files.get(generator)
-    if not files:
-        # The published context sets describe only the Twitter-2015/2017 images; MNRE's are not among them.
+    if not spec.publishes_contexts(generator):
         logger.warning("no published %s contexts cover %s: its context set is empty", generator, dataset)
         return ContextReadResult(ContextSet(generator=generator, contexts={}))
-    paths = [Path(data_dir) / f for f in files]
+    paths = [Path(data_dir) / f for f in spec.context_files[generator]]
     for path in paths:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such context file for {generator}/{dataset} (run `dvc pull`)")
@@ -175,4 +195,4 @@ def load_contexts(generator: Generator, dataset: str, data_dir: Path = Path("dat
     blip2 has one file per Twitter dataset; mplug-owl's three files are one set shared by both Twitter datasets, so
     its ContextSet holds descriptions of both. mnre / mnre-joint have no published contexts: an empty set, logged.
     """
-    return read_contexts(generator, dataset, data_dir).contexts_or_raise()
+    return read_contexts(generator, dataset, data_dir).context_set_or_raise()

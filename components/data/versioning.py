@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from components.tracking.lineage import sha256_named_files
+from components.common.dvc_pointer import read_dvc_pointer
+from components.common.hashing import sha256_named_files
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +37,12 @@ class DataVersion:
 
 
 def read_pointer(pointer: Path) -> tuple[str, Path]:
-    """The (md5, output path) a single-output `.dvc` file records; the path is resolved next to the pointer."""
-    if not pointer.is_file():
-        raise DataVersionError(f"{pointer}: no such DVC pointer file")
-    raw: Any = yaml.safe_load(pointer.read_text(encoding="utf-8"))
-    outs = raw.get("outs") if isinstance(raw, dict) else None
-    if not isinstance(outs, list) or len(outs) != 1 or not isinstance(outs[0], dict):
-        raise DataVersionError(f"{pointer}: expected `outs:` with exactly one entry (md5, path)")
-    md5, path = outs[0].get("md5"), outs[0].get("path")
-    if not isinstance(md5, str) or not isinstance(path, str):
-        raise DataVersionError(
-            f"{pointer}: outs[0] needs string fields `md5` and `path`, got md5={md5!r} path={path!r}"
-        )
-    return md5.removesuffix(".dir"), pointer.parent / path
+    """The (md5 without ".dir", output path) of the data output `pointer` records; DataVersionError when it cannot."""
+    try:
+        output = read_dvc_pointer(pointer)
+    except (FileNotFoundError, ValueError) as err:
+        raise DataVersionError(str(err)) from err
+    return output.dir_md5, output.path
 
 
 def _describe(status: dict[str, Any]) -> str:

@@ -197,6 +197,27 @@ class ContrastiveAlignment(nn.Module):
                              "context_tokens (and image_tokens with images) to the alignment")
         return Projected(z, F.normalize(proj(tokens.states), dim=-1), tokens.mask.bool())  # tokens (N, T, D)
 
+    @property
+    def permutations(self) -> int | None:
+        """The Monte Carlo K of the Shapley estimator; None where values are exact (exact estimator, coverage game)."""
+        return None if self.uses_tokens else self.estimate.keywords.get("permutations")
+
+    def scores(self, players: Projected, targets: Projected, *, permutations: int | None = None,
+               generator: torch.Generator | None = None) -> Tensor:
+        """phi (N, M): the Shapley value of player i for target j in this alignment's game, over every sample.
+
+        ``permutations`` and ``generator`` replace the Monte Carlo estimator's K and random source for this call
+        (a probe's own seeded orders); with exact values there is no K, and passing one is a ValueError."""
+        if permutations is not None and self.permutations is None:
+            raise ValueError("permutations: this alignment computes exact Shapley values, there is no K to change")
+        if self.uses_tokens:
+            every = torch.ones(len(players.pooled), dtype=torch.bool, device=players.pooled.device)
+            return coverage_game(players, targets, every, self.coverage)
+        if self.permutations is None:
+            return self.estimate(players.pooled, targets.pooled)
+        return self.estimate(players.pooled, targets.pooled, permutations=permutations or self.permutations,
+                             generator=generator)
+
     def _loss(self, a: Projected, b: Projected, mask: Tensor) -> tuple[Tensor, Tensor | None]:
         if self.kind == "infonce":
             return cosine_infonce(a.pooled, b.pooled, mask, self.temperature), None

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
 
 from components.model.config import MINILM
-from components.tracking.lineage import sha256_file
+from components.common.hashing import sha256_file
 
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"  # model.safetensors
 
@@ -106,21 +106,9 @@ def load_image_encoder(path: str | Path) -> ImageEncoder:
     return ImageEncoder(model, processor)
 
 
-def text_encoder_from_saved(path: Path) -> TextEncoder:
-    """Architecture (random weights) and tokenizer from a directory written by `save_encoder_files`."""
-    model = AutoModel.from_config(AutoConfig.from_pretrained(path, local_files_only=True), dtype=torch.float32)
-    return TextEncoder(model, AutoTokenizer.from_pretrained(path, local_files_only=True))
-
-
-def image_encoder_from_saved(path: Path) -> ImageEncoder:
-    model = AutoModel.from_config(AutoConfig.from_pretrained(path, local_files_only=True), dtype=torch.float32)
-    return ImageEncoder(model, AutoImageProcessor.from_pretrained(path, local_files_only=True))
-
-
-def save_encoder_files(encoder: TextEncoder | ImageEncoder, path: Path) -> None:
-    """The encoder's config and its tokenizer / image processor; the weights go into the model's one safetensors."""
-    encoder.model.config.save_pretrained(path)
-    (encoder.tokenizer if isinstance(encoder, TextEncoder) else encoder.processor).save_pretrained(path)
+def encoder_from_saved(path: Path) -> nn.Module:
+    """An encoder's architecture (random weights: the model's safetensors fills them) from its saved config."""
+    return AutoModel.from_config(AutoConfig.from_pretrained(path, local_files_only=True), dtype=torch.float32)
 
 
 def hidden_size(model: nn.Module) -> int:

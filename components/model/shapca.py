@@ -4,21 +4,21 @@ ACM MM 2024), assembled from its parts:
     text    --text encoder-->    token states H (B, T, d), pooled t (B, d)
     context --context encoder--> token states C (B, T_c, d_c), pooled c      (or the second segment of H: concat mode)
     image   --vision encoder-->  patch states V (B, P, d_v), pooled v        (optional)
-    H' = AdaptiveFusion(H, C, V)                      fusion.py
-    task loss = head(H')                              heads.py: MNER CRF | MRE markers | joint CRF + pair classifier
     L_ct, L_ci = ContrastiveAlignment(t, c, v)        alignment.py (Shapley InfoNCE, or plain InfoNCE; the token
                                                       coverage game also reads H, C, V, without special tokens)
+    H' = AdaptiveFusion(H, C, V)                      fusion.py
+    task loss = head(H')                              heads.py: MNER CRF | MRE markers | joint CRF + pair classifier
     loss = task loss + lambda_ct L_ct + lambda_ci L_ci
 
-`ShapCA.from_config` loads pretrained encoders from local paths; `save_pretrained(dir)` writes config.json (model
-config, task, labels), model.safetensors (every weight, encoders included) and each encoder's config and tokenizer or
-image processor, so that `ShapCA.from_pretrained(dir)` rebuilds the same model without the original encoder paths.
+`ShapCA.from_config` loads pretrained encoders from local paths; `save_pretrained(dir)` writes config.json (the model
+config), model.safetensors (every weight, encoders included), each encoder's config, and the processor (task, labels,
+label ids, tokenizers, image processor: processor.py), so that `ShapCA.from_pretrained(dir)` rebuilds the same model
+and processor without the original encoder paths.
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -27,28 +27,26 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
-from components.data.bio import OUTSIDE, bio_tags
-from components.data.records import NO_RELATION
-from components.model.alignment import ContrastiveAlignment, Tokens
-from components.model.batch import MARKERS, Batch, Collator
+from components.common.versioned_json import read_versioned_json, write_versioned_json
+from components.model.alignment import ContrastiveAlignment, Projected, Tokens
+from components.model.batch import Batch
 from components.model.config import ShapCAConfig
 from components.model.encoders import (
-    ImageEncoder,
-    TextEncoder,
     encode_images,
+    encoder_from_saved,
     hidden_size,
-    image_encoder_from_saved,
     load_image_encoder,
     load_text_encoder,
     mean_pool,
-    save_encoder_files,
-    text_encoder_from_saved,
 )
 from components.model.fusion import AdaptiveFusion, FusionOutput
-from components.model.heads import ENTITY_TYPE, JointHead, NerHead, ReHead
+from components.model.heads import head_class
+from components.model.processor import ShapCAProcessor
 
 Task = Literal["ner", "re", "joint"]
-FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+FORMAT, FORMAT_VERSION = "shapca", 2  # 2: task, labels and tokenizers are the processor's (processor.json)
+ENCODER_DIRS = {"text": "text_encoder", "context": "context_encoder", "image": "image_encoder"}
 
 
 @dataclass
@@ -65,7 +63,7 @@ class ShapCAOutput:
 
 
 @dataclass
-class _Encoded:
+class Encoded:
     fusion: FusionOutput
     text: Tensor  # (B, d) pooled text
     context: Tensor | None  # (B, d_c) pooled context
@@ -83,41 +81,22 @@ def _content_tokens(states: Tensor, input_ids: Tensor, mask: Tensor, tokenizer) 
     return Tokens(states, mask.bool() & ~torch.isin(input_ids, special))
 
 
-def _check_labels(task: str, labels: list[str]) -> list[str]:
-    labels = list(labels)
-    if task not in ("ner", "re", "joint"):
-        raise ValueError(f"task must be 'ner', 're' or 'joint', got {task!r}")
-    if not labels or len(set(labels)) != len(labels):
-        raise ValueError(f"{task}: labels must be a non-empty list without repeats, got {labels}")
-    if task == "ner" and any(t == OUTSIDE or t[:2] in ("B-", "I-") for t in labels):
-        raise ValueError(f"ner: labels are entity types such as PER, LOC (BIO tags derive from them), got {labels}")
-    if task == "joint" and NO_RELATION in labels:
-        raise ValueError(f"joint: labels are the relations without {NO_RELATION!r} (the pair classifier adds it)")
-    return labels
-
-
 class ShapCA(nn.Module):
     def __init__(
         self,
         config: ShapCAConfig,
-        task: Task,
-        labels: list[str],
-        text: TextEncoder,
-        context: TextEncoder | None = None,  # a separate context encoder; None shares the text encoder
-        image: ImageEncoder | None = None,
+        processor: ShapCAProcessor,  # its tokenizers are the encoders'; its task and labels are the model's
+        text_encoder: nn.Module,
+        context_encoder: nn.Module | None = None,  # a separate context encoder; None shares the text encoder
+        image_encoder: nn.Module | None = None,
     ):
         super().__init__()
-        self.config, self.task, self.labels = config, task, _check_labels(task, labels)
-        self.tokenizer = text.tokenizer
-        self.context_tokenizer = context.tokenizer if context else None
-        self.image_processor = image.processor if image else None
-        self.text_encoder = text.model
-        self.context_encoder = context.model if context else None
-        self.image_encoder = image.model if image else None
-        if task == "re":  # entity markers as whole tokens, with embeddings of their own
-            self.tokenizer.add_special_tokens({"additional_special_tokens": MARKERS})
-            if len(self.tokenizer) > self.text_encoder.get_input_embeddings().num_embeddings:
-                self.text_encoder.resize_token_embeddings(len(self.tokenizer))
+        self.config, self.processor = config, processor
+        self.task, self.labels = processor.task, processor.labels
+        self.text_encoder, self.context_encoder, self.image_encoder = text_encoder, context_encoder, image_encoder
+        if len(self.tokenizer) > self.text_encoder.get_input_embeddings().num_embeddings:
+            # tokens the head added (RE's entity markers) get embeddings of their own
+            self.text_encoder.resize_token_embeddings(len(self.tokenizer))
         self._takes_token_types = "token_type_ids" in inspect.signature(self.text_encoder.forward).parameters
 
         dim = hidden_size(self.text_encoder)
@@ -137,18 +116,13 @@ class ShapCA(nn.Module):
             if config.alignment != "none"
             else None
         )
-        if task == "ner":
-            self.head = NerHead(dim, self.labels, config.dropout)
-        elif task == "re":
-            self.head = ReHead(dim, self.labels, config.dropout)
-        else:
-            self.head = JointHead(dim, self.labels, config.pair_hidden, config.dropout)
+        self.head = head_class(self.task)(dim, self.labels, config)
 
     # -- construction ------------------------------------------------------------------------------------------
     @classmethod
     def from_config(cls, config: ShapCAConfig, task: Task, labels: list[str]) -> ShapCA:
         """A new model on pretrained encoders loaded from local paths (heads, fusion, projections from scratch)."""
-        _check_labels(task, labels)
+        head_class(task).check_labels(labels)
         text = load_text_encoder(config.text_encoder)
         context = (
             load_text_encoder(config.context_encoder, "context_encoder")
@@ -156,68 +130,50 @@ class ShapCA(nn.Module):
             else None
         )
         image = load_image_encoder(config.image_encoder) if config.image_encoder is not None else None
-        return cls(config, task, labels, text, context, image)
+        processor = ShapCAProcessor.for_model(
+            config, task, labels, text.tokenizer, context.tokenizer if context else None,
+            image.processor if image else None,
+        )
+        return cls(config, processor, text.model, context.model if context else None, image.model if image else None)
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    def _encoders(self) -> dict[str, nn.Module]:
+        encoders = {"text": self.text_encoder, "context": self.context_encoder, "image": self.image_encoder}
+        return {name: encoder for name, encoder in encoders.items() if encoder is not None}
 
     def save_pretrained(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        parts = {"text": TextEncoder(self.text_encoder, self.tokenizer)}
-        if self.context_encoder is not None:
-            parts["context"] = TextEncoder(self.context_encoder, self.context_tokenizer)
-        if self.image_encoder is not None:
-            parts["image"] = ImageEncoder(self.image_encoder, self.image_processor)
-        for name, encoder in parts.items():
-            save_encoder_files(encoder, directory / f"{name}_encoder")
-        meta = {
-            "format": "shapca",
-            "format_version": FORMAT_VERSION,
-            "task": self.task,
-            "labels": self.labels,
-            "encoders": sorted(parts),
+        for name, encoder in self._encoders().items():
+            encoder.config.save_pretrained(directory / ENCODER_DIRS[name])  # the weights go into model.safetensors
+        self.processor.save_pretrained(directory)
+        write_versioned_json(directory / CONFIG_FILE, FORMAT, FORMAT_VERSION, {
+            "encoders": sorted(self._encoders()),
             "model": self.config.model_dump(mode="json"),
-        }
-        (directory / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        })
         save_model(self, str(directory / "model.safetensors"))
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> ShapCA:
         directory = Path(directory)
-        config_file = directory / "config.json"
-        if not config_file.is_file():
-            raise FileNotFoundError(f"{config_file}: missing; not a directory written by ShapCA.save_pretrained")
-        meta = json.loads(config_file.read_text(encoding="utf-8"))
-        if meta.get("format") != "shapca" or meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{config_file}: expected format 'shapca' version {FORMAT_VERSION}, got "
-                             f"{meta.get('format')!r} version {meta.get('format_version')!r}")
-        encoders = set(meta["encoders"])
+        meta = read_versioned_json(directory / CONFIG_FILE, FORMAT, FORMAT_VERSION, "ShapCA.save_pretrained")
+        encoders = {name: encoder_from_saved(directory / ENCODER_DIRS[name]) for name in meta["encoders"]}
         model = cls(
             ShapCAConfig.model_validate(meta["model"]),
-            meta["task"],
-            meta["labels"],
-            text_encoder_from_saved(directory / "text_encoder"),
-            text_encoder_from_saved(directory / "context_encoder") if "context" in encoders else None,
-            image_encoder_from_saved(directory / "image_encoder") if "image" in encoders else None,
+            ShapCAProcessor.from_pretrained(directory),
+            encoders["text"],
+            encoders.get("context"),
+            encoders.get("image"),
         )
         load_model(model, str(directory / "model.safetensors"), strict=True)
         return model.eval()
 
-    def collator(self, contexts=None, images=None) -> Collator:
-        """Records -> Batch for this model (its tokenizers, image processor and labels)."""
-        if self.task == "ner":
-            tags, relations = bio_tags(self.labels), None
-        elif self.task == "re":
-            tags, relations = None, self.labels
-        else:
-            tags, relations = bio_tags([ENTITY_TYPE]), [NO_RELATION, *self.labels]
-        return Collator(
-            self.config, self.task, self.tokenizer, tags=tags, relations=relations,
-            context_tokenizer=self.context_tokenizer, image_processor=self.image_processor,
-            contexts=contexts, images=images,
-        )
-
     @property
     def uses_images(self) -> bool:
-        """Whether the model has an image encoder (otherwise images given to the collator are not used)."""
+        """Whether the model has an image encoder (otherwise images given to the processor are not used)."""
         return self.image_encoder is not None
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -231,7 +187,9 @@ class ShapCA(nn.Module):
         }
 
     # -- forward -----------------------------------------------------------------------------------------------
-    def _encode(self, batch: Batch) -> _Encoded:
+    def encode(self, batch: Batch) -> Encoded:
+        """The batch through the encoders and the fusion: pooled vectors per input, fused text states, and the token
+        states the coverage game reads (when it is played)."""
         extra = {}
         if self._takes_token_types and batch.token_type_ids is not None:  # segment ids of text [SEP] context
             extra["token_type_ids"] = batch.token_type_ids
@@ -243,7 +201,7 @@ class ShapCA(nn.Module):
         # the fused states are the text states exactly (serving requests without contexts pay for one encoder, not two).
         if self.config.context_mode == "fusion" and bool(batch.has_context.any()):
             if batch.context_input_ids is None:
-                raise ValueError("context_mode is 'fusion' but the batch has no context tokens: use model.collator()")
+                raise ValueError("context_mode is 'fusion' but the batch has no context tokens: use model.processor")
             context_model = self.context_encoder if self.context_encoder is not None else self.text_encoder
             context_states = context_model(
                 input_ids=batch.context_input_ids, attention_mask=batch.context_attention_mask
@@ -261,11 +219,11 @@ class ShapCA(nn.Module):
                 text_states, context_states, batch.context_attention_mask, batch.has_context,
                 image_states, batch.has_image,
             )
-        encoded = _Encoded(fused, pooled_text, pooled_context, pooled_image)
+        encoded = Encoded(fused, pooled_text, pooled_context, pooled_image)
         if self.alignment is not None and self.alignment.uses_tokens:
             encoded.text_tokens = _content_tokens(text_states, batch.input_ids, batch.text_mask, self.tokenizer)
             if context_states is not None:
-                context_tokenizer = self.context_tokenizer or self.tokenizer
+                context_tokenizer = self.processor.context_tokenizer or self.tokenizer
                 encoded.context_tokens = _content_tokens(
                     context_states, batch.context_input_ids, batch.context_attention_mask, context_tokenizer
                 )
@@ -278,8 +236,26 @@ class ShapCA(nn.Module):
                 encoded.image_tokens = Tokens(image_states, every_patch)  # (B, P, d_v): patches (and class token)
         return encoded
 
+    def project(self, encoded: Encoded, rows: Tensor) -> tuple[Projected, Projected]:
+        """The texts and contexts of ``rows`` ((B,) bool) in the alignment space: (texts, contexts), unit vectors."""
+        if self.alignment is None or encoded.context is None:
+            raise ValueError("this model has no alignment space: model.alignment is 'none' or the batch has no contexts")
+        a = self.alignment
+        text_tokens = encoded.text_tokens[rows] if encoded.text_tokens is not None else None
+        context_tokens = encoded.context_tokens[rows] if encoded.context_tokens is not None else None
+        return (a.project(a.proj_text, encoded.text[rows], text_tokens),
+                a.project(a.proj_context, encoded.context[rows], context_tokens))
+
+    def scores(self, contexts: Projected, texts: Projected, *, permutations: int | None = None,
+               generator: torch.Generator | None = None) -> Tensor:
+        """phi (n, n): context i's Shapley value for text j, in the game the alignment trains on (see
+        ContrastiveAlignment.scores for ``permutations`` and ``generator``)."""
+        if self.alignment is None:
+            raise ValueError("this model has no alignment (model.alignment is 'none')")
+        return self.alignment.scores(contexts, texts, permutations=permutations, generator=generator)
+
     def forward(self, batch: Batch) -> ShapCAOutput:
-        encoded = self._encode(batch)
+        encoded = self.encode(batch)
         task_loss, logits = self.head(encoded.fusion.states, batch)
         align_loss, shapley, align_ct, align_ci = task_loss.new_zeros(()), None, None, None
         if self.alignment is not None and encoded.context is not None:
@@ -310,7 +286,7 @@ class ShapCA(nn.Module):
         if was_training:  # switching modes walks every submodule: only when needed (serving stays in eval mode)
             self.eval()
         try:
-            return self.head.predict(self._encode(batch).fusion.states, batch)
+            return self.head.predict(self.encode(batch).fusion.states, batch)
         finally:
             if was_training:
                 self.train()

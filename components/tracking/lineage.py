@@ -8,40 +8,21 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from components.common.dvc_pointer import read_dvc_pointer
+from components.common.hashing import sha256_file
 from components.data.records import ContextSet
 
 UNKNOWN = "unknown"
 
 
 def data_version(project_root: str | Path, dvc_file: str = "data.dvc") -> str:
-    """The md5 of the DVC-tracked data, as written in ``data.dvc`` (``outs[*].md5`` of the ``data`` output).
-
-    Raises FileNotFoundError when the pointer is missing and ValueError naming the file and field when it is malformed.
-    """
-    path = Path(project_root) / dvc_file
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no DVC pointer file; the data version comes from its outs[].md5")
-    try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({exc})") from exc
-    outs = content.get("outs") if isinstance(content, dict) else None
-    if not isinstance(outs, list) or not outs:
-        raise ValueError(f"{path}: expected a non-empty 'outs' list (DVC pointer format)")
-    # One pointer may track several outputs; the one whose path is "data" is the benchmark data.
-    chosen = next((o for o in outs if isinstance(o, dict) and o.get("path") == "data"), outs[0])
-    md5 = chosen.get("md5") if isinstance(chosen, dict) else None
-    if not isinstance(md5, str) or not md5:
-        raise ValueError(f"{path}: 'outs[].md5' missing or not a string for output {chosen!r}")
-    return md5
+    """The md5 of the DVC-tracked data as ``data.dvc`` records it (``<md5>.dir``); errors as read_dvc_pointer's."""
+    return read_dvc_pointer(Path(project_root) / dvc_file).md5
 
 
 def _git(project_root: Path, *args: str) -> str | None:
@@ -66,26 +47,6 @@ def git_dirty(project_root: str | Path) -> bool | None:
     """Whether tracked files differ from HEAD (untracked files do not count); None outside git."""
     status = _git(Path(project_root), "status", "--porcelain", "--untracked-files=no")
     return None if status is None else bool(status)
-
-
-def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def sha256_named_files(files: list[tuple[str, Path]]) -> str:
-    """One sha256 over (name, bytes) of each file, in the order given: a rename or any edit changes it."""
-    digest = hashlib.sha256()
-    for name, path in files:
-        digest.update(name.encode("utf-8") + b"\0")
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        digest.update(b"\0")
-    return digest.hexdigest()
 
 
 def dir_checksums(directory: str | Path, pattern: str = "*") -> dict[str, str]:

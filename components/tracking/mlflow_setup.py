@@ -8,9 +8,7 @@ Resolution, first match wins:
 MLflow's plain-file store (``./mlruns`` directories, ``file:`` URIs) is in maintenance mode and refuses to start, so a
 file-store URI is rejected here with a message that says what to use instead.
 
-The project root is, in order: an explicit argument, ``SHAPCA_PROJECT_ROOT``, the nearest directory at or above the
-working directory that holds ``data.dvc`` or ``.dvc/`` (so running from a subdirectory still finds the project), and
-finally the working directory itself (an installed package run elsewhere keeps its runs next to where it ran).
+The project root is found by components/common/project_root.py.
 """
 
 from __future__ import annotations
@@ -20,23 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-PROJECT_ROOT_ENV = "SHAPCA_PROJECT_ROOT"
+from components.common.project_root import find_project_root
+
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
-_PROJECT_MARKERS = ("data.dvc", ".dvc")
-
-
-def find_project_root(explicit: str | Path | None = None) -> Path:
-    """The directory whose ``mlruns/`` holds the embedded store (see the module docstring for the order)."""
-    if explicit is not None:
-        return Path(explicit).resolve()
-    from_env = os.environ.get(PROJECT_ROOT_ENV, "").strip()
-    if from_env:
-        return Path(from_env).resolve()
-    cwd = Path.cwd().resolve()
-    for directory in (cwd, *cwd.parents):
-        if any((directory / marker).exists() for marker in _PROJECT_MARKERS):
-            return directory
-    return cwd
 
 
 def default_tracking_uri(project_root: Path) -> str:

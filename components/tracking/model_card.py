@@ -19,11 +19,6 @@ from typing import Any
 MAX_DESCRIPTION = 5000  # MLflow's registry keeps at most 5000 characters of a description
 HEADLINE = ("f1", "precision", "recall")
 
-TASKS = {
-    "ner": "multimodal named entity recognition (BIO tags per token)",
-    "re": "multimodal relation extraction (one relation per head/tail entity pair)",
-    "joint": "joint multimodal entity and relation extraction (entity spans and relation triples)",
-}
 
 # What docs/RESULTS.md established (MiniLM-L6, 3 CPU epochs, 3 seeds): the limits every card states.
 RESULTS_FINDINGS = (
@@ -152,6 +147,7 @@ def _limits(params: dict[str, str]) -> list[str]:
 def version_card(facts: CardFacts) -> str:
     """The version's description (markdown)."""
     from components.data.datasets import get_spec
+    from components.model.heads import head_class
 
     p = facts.params
     spec = get_spec(facts.dataset)
@@ -159,7 +155,7 @@ def version_card(facts: CardFacts) -> str:
     lines = [
         f"## {facts.model_name} v{facts.version}",
         "",
-        f"**Task**: {TASKS.get(spec.task, spec.task)} on {spec.description or facts.dataset}.  ",
+        f"**Task**: {head_class(spec.task).description} on {spec.description or facts.dataset}.  ",
         f"**Labels**: {', '.join(spec.labels)}.  ",
         f"**Model**: text encoder `{p.get('model.text_encoder', '?')}`, contexts `{p.get('model.context_mode', '?')}`, "
         f"alignment `{p.get('model.alignment', '?')}`, image encoder `{p.get('model.image_encoder', 'None')}`.  ",
@@ -196,12 +192,14 @@ def version_card(facts: CardFacts) -> str:
 def registered_model_card(facts: CardFacts, champion: str | None) -> str:
     """The registered model's description (markdown): what it is for, how to call it, its limits, the champion."""
     from components.data.datasets import get_spec
+    from components.model.heads import head_class
 
     spec = get_spec(facts.dataset)
+    head = head_class(spec.task)
     lines = [
         f"## {facts.model_name}",
         "",
-        f"Shap-CA (Shapley value-based contrastive alignment) for {TASKS.get(spec.task, spec.task)} on "
+        f"Shap-CA (Shapley value-based contrastive alignment) for {head.description} on "
         f"{spec.description or facts.dataset}. Labels: {', '.join(spec.labels)}.",
         "",
         "**Intended use**: research baseline and pipeline demonstration on the benchmark's domain; compare versions "
@@ -209,7 +207,8 @@ def registered_model_card(facts: CardFacts, champion: str | None) -> str:
         "",
         "**Call it**: `mlflow.pyfunc.load_model(\"models:/" + facts.model_name + "@champion\").predict(df)`, with "
         "columns `text`, optional `context` (an image description) and `image`"
-        + (", and `head`/`tail` spans" if spec.task == "re" else "") + "; every row gets an `error` field.",
+        + (", and " + "/".join(f"`{name}`" for name in head.serving_spans) + " spans" if head.serving_spans else "")
+        + "; every row gets an `error` field.",
         "",
         f"**Champion**: v{champion}." if champion else "**Champion**: none yet.",
         f"Latest version: v{facts.version} ({facts.alias or 'registered'}), "

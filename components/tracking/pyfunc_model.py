@@ -16,7 +16,7 @@ batch), and `truncated` None or {"kept_words", "dropped_words"} when the text ra
 Bounded work (see :class:`ServingLimits`): a request of more than ``max_rows`` rows is refused as a whole
 (MlflowException INVALID_PARAMETER_VALUE: HTTP 400 from ``mlflow models serve``); a text or context of more than
 ``max_field_chars`` characters (or tokens), or an image over ``max_image_bytes``, is a per-row error; a text past the
-window is cut before any per-word work (components/model/batch.py). So one request costs at most
+window is cut before any per-word work (components/model/processor.py). So one request costs at most
 ``max_rows x max_text_tokens`` word states, whatever it holds.
 """
 
@@ -31,8 +31,8 @@ from typing import Any
 import mlflow.pyfunc
 import pandas as pd
 
-from components.data.bio import OUTSIDE
-from components.data.records import JointExample, NerExample, ReExample, Span
+from components.data.records import Span
+from components.model.heads import head_class
 
 MODEL_ARTIFACT = "model"  # the artifact key under which `ShapCA.save_pretrained` output travels
 
@@ -153,7 +153,7 @@ def _image(row_id: str, value: Any, limits: ServingLimits):
     """The row's image as RGB: its bytes, or a file name read (safely) from the operator's image directory; behind the
     size limit and the decompression-bomb guard every reader uses."""
     from components.contexts import config as contexts_config
-    from components.contexts.images import ImageProblem, decode_image, read_image_under
+    from components.common.images import ImageProblem, decode_image, read_image_under
 
     max_pixels = min(contexts_config.DEFAULT_MAX_PIXELS, limits.max_image_pixels)
     try:
@@ -179,7 +179,7 @@ class ShapCAPyfunc(mlflow.pyfunc.PythonModel):
     # the model_config and the operator's environment.
     limits: ServingLimits = ServingLimits()
 
-    def load_context(self, context) -> None:
+    def load_context(self, context) -> None:  # MLflow's name: its PythonModelContext (artifacts, model_config)
         from components.model.shapca import ShapCA
 
         self.limits = ServingLimits.resolve(getattr(context, "model_config", None))
@@ -187,46 +187,27 @@ class ShapCAPyfunc(mlflow.pyfunc.PythonModel):
         self.model.eval()
 
     def _record(self, row_id: str, row: dict) -> Any:
-        """The row as the record the collator takes. Its gold labels are placeholders: the collator needs some,
-        prediction ignores them (RE: the model's first label, which every RE model has)."""
+        """The row as the record the processor takes (the task's head says which; its gold labels are placeholders
+        that prediction ignores)."""
         tokens = _tokens(row.get("text"), self.limits.max_field_chars)
-        task = self.model.task
-        if task == "ner":
-            return NerExample(id=row_id, image_id=row_id, tokens=tokens, tags=[OUTSIDE] * len(tokens))
-        if task == "re":
-            head, tail = _span(row.get("head"), "head", len(tokens)), _span(row.get("tail"), "tail", len(tokens))
-            relation = self.model.labels[0]
-            return ReExample(id=row_id, image_id=row_id, tokens=tokens, head=head, tail=tail, relation=relation)
-        return JointExample(id=row_id, image_id=row_id, tokens=tokens, entities=[], triples=[])
+        head = self.model.head
+        spans = {name: _span(row.get(name), name, len(tokens)) for name in head.serving_spans}
+        return head.serving_record(row_id, tokens, spans, self.model.labels)
 
     def _format(self, example, prediction, kept_words: int) -> dict:
-        task = self.model.task
         dropped = len(example.tokens) - kept_words
         # RE reads the whole marked sentence or fails the row, so only taggers report a cut.
-        truncated = {"kept_words": kept_words, "dropped_words": dropped} if dropped > 0 and task != "re" else None
-        if task == "ner":
-            entities = [
-                {"start": s.start, "end": s.end, "type": label, "text": " ".join(example.tokens[s.start : s.end]),
-                 "score": float(score)}
-                for s, label, score in prediction
-            ]
-            return {"entities": entities, "truncated": truncated, "error": None}
-        if task == "re":
-            label, score = prediction
-            return {"relation": label, "score": float(score), "truncated": truncated, "error": None}
-        triples = [
-            {"head": [t.head.start, t.head.end], "relation": t.relation, "tail": [t.tail.start, t.tail.end],
-             "score": float(score)}
-            for t, score in prediction
-        ]
-        return {"triples": triples, "truncated": truncated, "error": None}
+        cut = dropped > 0 and self.model.head.warns_on_cut
+        truncated = {"kept_words": kept_words, "dropped_words": dropped} if cut else None
+        return self.model.head.to_json(example, prediction) | {"truncated": truncated, "error": None}
 
     def _predict_rows(self, rows: list[tuple[int, Any]], contexts: dict, images: dict) -> list[dict]:
-        """Outputs of (row position, record) pairs predicted as one batch. A row the collator rejects (an RE entity
+        """Outputs of (row position, record) pairs predicted as one batch. A row the processor rejects (an RE entity
         marker past model.max_text_tokens) fails the batch, so then each row is predicted alone: only it gets the
         error."""
+        items = [(record, contexts.get(record.id), images.get(record.id)) for _, record in rows]
         try:
-            batch = self.model.collator()([r for _, r in rows], contexts=contexts or None, images=images or None)
+            batch = self.model.processor(items)
         except ValueError as error:
             if len(rows) == 1:
                 return [{"truncated": None, "error": f"row {rows[0][0]}: {error}"}]
@@ -235,7 +216,9 @@ class ShapCAPyfunc(mlflow.pyfunc.PythonModel):
         predictions = self.model.predict(batch)
         return [self._format(record, prediction, int(k)) for (_, record), prediction, k in zip(rows, predictions, kept)]
 
-    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> list[dict]:
+    def predict(self, model_input: pd.DataFrame, params: dict | None = None) -> list[dict]:
+        # No MLflow context argument: MLflow passes one only to a predict that names it, and everything the model
+        # needs was read in load_context.
         from mlflow.exceptions import MlflowException
 
         limits = self.limits
@@ -258,12 +241,12 @@ class ShapCAPyfunc(mlflow.pyfunc.PythonModel):
             row_id = str(i)
             try:
                 record = self._record(row_id, row)
-                context_text = _context(row.get("context"), limits.max_field_chars, self.model.config.max_context_tokens)
+                context = _context(row.get("context"), limits.max_field_chars, self.model.config.max_context_tokens)
             except ValueError as error:
                 outputs[i] = {"truncated": None, "error": f"row {i}: {error}"}
                 continue
-            if context_text:
-                contexts[row_id] = context_text
+            if context:
+                contexts[row_id] = context
             valid.append((i, record))
         for start in range(0, len(valid), batch_size):
             # Images are read and decoded one batch at a time: at most batch_size decoded images are held at once.
@@ -290,12 +273,14 @@ def signature_and_example(task: str):
 
     columns = [ColSpec(AnyType(), "text"), ColSpec("string", "context", required=False),
                ColSpec(AnyType(), "image", required=False)]
-    example = {"text": ["Obama visits the Golden Gate Bridge in San Francisco"],
-               "context": ["a man in a suit standing in front of a red bridge"]}
-    if task == "re":
-        columns += [ColSpec(AnyType(), "head"), ColSpec(AnyType(), "tail")]
-        example = {"text": ["Obama visits the Golden Gate Bridge"], "head": [[0, 1]], "tail": [[2, 5]],
-                   "context": ["a man in a suit standing in front of a red bridge"]}
+    example: dict[str, list] = {"text": ["Obama visits the Golden Gate Bridge in San Francisco"],
+                                "context": ["a man in a suit standing in front of a red bridge"]}
+    span_columns = head_class(task).serving_spans
+    if span_columns:  # RE: the pair "Obama", "the Golden Gate Bridge"
+        spans = {"head": [0, 1], "tail": [2, 5]}
+        columns += [ColSpec(AnyType(), name) for name in span_columns]
+        example = {"text": ["Obama visits the Golden Gate Bridge"]} | {name: [spans[name]] for name in span_columns} | {
+            "context": example["context"]}
     # batch_size travels as a request param (predict checks its range against the serving limits).
     params = ParamSchema([ParamSpec("batch_size", "long", 32)])
     return ModelSignature(inputs=Schema(columns), params=params), pd.DataFrame(example)

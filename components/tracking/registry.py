@@ -58,6 +58,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from components.data.metrics import SELECTION_METRIC_KEY
+
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
@@ -72,7 +74,7 @@ DEFAULT_MIN_DELTA = 0.01  # one dev-F1 point; see the module docstring for why
 LOCK_SUFFIX = ".promotion-lock"
 LOCK_TIMEOUT_S = 120.0  # how long a promoter waits for the lock before giving up
 LOCK_STALE_S = 900.0  # a lock this old belongs to a promoter that died: break it
-# Run params the comparability checks read (written by pipeline._train_in_process).
+# Run params the comparability checks read (written by components/runs/training_run.py).
 PARAM_DATASET, PARAM_DEV_SIZE, PARAM_DEV_CAP = "data.dataset", "data.dev_size", "data.max_examples.dev"
 PARAM_DATA_VERSION = "lineage.data_version"
 
@@ -303,7 +305,7 @@ def register_version(
     model_uri: str,
     run_id: str | None = None,
     dev_metric: float | None = None,
-    metric_name: str = "dev_f1",
+    metric_name: str = SELECTION_METRIC_KEY,
     evaluation: str = EVALUATION_COMPLETE,
     tags: dict[str, str] | None = None,
 ) -> str:
@@ -426,7 +428,7 @@ def promote(
     model_name: str,
     version: str | int,
     dev_metric: float | None = None,
-    metric_name: str = "dev_f1",
+    metric_name: str = SELECTION_METRIC_KEY,
     min_delta: float = DEFAULT_MIN_DELTA,
     min_metric: float | None = None,
     allow_partial_dev: bool = False,

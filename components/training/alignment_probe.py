@@ -32,13 +32,11 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import asdict, dataclass
-from functools import partial
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from components.model.alignment import coverage_game
 from components.training.data import TrainingData
 
 
@@ -121,29 +119,25 @@ def probe_alignment(model, data: TrainingData, split: str = "dev", batch_size: i
     examples = data.splits[split][:limit]
     model.eval()
     device = next(model.parameters()).device
-    collator = model.collator()
+    dataset = data.example_dataset(examples)
     alignment = model.alignment
     tau = alignment.temperature if alignment is not None else model.config.temperature
     cosine, shapley = _Accumulator(tau), _Accumulator(tau)
     coverage = alignment is not None and alignment.uses_tokens  # the token coverage game: exact, no estimator
-    estimate = alignment.estimate if alignment is not None and not coverage else None
-    if coverage and permutations is not None:
-        raise ValueError("permutations: this model's token coverage game has exact Shapley values (closed form), "
-                         "there is no K to change")
-    if estimate is not None and "permutations" in estimate.keywords:
-        # Monte Carlo: the probe's own seeded orders, so that probing a model twice gives the same numbers.
-        k = permutations or estimate.keywords["permutations"]
-        generator = torch.Generator().manual_seed(0)
-        estimate = partial(estimate.func, **(estimate.keywords | {"permutations": k, "generator": generator}))
-    elif permutations is not None and estimate is not None:
-        raise ValueError("permutations: this model computes exact Shapley values, there is no K to change")
+    if alignment is not None and permutations is not None and alignment.permutations is None:
+        raise ValueError("permutations: this model computes exact Shapley values (an exact estimator or the token "
+                         "coverage game's closed form), there is no K to change")
+    k = permutations or (alignment.permutations if alignment is not None else None)  # None: exact values
+    # Monte Carlo: the probe's own seeded orders, so that probing a model twice gives the same numbers.
+    generator = torch.Generator().manual_seed(0) if k is not None else None
     gates: list[float] = []
     correlations: list[torch.Tensor] = []
     scales: list[torch.Tensor] = []
     batches = 0
     for start in tqdm(range(0, len(examples), batch_size), desc=f"probe {split}", leave=False):
-        batch = data.collate(collator, examples[start : start + batch_size]).to(device)
-        encoded = model._encode(batch)
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(examples)))]
+        batch = model.processor(items).to(device)
+        encoded = model.encode(batch)
         if encoded.fusion.context_gate is not None:
             gate = encoded.fusion.context_gate  # (B, T)
             mask = batch.text_mask.to(gate.dtype)  # (B, T)
@@ -154,22 +148,15 @@ def probe_alignment(model, data: TrainingData, split: str = "dev", batch_size: i
         keep = batch.has_context  # (B,) bool
         if int(keep.sum()) < 2:
             continue  # one candidate: nothing to tell apart
-        if coverage:
-            t = alignment.project(alignment.proj_text, encoded.text[keep], encoded.text_tokens[keep])
-            c = alignment.project(alignment.proj_context, encoded.context[keep], encoded.context_tokens[keep])
-            z_t, z_c = t.pooled, c.pooled  # (n, D)
-            phi = coverage_game(c, t, torch.ones(len(z_t), dtype=torch.bool, device=device), alignment.coverage)
-        else:
-            z_t = F.normalize(alignment.proj_text(encoded.text[keep]), dim=-1)  # (n, D)
-            z_c = F.normalize(alignment.proj_context(encoded.context[keep]), dim=-1)  # (n, D)
-            phi = estimate(z_c, z_t)  # (n, n)
+        t, c = model.project(encoded, keep)
+        z_t, z_c = t.pooled, c.pooled  # (n, D) unit vectors
+        phi = model.scores(c, t, permutations=k, generator=generator)  # (n, n) context i for text j
         cos, phi = (z_c @ z_t.T).float().cpu(), phi.float().cpu()  # (n, n) each
         cosine.add(cos)
         shapley.add(phi)
         correlation, scale = _column_agreement(phi, cos)
         correlations.append(correlation)
         scales.append(scale)
-    k = estimate.keywords.get("permutations") if estimate is not None else None
     game = None if alignment is None else f"token_coverage/{alignment.coverage}" if coverage else "cosine_of_sum"
     return ProbeResult(
         split=split, permutations=k, game=game, batches=batches, targets=cosine.count, batch_size=batch_size, temperature=tau,

@@ -10,8 +10,10 @@ from PIL import Image
 
 from components.config import DataConfig
 from components.contexts.config import DEFAULT_MAX_PIXELS
-from components.contexts.images import ImageProblem, decode_image
-from components.data.datasets import DATASETS, labels, load_contexts, load_split
+from components.common.images import ImageProblem, decode_image
+from components.contexts.config import ContextsConfig
+from components.data.datasets import DATASETS, get_spec, labels, load_split
+from components.data.example_dataset import ExampleDataset
 from components.data.records import ContextSet, Example
 
 log = logging.getLogger(__name__)
@@ -46,10 +48,6 @@ class ImageFolder:
     def has(self, image_id: str) -> bool:
         return any((self.image_dir / f"{image_id}{suffix}").is_file() for suffix in (".jpg", ".jpeg", ".png"))
 
-    def batch(self, image_ids: list[str]) -> dict[str, Image.Image]:
-        images = {i: self.get(i) for i in image_ids}
-        return {i: im for i, im in images.items() if im is not None}
-
 
 @dataclass
 class TrainingData:
@@ -65,10 +63,9 @@ class TrainingData:
         """image_id -> context text; None when the run uses no contexts."""
         return self.contexts.contexts if self.contexts is not None else None
 
-    def collate(self, collator, examples: list[Example]):
-        """The model's `Batch` of `examples`, with their contexts and (when the run reads images) their images."""
-        images = self.images.batch([e.image_id for e in examples]) if self.images is not None else None
-        return collator(examples, contexts=self.context_texts, images=images)
+    def example_dataset(self, examples: list[Example]) -> ExampleDataset:
+        """(example, context, image) per example, with the run's contexts and (when it reads images) images."""
+        return ExampleDataset(examples, self.context_texts, self.images)
 
     def image_coverage(self) -> dict[str, float]:
         """Per split: the share of examples whose image file is in data.image_dir ({} when the run reads no images)."""
@@ -82,17 +79,40 @@ class TrainingData:
         return {split: self.contexts.coverage(e.image_id for e in ex) for split, ex in self.splits.items()}
 
 
-def load_context_set(cfg: DataConfig) -> ContextSet | None:
-    if cfg.context_file is not None:
-        from components.contexts import read_context_set
+def contexts_config_for(cfg: DataConfig, contexts: ContextsConfig | None = None) -> ContextsConfig | None:
+    """How a run's contexts are made: `contexts` (e.g. an hf backend) pinned to the run's dataset and data, else an
+    import of the published set `cfg.context_generator` names. None when the run reads a given context file, uses no
+    contexts, or has no published set for its images (MNRE: text only unless a set is generated for it)."""
+    if cfg.context_file is not None or cfg.context_generator == "none":
+        return None
+    if contexts is None:
+        if not get_spec(cfg.dataset).publishes_contexts(cfg.context_generator):
+            return None
+        contexts = ContextsConfig(backend="precomputed", generator=cfg.context_generator)
+    return contexts.model_copy(update={"dataset": cfg.dataset, "data_dir": cfg.data_dir})
 
-        return read_context_set(cfg.context_file)
-    if cfg.context_generator == "none":
-        return None
-    if cfg.dataset.startswith("mnre"):
-        # The published LMM contexts cover the Twitter-2015/2017 images only; MNRE runs need a generated set.
-        return None
-    return load_contexts(cfg.context_generator, cfg.dataset, cfg.data_dir)
+
+def context_limit(cfg: DataConfig) -> int | None:
+    """A capped run (data.max_examples on every split: the first N of each) needs its examples' contexts only."""
+    caps = cfg.max_examples or {}
+    return max(caps.values()) if set(SPLITS) <= set(caps) else None
+
+
+def load_context_set(cfg: DataConfig) -> ContextSet | None:
+    """The run's contexts, by the one route every run takes: a context set published through the context cache
+    (components/contexts/steps.py), read from its file. The train flow publishes it in its generate-contexts
+    subflow and passes the file (data.context_file); `shapca train` publishes it here, in this process."""
+    from components.contexts import read_context_set
+
+    if cfg.context_file is None:
+        contexts_cfg = contexts_config_for(cfg)
+        if contexts_cfg is None:
+            return None
+        from components.contexts.steps import run_contexts
+
+        _, published = run_contexts(contexts_cfg, progress=False, limit_per_split=context_limit(cfg))
+        return read_context_set(published.path)
+    return read_context_set(cfg.context_file)
 
 
 def load_training_data(cfg: DataConfig) -> TrainingData:

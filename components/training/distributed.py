@@ -13,7 +13,9 @@ import torch.distributed as dist
 
 
 @dataclass(frozen=True)
-class DistContext:
+class Ranks:
+    """This process's place in the (possibly one-process) DDP group."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -27,18 +29,18 @@ class DistContext:
         return self.world_size > 1
 
 
-def init_distributed(device: torch.device) -> DistContext:
+def init_distributed(device: torch.device) -> Ranks:
     """Join the process group that torchrun describes in the environment, if any."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
-        return DistContext()
+        return Ranks()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
-    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank)
+    return Ranks(rank=rank, world_size=world_size, local_rank=local_rank)
 
 
 def resolve_device(requested: str, ctx_local_rank: int = 0) -> torch.device:
@@ -49,33 +51,28 @@ def resolve_device(requested: str, ctx_local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-def barrier(ctx: DistContext) -> None:
-    if ctx.enabled:
+def barrier(ranks: Ranks) -> None:
+    if ranks.enabled:
         dist.barrier()
 
 
-def _device_for(ctx: DistContext) -> torch.device:
+def _device_for(ranks: Ranks) -> torch.device:
     # NCCL reduces CUDA tensors only; gloo takes CPU tensors.
-    return torch.device("cuda", ctx.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
+    return torch.device("cuda", ranks.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
-def all_reduce_mean(value: float, ctx: DistContext) -> float:
-    if not ctx.enabled:
+def all_reduce_mean(value: float, ranks: Ranks) -> float:
+    if not ranks.enabled:
         return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=_device_for(ctx))
+    tensor = torch.tensor([value], dtype=torch.float64, device=_device_for(ranks))
     dist.all_reduce(tensor)
-    return tensor.item() / ctx.world_size
+    return tensor.item() / ranks.world_size
 
 
-def broadcast_flag(flag: bool, ctx: DistContext) -> bool:
+def broadcast_flag(flag: bool, ranks: Ranks) -> bool:
     """Rank 0's decision (e.g. early stopping) for every rank, so no rank waits alone at the next collective."""
-    if not ctx.enabled:
+    if not ranks.enabled:
         return flag
-    tensor = torch.tensor([int(flag)], device=_device_for(ctx))
+    tensor = torch.tensor([int(flag)], device=_device_for(ranks))
     dist.broadcast(tensor, src=0)
     return bool(tensor.item())
-
-
-def shutdown(ctx: DistContext) -> None:
-    if ctx.enabled and dist.is_initialized():
-        dist.destroy_process_group()

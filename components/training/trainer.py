@@ -1,7 +1,8 @@
 """The training loop, top to bottom: data -> model -> optimizer -> epochs (train, dev, checkpoint) -> best model -> test.
 
-A batch's path: `load_training_data` (readers) -> `BucketBatchSampler` picks indices -> `model.collator()` tokenizes
-the examples with their contexts/images into a `Batch` -> `ShapCA.forward` returns task loss + alignment loss.
+A batch's path: `load_training_data` (readers) -> `BucketBatchSampler` picks indices of the (example, context,
+image) dataset -> `model.processor` tokenizes them into a `Batch` -> `ShapCA.forward` returns task loss + alignment
+loss.
 
 Model selection and early stopping use the dev split only; the test split is scored once, with the best model, at
 the end. Every epoch ends in a checkpoint, and `resume=True` continues from the last one; on CPU a resumed run ends
@@ -10,21 +11,18 @@ with the same metrics as an uninterrupted one (data order is seeded per epoch, R
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
 
 from components.config import ExperimentConfig, config_hash
 from components.model.shapca import ShapCA
@@ -37,8 +35,10 @@ from components.training.checkpoint import (
 )
 from components.training.data import TrainingData
 from components.training.distributed import all_reduce_mean, barrier, broadcast_flag, init_distributed, resolve_device
-from components.training.evaluate import SELECTION_METRIC, Evaluation, evaluate_split
+from components.training.evaluate import Evaluation, evaluate_split
+from components.data.metrics import SELECTION_METRIC
 from components.training.sampler import BucketBatchSampler
+from components.training.step import backward, build_optimizer, build_scheduler, forward, optimizer_step
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,6 @@ def step_log_interval(steps_per_epoch: int) -> int:
     return max(1, min(STEP_LOG_EVERY, steps_per_epoch // 4))
 
 
-class NonFiniteLossError(RuntimeError):
-    """A batch produced NaN/inf: training stops instead of corrupting the weights."""
-
-
 @dataclass
 class FitResult:
     model: ShapCA  # the best model (by dev metric), on CPU
@@ -70,7 +66,6 @@ class FitResult:
     checkpoint_dir: Path
     train_seconds: float
     world_size: int = 1
-    seen_example_ids: list[str] = field(default_factory=list)  # this rank's training examples (DDP sharding checks)
 
 
 def seed_everything(seed: int) -> None:
@@ -82,31 +77,15 @@ def _text_length(example) -> int:
     return len(example.tokens)
 
 
-def _make_loader(examples, collator, data: TrainingData, sampler, num_workers: int = 0) -> DataLoader:
+def _make_loader(dataset, processor, sampler, num_workers: int = 0) -> DataLoader:
     """``num_workers`` > 0 tokenizes (and decodes images) in worker processes, overlapping the model's step; they
     hand batches over through shared memory (/dev/shm). 0 collates in the training process.
 
     Measured (one epoch, MiniLM, 320 Twitter-2017 tweets, CPU, 2 cores shared with other jobs, runs interleaved):
     0 workers 1.69 / 2.96 samples/s, 2 workers 2.75 / 2.29: within the noise, because on CPU the model's step, not
     collation, takes the cores. The default stays 0; workers pay off on a GPU machine with spare cores."""
-    return DataLoader(examples, batch_sampler=sampler, collate_fn=functools.partial(data.collate, collator),
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=processor,
                       num_workers=num_workers, persistent_workers=num_workers > 0)
-
-
-def _optimizer(model: ShapCA, cfg: ExperimentConfig) -> torch.optim.Optimizer:
-    groups = model.parameter_groups()
-    return torch.optim.AdamW(
-        [
-            {"params": groups["encoder"], "lr": cfg.train.lr_encoder},
-            {"params": groups["other"], "lr": cfg.train.lr_head},
-        ],
-        weight_decay=cfg.train.weight_decay,
-    )
-
-
-def _autocast(device: torch.device, precision: str):
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
 
 def fit(
@@ -120,15 +99,14 @@ def fit(
 ) -> FitResult:
     tc = cfg.train
     seed_everything(tc.seed)
-    ctx = init_distributed(resolve_device(tc.device))
-    device = resolve_device(tc.device, ctx.local_rank)
+    ranks = init_distributed(resolve_device(tc.device))
+    device = resolve_device(tc.device, ranks.local_rank)
     started = time.perf_counter()
 
     # Model: built from the typed config (or passed in, e.g. a tiny test model).
     if model is None:
         model = ShapCA.from_config(cfg.model, task=data.task, labels=data.labels)
     model.to(device)
-    collator = model.collator()
 
     # Data: length-bucketed, seeded per epoch, sharded across DDP ranks.
     train_examples = data.splits["train"]
@@ -137,16 +115,15 @@ def fit(
         tc.batch_size,
         shuffle=True,
         seed=tc.seed,
-        rank=ctx.rank,
-        world_size=ctx.world_size,
+        rank=ranks.rank,
+        world_size=ranks.world_size,
     )
-    loader = _make_loader(train_examples, collator, data, sampler, tc.num_workers)
+    loader = _make_loader(data.example_dataset(train_examples), model.processor, sampler, tc.num_workers)
 
     # Optimizer: two learning rates (pretrained encoders vs. new layers); linear warmup then linear decay.
-    optimizer = _optimizer(model, cfg)
+    optimizer = build_optimizer(model, tc)
     steps_per_epoch = math.ceil(len(sampler) / tc.grad_accum)
-    total_steps = max(1, steps_per_epoch * tc.epochs)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(tc.warmup_ratio * total_steps), total_steps)
+    scheduler = build_scheduler(optimizer, tc, steps_per_epoch * tc.epochs)
     log_every = step_log_interval(steps_per_epoch)
 
     checkpoint_dir = Path(tc.output_dir) / "checkpoints"
@@ -164,14 +141,13 @@ def fit(
     earlier_seconds = state.train_seconds  # the parts before this one (0 for a fresh run)
 
     train_model: torch.nn.Module = model
-    if ctx.enabled:
+    if ranks.enabled:
         train_model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
         )
     if tc.compile:
         train_model = torch.compile(train_model)
 
-    seen_ids: list[str] = []
     stopped_early = False
     window_loss, window_batches = 0.0, 0  # the loss curve: mean batch loss since the last logged step
     for epoch in range(state.epoch + 1, tc.epochs + 1):
@@ -179,29 +155,18 @@ def fit(
         train_model.train()
         totals = {"loss": 0.0, "task_loss": 0.0, "align_loss": 0.0}
         n_batches, n_samples, epoch_start = 0, 0, time.perf_counter()
-        bar = tqdm(loader, desc=f"epoch {epoch}/{tc.epochs}", disable=not ctx.is_main, leave=False)
+        bar = tqdm(loader, desc=f"epoch {epoch}/{tc.epochs}", disable=not ranks.is_main, leave=False)
         optimizer.zero_grad(set_to_none=True)
         for step, batch in enumerate(bar, start=1):
-            seen_ids += batch.example_ids
             batch = batch.to(device)
-            with _autocast(device, tc.precision):
-                out = train_model(batch)
-            if not torch.isfinite(out.loss):
-                raise NonFiniteLossError(
-                    f"epoch {epoch}, step {step}: loss is {out.loss.item()} (task {out.task_loss.item()}, "
-                    f"alignment {float(out.align_loss.detach())}); examples {batch.example_ids[:5]}... "
-                    "Stopping rather than training on it: lower the learning rates or check these inputs."
-                )
-            (out.loss / tc.grad_accum).backward()
+            out = forward(train_model, batch, tc.precision, where=f"epoch {epoch}, step {step}")
+            backward(out, tc.grad_accum)
             window_loss += out.loss.item()
             window_batches += 1
             if step % tc.grad_accum == 0 or step == len(loader):
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                optimizer_step(model, optimizer, scheduler, tc.grad_clip)
                 global_step = (epoch - 1) * steps_per_epoch + math.ceil(step / tc.grad_accum)
-                if on_step is not None and ctx.is_main and global_step % log_every == 0:
+                if on_step is not None and ranks.is_main and global_step % log_every == 0:
                     on_step(global_step, {"train_step_loss": window_loss / window_batches,
                                           "train_step_lr_encoder": scheduler.get_last_lr()[0]})
                     window_loss, window_batches = 0.0, 0
@@ -213,16 +178,16 @@ def fit(
             samples_per_s = n_samples / (time.perf_counter() - epoch_start)
             bar.set_postfix(loss=f"{totals['loss'] / n_batches:.4f}", sps=f"{samples_per_s:.1f}")
 
-        metrics = {f"train_{k}": all_reduce_mean(v / max(1, n_batches), ctx) for k, v in totals.items()}
+        metrics = {f"train_{k}": all_reduce_mean(v / max(1, n_batches), ranks) for k, v in totals.items()}
         metrics["train_samples_per_s"] = n_samples / (time.perf_counter() - epoch_start)
 
         # Dev scoring on the main rank only (the splits are small); other ranks wait at the barrier.
-        dev = evaluate_split(model, data, "dev", tc.batch_size, device).metrics if ctx.is_main else {}
+        dev = evaluate_split(model, data, "dev", tc.batch_size, device).metrics if ranks.is_main else {}
         metrics.update({f"dev_{k}": v for k, v in dev.items()})
         state.epoch = epoch
         state.history.append({"epoch": epoch, **metrics})
-        improved = ctx.is_main and dev[SELECTION_METRIC] > state.best_metric
-        if ctx.is_main:
+        improved = ranks.is_main and dev[SELECTION_METRIC] > state.best_metric
+        if ranks.is_main:
             if improved:
                 state.best_metric, state.best_epoch, state.epochs_without_improvement = dev[SELECTION_METRIC], epoch, 0
                 save_best(checkpoint_dir, model)
@@ -233,20 +198,15 @@ def fit(
             log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in metrics.items()})
             if on_epoch_end is not None:
                 on_epoch_end(epoch, metrics)
-        barrier(ctx)
-        if broadcast_flag(state.epochs_without_improvement >= tc.patience, ctx):
+        barrier(ranks)
+        if broadcast_flag(state.epochs_without_improvement >= tc.patience, ranks):
             stopped_early = True
             break
 
     train_seconds = earlier_seconds + time.perf_counter() - started  # every part of a resumed run
-    if ctx.enabled:
-        # Which examples each rank trained on: a cheap record that the data really was sharded.
-        ranks_dir = Path(tc.output_dir) / "ranks"
-        ranks_dir.mkdir(parents=True, exist_ok=True)
-        (ranks_dir / f"rank-{ctx.rank}.json").write_text(json.dumps(sorted(set(seen_ids))))
     # The test split is scored once, with the best dev model.
-    best = ShapCA.from_pretrained(checkpoint_dir / "best") if ctx.is_main else model.cpu()
-    test = evaluate_split(best.to(device), data, "test", tc.batch_size, device) if ctx.is_main else None
+    best = ShapCA.from_pretrained(checkpoint_dir / "best") if ranks.is_main else model.cpu()
+    test = evaluate_split(best.to(device), data, "test", tc.batch_size, device) if ranks.is_main else None
     best_dev = next((h for h in state.history if h["epoch"] == state.best_epoch), {})
     return FitResult(
         model=best.cpu(),
@@ -257,6 +217,5 @@ def fit(
         stopped_early=stopped_early,
         checkpoint_dir=checkpoint_dir,
         train_seconds=train_seconds,
-        world_size=ctx.world_size,
-        seen_example_ids=seen_ids,
+        world_size=ranks.world_size,
     )

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 from components.data.context_files import ContextReadResult
 from components.data.datasets import SPLITS, DatasetSpec, get_spec, read_contexts, read_split
-from components.data.records import NO_RELATION, ReadResult
+from components.data.records import ReadResult
 from components.validation import frames as F
 from components.validation import suites as S
 from components.validation.report import ValidationReport, ValidationRow
@@ -42,16 +41,16 @@ GX_DIR_ENV = "SHAPCA_GX_DIR"  # another GX project directory (tests point it at 
 
 def default_gx_dir() -> Path:
     """``SHAPCA_GX_DIR`` when set, else ``<project root>/gx``."""
-    from components.tracking.mlflow_setup import find_project_root
+    from components.common.project_root import find_project_root
 
     return Path(os.environ.get(GX_DIR_ENV) or find_project_root() / "gx")
 
 
 @dataclass
-class GxContext:
+class GxWorkspace:
     """The GX objects one command reuses: the file data context and a whole-dataframe batch definition per frame."""
 
-    context: Any
+    data_context: Any  # GX's own name for its project object
     batch_definitions: dict[str, Any]
     root: Path  # the gx/ directory
     run_name: str = "shapca-validate"  # set per dataset by validate_examples: "<dataset>-<context generator>"
@@ -62,7 +61,7 @@ class GxContext:
         return self.root / "uncommitted" / "data_docs" / DATA_DOCS_SITE / "index.html"
 
 
-def make_gx_context(gx_dir: str | Path | None = None) -> GxContext:
+def open_gx_workspace(gx_dir: str | Path | None = None) -> GxWorkspace:
     """The file data context in ``gx_dir`` (default ``<project root>/gx``), with its datasource and frame assets
     (created on first use, reused after)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # nothing leaves this machine
@@ -72,12 +71,12 @@ def make_gx_context(gx_dir: str | Path | None = None) -> GxContext:
     root = Path(gx_dir) if gx_dir is not None else default_gx_dir()
     if not (root / "great_expectations.yml").is_file():
         raise FileNotFoundError(f"{root}/great_expectations.yml: no GX project there (the repository's gx/ holds it)")
-    context = gx.get_context(mode="file", context_root_dir=str(root))
-    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    data_context = gx.get_context(mode="file", context_root_dir=str(root))
+    data_context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     try:
-        datasource = context.data_sources.get(DATASOURCE)
+        datasource = data_context.data_sources.get(DATASOURCE)
     except (KeyError, ValueError):
-        datasource = context.data_sources.add_pandas(DATASOURCE)
+        datasource = data_context.data_sources.add_pandas(DATASOURCE)
     batch_definitions = {}
     for kind in FRAME_KINDS:
         try:
@@ -88,7 +87,7 @@ def make_gx_context(gx_dir: str | Path | None = None) -> GxContext:
             batch_definitions[kind] = asset.get_batch_definition(f"{kind}-whole")
         except KeyError:
             batch_definitions[kind] = asset.add_batch_definition_whole_dataframe(f"{kind}-whole")
-    return GxContext(context, batch_definitions, root)
+    return GxWorkspace(data_context, batch_definitions, root)
 
 
 def _same_expectations(stored, expectations: list) -> bool:
@@ -100,12 +99,12 @@ def _same_expectations(stored, expectations: list) -> bool:
     return sorted(key(e) for e in stored.expectations) == sorted(key(e) for e in expectations)
 
 
-def _suite(gx_context: GxContext, name: str, expectations: list):
+def _suite(gx_workspace: GxWorkspace, name: str, expectations: list):
     """The stored suite ``name``; rewritten when its expectations differ from the code's (a changed threshold)."""
     import great_expectations as gx
     from great_expectations.exceptions import DataContextError
 
-    suites = gx_context.context.suites
+    suites = gx_workspace.data_context.suites
     try:
         stored = suites.get(name)
     except DataContextError:
@@ -122,20 +121,20 @@ def _run_identifier(run_name: str):
     return RunIdentifier(run_name=run_name)
 
 
-def _checkpoint(gx_context: GxContext, kind: str, suite, has_id: bool):
+def _checkpoint(gx_workspace: GxWorkspace, kind: str, suite, has_id: bool):
     """The validation definition (frame asset + suite) and the checkpoint that runs it and updates Data Docs."""
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
 
-    context = gx_context.context
-    definition = context.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name=suite.name, data=gx_context.batch_definitions[kind], suite=suite)
+    data_context = gx_workspace.data_context
+    definition = data_context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=suite.name, data=gx_workspace.batch_definitions[kind], suite=suite)
     )
     # SUMMARY keeps the counts and the first 20 offending values; indexing them by example id says where they are.
     result_format: dict[str, Any] = {"result_format": "SUMMARY"}
     if has_id:
         result_format["unexpected_index_column_names"] = ["id"]
-    return context.checkpoints.add_or_update(gx.Checkpoint(
+    return data_context.checkpoints.add_or_update(gx.Checkpoint(
         name=suite.name, validation_definitions=[definition],
         actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[DATA_DOCS_SITE])],
         result_format=result_format,
@@ -172,7 +171,7 @@ def _observed(result: dict, meta: dict) -> tuple[str, int | None, int | None, An
 
 
 def _run(
-    gx_context: GxContext,
+    gx_workspace: GxWorkspace,
     kind: str,
     frame,
     suite_name: str,
@@ -182,14 +181,14 @@ def _run(
     results: list[dict],
     examples_of: Callable[[], list[str]] | None = None,
 ) -> None:
-    suite = _suite(gx_context, suite_name, expectations)
-    checkpoint = _checkpoint(gx_context, kind, suite, "id" in frame.columns)
+    suite = _suite(gx_workspace, suite_name, expectations)
+    checkpoint = _checkpoint(gx_workspace, kind, suite, "id" in frame.columns)
     # The run name groups a command's results in Data Docs ("twitter2017-blip2"), instead of GX's "__none__".
-    outcome = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=_run_identifier(gx_context.run_name))
+    outcome = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=_run_identifier(gx_workspace.run_name))
     (result_id, validation), = outcome.run_results.items()
-    urls = gx_context.context.get_docs_sites_urls(resource_identifier=result_id, site_name=DATA_DOCS_SITE)
+    urls = gx_workspace.data_context.get_docs_sites_urls(resource_identifier=result_id, site_name=DATA_DOCS_SITE)
     if urls and urls[0].get("site_url"):
-        gx_context.result_pages[suite_name] = urls[0]["site_url"]
+        gx_workspace.result_pages[suite_name] = urls[0]["site_url"]
     results.append({"suite": suite_name, "split": split, "frame": kind, "result": validation.to_json_dict()})
     for item in validation.results:
         config = item.expectation_config
@@ -226,28 +225,7 @@ def _run(
 
 def _split_stats(spec: DatasetSpec, examples: list, contexts: dict[str, str] | None) -> dict[str, Any]:
     stats: dict[str, Any] = {"examples": len(examples), "tokens": sum(len(e.tokens) for e in examples)}
-    if spec.task == "ner":
-        mentions = [m for e in examples for m in F.bio_mentions(e.tags)]
-        starts_with_i = sum(1 for _, i in mentions if i)
-        stats.update(
-            mentions=len(mentions),
-            mentions_by_type=dict(sorted(Counter(t for t, _ in mentions).items())),
-            i_starts=starts_with_i,
-            i_start_rate=starts_with_i / len(mentions) if mentions else 0.0,
-        )
-    elif spec.task == "re":
-        relations = Counter(e.relation for e in examples)
-        stats.update(
-            sentences=len({F.example_key(e.tokens, e.image_id) for e in examples}),
-            none_instances=relations.get(NO_RELATION, 0),
-            related_instances=len(examples) - relations.get(NO_RELATION, 0),
-        )
-    else:
-        stats.update(
-            entities=sum(len(e.entities) for e in examples),
-            triples=sum(len(e.triples) for e in examples),
-            sentences_without_triples=sum(1 for e in examples if not e.triples),
-        )
+    stats.update(S.TASK_SUITES[spec.task].stats(examples))
     stats["images"] = len({e.image_id for e in examples})
     if contexts is not None:
         ids = [e.image_id for e in examples]
@@ -266,7 +244,7 @@ def validate_examples(
     max_empty_context_rate: float = DEFAULT_MAX_EMPTY_CONTEXT_RATE,
     check_published_sizes: bool = True,
     result_path: Path | None = None,
-    gx_context: GxContext | None = None,
+    gx_workspace: GxWorkspace | None = None,
 ) -> ValidationReport:
     """Validate already-read splits (``read_split`` results) and contexts; see ``validate_dataset``."""
     has_published_set = contexts is not None and context_generator in spec.context_files
@@ -285,10 +263,10 @@ def validate_examples(
         max_empty_context_rate=max_empty_context_rate,
         check_published_sizes=check_published_sizes,
     )
-    gx_context = gx_context or make_gx_context()
-    gx_context.run_name = f"{spec.name}-{context_generator}"
-    gx_context.result_pages = {}
-    context_texts = contexts.contexts.contexts if contexts is not None else None
+    gx_workspace = gx_workspace or open_gx_workspace()
+    gx_workspace.run_name = f"{spec.name}-{context_generator}"
+    gx_workspace.result_pages = {}
+    context_texts = contexts.context_set.contexts if contexts is not None else None
     rows: list[ValidationRow] = []
     results: list[dict] = []
     stats: dict[str, Any] = {"splits": {}}
@@ -303,7 +281,7 @@ def validate_examples(
     for split in SPLITS:
         read = splits[split]
         prefix = f"{spec.name}.{split}"
-        _run(gx_context, "problems", F.problems_frame(read.problems), f"{prefix}.problems", S.problem_expectations(),
+        _run(gx_workspace, "problems", F.problems_frame(read.problems), f"{prefix}.problems", S.problem_expectations(),
              split, rows, results, problem_examples(read.problems))
         is_train = split == "train"
         sentences = F.sentences_frame(
@@ -311,26 +289,18 @@ def validate_examples(
             read.examples, context_texts, None if is_train else train_sentences, None if is_train else train_examples
         )
         # The sentence suite depends on the contexts (coverage checks): one per generator.
-        _run(gx_context, "sentences", sentences, f"{prefix}.sentences-{context_generator}",
+        _run(gx_workspace, "sentences", sentences, f"{prefix}.sentences-{context_generator}",
              S.sentence_expectations(spec, split, policy),
              split, rows, results)
-        if spec.task == "ner":
-            _run(gx_context, "tokens", F.tokens_frame(read.examples), f"{prefix}.tokens",
-                 S.token_expectations(spec, policy), split, rows, results)
-            _run(gx_context, "mentions", F.mentions_frame(read.examples), f"{prefix}.mentions",
-                 S.mention_expectations(spec, policy), split, rows, results)
-        if spec.task == "joint":
-            _run(gx_context, "entities", F.entities_frame(read.examples), f"{prefix}.entities",
-                 S.entity_expectations(spec, policy), split, rows, results)
-            _run(gx_context, "triples", F.triples_frame(read.examples), f"{prefix}.triples",
-                 S.triple_expectations(spec, policy), split, rows, results)
+        for kind, frame, expectations in S.TASK_SUITES[spec.task].record_frames(spec, read.examples, policy):
+            _run(gx_workspace, kind, frame, f"{prefix}.{kind}", expectations, split, rows, results)
         split_stats = _split_stats(spec, read.examples, context_texts)
         split_stats["reader_problems"] = len(read.problems)
         if not is_train:
             split_stats["text_shared_with_train"] = int(sentences["text_in_train"].sum()) if len(sentences) else 0
         stats["splits"][split] = split_stats
     if contexts is not None:
-        _run(gx_context, "problems", F.problems_frame(contexts.problems), f"{spec.name}.contexts.problems",
+        _run(gx_workspace, "problems", F.problems_frame(contexts.problems), f"{spec.name}.contexts.problems",
              S.problem_expectations(), "contexts", rows, results, problem_examples(contexts.problems))
         stats["contexts"] = {
             "generator": context_generator,
@@ -339,8 +309,8 @@ def validate_examples(
         }
 
     report = ValidationReport(dataset=spec.name, context_generator=context_generator, rows=rows, stats=stats,
-                              data_docs=gx_context.data_docs_index(),
-                              data_docs_pages={r["suite"]: gx_context.result_pages.get(r["suite"], "") for r in results})
+                              data_docs=gx_workspace.data_docs_index(),
+                              data_docs_pages={r["suite"]: gx_workspace.result_pages.get(r["suite"], "") for r in results})
     if result_path is not None:
         result_path = Path(result_path)
         result_path.parent.mkdir(parents=True, exist_ok=True)
@@ -372,7 +342,7 @@ def validate_dataset(
     min_context_coverage: float | None = None,
     max_empty_context_rate: float = DEFAULT_MAX_EMPTY_CONTEXT_RATE,
     check_published_sizes: bool = True,
-    gx_context: GxContext | None = None,
+    gx_workspace: GxWorkspace | None = None,
 ) -> ValidationReport:
     """Read ``name``'s three splits (leniently: reader problems become a failed blocking expectation) and the
     contexts of ``context_generator`` ("none" for no contexts), validate them with GX and, when ``result_path`` is
@@ -397,5 +367,5 @@ def validate_dataset(
         max_empty_context_rate=max_empty_context_rate,
         check_published_sizes=check_published_sizes,
         result_path=result_path,
-        gx_context=gx_context,
+        gx_workspace=gx_workspace,
     )

@@ -7,10 +7,14 @@ shared with train under another image) are reported but never block.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from components.data.bio import bio_tags
 from components.data.datasets import MNRE_RELATIONS, DatasetSpec
+from components.data.records import NO_RELATION
+from components.validation import frames as F
 
 # The checks below are built only when a suite is built, so GX is imported by the command that validates, not by
 # whoever imports this module.
@@ -41,7 +45,8 @@ def _all_in(column: str, values: list, check: str, blocking: bool = True, **kwar
 def sentence_expectations(spec: DatasetSpec, split: str, policy: Policy) -> list:
     import great_expectations.expectations as gxe
 
-    unit = "instances" if spec.task == "re" else "sentences"
+    task = TASK_SUITES[spec.task]
+    unit = task.unit
     out = []
     if policy.check_published_sizes:
         expected = spec.sizes[split]
@@ -53,19 +58,7 @@ def sentence_expectations(spec: DatasetSpec, split: str, policy: Policy) -> list
         gxe.ExpectColumnValuesToBeBetween(column="n_tokens", min_value=1, meta=_meta("no empty sentence")),
         _all_in("empty_tokens", [0], "no empty token"),
     ]
-    if spec.task == "ner":
-        check = "as many tags as tokens"
-        out.append(gxe.ExpectColumnPairValuesToBeEqual(column_A="n_tokens", column_B="n_tags", meta=_meta(check)))
-    if spec.task == "re":
-        out += [
-            _all_in("relation", list(MNRE_RELATIONS), "relation in label set"),
-            _all_in("head_in_bounds", [True], "head span inside sentence"),
-            _all_in("tail_in_bounds", [True], "tail span inside sentence"),
-            _all_in("distinct_spans", [True], "head span != tail span"),
-        ]
-    if spec.task == "joint":
-        check = "at least one entity pair"
-        out.append(gxe.ExpectColumnValuesToBeBetween(column="n_entities", min_value=2, meta=_meta(check)))
+    out += task.sentence_expectations(spec)
     if policy.min_context_coverage is not None:
         out += [
             gxe.ExpectColumnMeanToBeBetween(
@@ -119,3 +112,96 @@ def problem_expectations() -> list:
     import great_expectations.expectations as gxe
 
     return [gxe.ExpectTableRowCountToEqual(value=0, meta=_meta("reader problems = 0"))]
+
+
+# What validation checks per task: the unit a split counts, the task's sentence checks, the frames only its records
+# have (with their suites) and its statistics. The one place validation knows the tasks.
+
+
+class TaskSuites:
+    unit: ClassVar[str] = "sentences"
+
+    @classmethod
+    def sentence_expectations(cls, spec: DatasetSpec) -> list:
+        return []
+
+    @classmethod
+    def record_frames(cls, spec: DatasetSpec, examples: list, policy: Policy) -> list[tuple[str, Any, list]]:
+        """(frame kind, frame, expectations) of the frames beyond the sentences."""
+        return []
+
+    @classmethod
+    def stats(cls, examples: list) -> dict[str, Any]:
+        return {}
+
+
+class NerSuites(TaskSuites):
+    @classmethod
+    def sentence_expectations(cls, spec):
+        import great_expectations.expectations as gxe
+
+        check = "as many tags as tokens"
+        return [gxe.ExpectColumnPairValuesToBeEqual(column_A="n_tokens", column_B="n_tags", meta=_meta(check))]
+
+    @classmethod
+    def record_frames(cls, spec, examples, policy):
+        return [("tokens", F.tokens_frame(examples), token_expectations(spec, policy)),
+                ("mentions", F.mentions_frame(examples), mention_expectations(spec, policy))]
+
+    @classmethod
+    def stats(cls, examples):
+        mentions = [m for e in examples for m in F.bio_mentions(e.tags)]
+        starts_with_i = sum(1 for _, i in mentions if i)
+        return dict(
+            mentions=len(mentions),
+            mentions_by_type=dict(sorted(Counter(t for t, _ in mentions).items())),
+            i_starts=starts_with_i,
+            i_start_rate=starts_with_i / len(mentions) if mentions else 0.0,
+        )
+
+
+class ReSuites(TaskSuites):
+    unit = "instances"
+
+    @classmethod
+    def sentence_expectations(cls, spec):
+        return [
+            _all_in("relation", list(MNRE_RELATIONS), "relation in label set"),
+            _all_in("head_in_bounds", [True], "head span inside sentence"),
+            _all_in("tail_in_bounds", [True], "tail span inside sentence"),
+            _all_in("distinct_spans", [True], "head span != tail span"),
+        ]
+
+    @classmethod
+    def stats(cls, examples):
+        relations = Counter(e.relation for e in examples)
+        return dict(
+            sentences=len({F.example_key(e.tokens, e.image_id) for e in examples}),
+            none_instances=relations.get(NO_RELATION, 0),
+            related_instances=len(examples) - relations.get(NO_RELATION, 0),
+        )
+
+
+class JointSuites(TaskSuites):
+    @classmethod
+    def sentence_expectations(cls, spec):
+        import great_expectations.expectations as gxe
+
+        check = "at least one entity pair"
+        return [gxe.ExpectColumnValuesToBeBetween(column="n_entities", min_value=2, meta=_meta(check))]
+
+    @classmethod
+    def record_frames(cls, spec, examples, policy):
+        return [("entities", F.entities_frame(examples), entity_expectations(spec, policy)),
+                ("triples", F.triples_frame(examples), triple_expectations(spec, policy))]
+
+    @classmethod
+    def stats(cls, examples):
+        return dict(
+            entities=sum(len(e.entities) for e in examples),
+            triples=sum(len(e.triples) for e in examples),
+            sentences_without_triples=sum(1 for e in examples if not e.triples),
+        )
+
+
+TASK_SUITES: dict[str, type[TaskSuites]] = {"ner": NerSuites, "re": ReSuites, "joint": JointSuites}

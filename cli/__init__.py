@@ -1,4 +1,4 @@
-"""The `shapca` command. Each sibling module adds its commands through `register(app)`; heavy imports stay inside
+"""The `shapca` command. Each sibling module adds its commands through `add_commands(app)`; heavy imports stay inside
 the command functions so that `shapca --help` is instant."""
 
 from __future__ import annotations
@@ -27,4 +27,4 @@ def main() -> None:
 for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
     if _module.name.startswith("_"):  # __main__ runs the app; it registers nothing
         continue
-    importlib.import_module(f"{__name__}.{_module.name}").register(app)
+    importlib.import_module(f"{__name__}.{_module.name}").add_commands(app)

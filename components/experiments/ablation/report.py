@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import urlsplit, urlunsplit
 
-from components.training.ablation import VARIANTS, AblationRun, Stat, VariantSummary
+from components.experiments.ablation.collect import AblationRun
+from components.experiments.ablation.summary import Stat, VariantSummary
+from components.experiments.ablation.variants import VARIANTS
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The closed sets the commands accept, as ``Literal`` types: typer shows them in ``--help`` (``<a|b|c>``) and rejects
-anything else with a message that lists them (exit code 2). Underscored: the command loader does not register it."""
+anything else with a message that lists them (exit code 2). Underscored: the command loader skips it."""
 
 from __future__ import annotations
 

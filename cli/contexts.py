@@ -6,7 +6,7 @@
     shapca contexts --dataset mnre --backend openai --model llava-hf/llava-1.5-7b-hf \
         --base-url http://127.0.0.1:8000/v1 --image-dir images/
 
-The command runs the steps of components.contexts.pipeline in this process (no Prefect server needed); the
+The command runs the steps of components.contexts.steps in this process (no Prefect server needed); the
 generate-contexts flow in flows/ runs the same steps as sharded tasks for large runs.
 """
 
@@ -17,7 +17,7 @@ from typing import Optional
 
 import typer
 
-from components.cli._choices import Backend, Dataset, Device, Dtype
+from cli._choices import Backend, Dataset, Device, Dtype
 
 
 def contexts(
@@ -46,7 +46,7 @@ def contexts(
     from pydantic import ValidationError
 
     from components.contexts.config import ContextsConfig
-    from components.contexts.pipeline import report_text, run_contexts
+    from components.contexts.steps import report_text, run_contexts
 
     raw: dict = {"dataset": dataset, "backend": backend, "data_dir": data_dir, "cache_dir": cache_dir}
     optional = {"generator": generator, "image_dir": image_dir, "prompt": prompt, "max_pixels": max_pixels}
@@ -66,6 +66,6 @@ def contexts(
     typer.echo(report_text(published))
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     app.command("contexts", epilog="Example: shapca contexts --dataset twitter2017 --generator blip2  (or --backend hf "
                                     "--model-path models/llava-1.5-7b-hf --image-dir images/)")(contexts)

@@ -19,7 +19,8 @@ i.i.d. standard normal (seeded):
     speedup          brute_force_ms / closed_form_ms
     max_abs_diff     max |closed form - enumeration| (float32)
 alignment_share_of_step: time of the alignment (projections, both Shapley games, InfoNCE; forward+backward) divided by
-the time of a whole training step (forward, backward, AdamW) of the MiniLM model on one batch.
+the time of a whole training step (components/training/step.py: forward, backward, clipping, AdamW, scheduler) of
+the MiniLM model on one batch.
 """
 
 from __future__ import annotations
@@ -37,9 +38,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from components.config import TrainConfig
+from components.data.datasets import load_contexts, load_split
+from components.data.example_dataset import ExampleDataset
+from components.data.records import NerExample
 from components.machine import machine_description, torch_description
 from components.model.alignment import cosine_of_sum
+from components.model.config import ShapCAConfig
+from components.model.shapca import ShapCA
 from components.model.shapley import coverage_shapley, exact_shapley, monte_carlo_shapley, random_orders
+from components.training.step import build_optimizer, build_scheduler, train_step
 
 
 def loop_shapley(players: Tensor, targets: Tensor, orders: Tensor) -> Tensor:
@@ -146,39 +154,33 @@ def _coverage_row(n: int, t: int, repeats: int, loop_repeats: int, exact_limit: 
 def _step_batch(model, data_dir: Path | None, batch_size: int):
     """A real twitter2017 batch with its BLIP-2 contexts when the data is there; synthetic tweets otherwise."""
     if data_dir is not None and (Path(data_dir) / "twitter2017" / "train.txt").is_file():
-        from components.data.datasets import load_contexts, load_split
-
         examples = load_split("twitter2017", "train", Path(data_dir), limit=batch_size)
         contexts = load_contexts("blip2", "twitter2017", Path(data_dir)).contexts
-        return model.collator()(examples, contexts=contexts), "twitter2017 train + blip2 contexts"
-    from components.data.records import NerExample
-
+        return model.processor(ExampleDataset(examples, contexts)), "twitter2017 train + blip2 contexts"
     words = "the new album from the band is out today and fans across the city line up to buy it".split()
     examples = [
         NerExample(f"synthetic-{i}", f"img-{i}", (words * 2)[i % 5 : i % 5 + 24], ["O"] * 24) for i in range(batch_size)
     ]
     contexts = {f"img-{i}": "a group of people standing in front of a building with a sign" for i in range(batch_size)}
-    return model.collator()(examples, contexts=contexts), "synthetic 24-word tweets + 13-word contexts"
+    return model.processor(ExampleDataset(examples, contexts)), "synthetic 24-word tweets + 13-word contexts"
 
 
 def alignment_share_of_step(data_dir: Path | None = Path("data"), batch_size: int = 32, repeats: int = 3) -> dict:
-    """Time one MiniLM training step (forward, backward, AdamW) and the alignment's part of it, on CPU."""
-    from components.model.config import ShapCAConfig
-    from components.model.shapca import ShapCA
-
+    """Time one MiniLM training step (the trainer's: components/training/step.py) and the alignment's part of it, on
+    CPU."""
     model = ShapCA.from_config(ShapCAConfig(), "ner", ["PER", "LOC", "ORG", "MISC"]).train()
     batch, source = _step_batch(model, data_dir, batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    train = TrainConfig()
+    optimizer = build_optimizer(model, train)
+    scheduler = build_scheduler(optimizer, train, repeats + 1)
 
     def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        model(batch).loss.backward()
-        optimizer.step()
+        train_step(model, batch, optimizer, scheduler, train)
 
     step()  # warm-up
     step_ms = min(_time_ms(step) for _ in range(repeats))
     with torch.no_grad():  # the pooled vectors the alignment sees in that step
-        encoded = model._encode(batch)
+        encoded = model.encode(batch)
     text, context = encoded.text.detach().requires_grad_(), encoded.context.detach().requires_grad_()
 
     def align() -> None:

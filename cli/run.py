@@ -29,7 +29,7 @@ def run(
 ) -> None:
     """Validate the data, import the contexts, train and test, register and promote; print what came out."""
     from components.config import load_config
-    from components.tracking.mlflow_setup import find_project_root
+    from components.common.project_root import find_project_root
 
     root = find_project_root()
     config_path = (config or root / "configs" / "default.yaml").resolve()
@@ -46,5 +46,5 @@ def run(
     typer.echo(outcome.text())
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     app.command("run", epilog="Example: shapca run -o train.epochs=1")(run)

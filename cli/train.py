@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from components.cli._choices import ContextGenerator, Dataset, Split
+from cli._choices import ContextGenerator, Dataset, Split
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="experiment YAML (configs/)")]
 OverrideOption = Annotated[
@@ -27,12 +27,13 @@ def train(
 ) -> None:
     """Train one model, log it to MLflow and (by default) register and promote it."""
     from components.config import config_hash, load_config
-    from components.training.pipeline import register_and_promote, train_and_log
+    from components.runs.registration import register_and_promote
+    from components.runs.training_run import train_and_log
 
     cfg = load_config(config, override or [])
     if per_config_dir:
         # The hash leaves out train.output_dir itself, so `--resume` with the same config finds the same directory; two
-        # trainings of the same config at once are refused by the directory's lock (training/run_dir.py).
+        # trainings of the same config at once are refused by the directory's lock (components/runs/run_dir.py).
         out = cfg.train.output_dir / config_hash(cfg)
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"output_dir": out})})
     result = train_and_log(cfg, resume=resume)
@@ -52,7 +53,7 @@ def evaluate(
     context_generator: Annotated[ContextGenerator, typer.Option(help="whose image contexts to read")] = "blip2",
 ) -> None:
     """Score any logged or registered model on a dataset split and log the result to MLflow."""
-    from components.training.pipeline import evaluate_model_uri
+    from components.runs.model_evaluation import evaluate_model_uri
 
     metrics = evaluate_model_uri(model, dataset, split, data_dir, context_generator)
     headline = [f"{split}_{m}" for m in ("precision", "recall", "f1", "accuracy")]
@@ -129,7 +130,7 @@ def predict(
     typer.echo(f"{len(predictions)} predictions -> {output} ({errors} rows with errors)")
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     app.command(epilog="Example: shapca train -c configs/default.yaml -o train.epochs=1 "
                        "-o 'data.max_examples={train: 64, dev: 32, test: 32}'")(train)
     app.command(epilog="Example: shapca evaluate --model models:/shapca-twitter2017@champion --dataset twitter2017 "

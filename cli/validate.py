@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from components.cli._choices import ContextGenerator, Dataset
+from cli._choices import ContextGenerator, Dataset
 
 DATASET_NAMES = ("twitter2015", "twitter2017", "mnre", "mnre-joint")
 
@@ -44,10 +44,10 @@ def validate(
         raise typer.BadParameter("give exactly one of --dataset NAME or --all")
 
     from components.data.records import DataFormatError
-    from components.validation import make_gx_context, render_report, validate_dataset
+    from components.validation import open_gx_workspace, render_report, validate_dataset
 
     names = list(DATASET_NAMES) if all_datasets else [dataset]
-    gx_context = make_gx_context()  # one GX context for the whole command: it is the slow part to start
+    gx_workspace = open_gx_workspace()  # one GX workspace for the whole command: it is the slow part to start
     failed = []
     for name in names:
         if all_datasets:
@@ -63,7 +63,7 @@ def validate(
                 result_path=result_path,
                 min_context_coverage=min_context_coverage,
                 check_published_sizes=published_sizes,
-                gx_context=gx_context,
+                gx_workspace=gx_workspace,
             )
         except (FileNotFoundError, DataFormatError) as err:
             typer.echo(f"{name}: cannot validate: {err}", err=True)
@@ -78,6 +78,6 @@ def validate(
         raise typer.Exit(code=1)
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     app.command("validate", epilog="Example: shapca validate --dataset twitter2017  (then open the printed Data Docs "
                                     "file:// URL in a browser)")(validate)

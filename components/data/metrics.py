@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from components.data.bio import Entity, bio_to_spans
+from components.data.bio import Entity
 from components.data.records import NO_RELATION, Triple
 
 
@@ -39,6 +39,12 @@ def _metric_key(prefix: str, *parts: str) -> str:
     turned into ``per_loc_place_of_birth`` so that keys stay readable and flat."""
     cleaned = [re.sub(r"[^A-Za-z0-9_.-]+", "_", p).strip("_") for p in parts]
     return "_".join(p for p in [prefix, *cleaned] if p)
+
+
+# Micro F1 on dev selects the model (the trainer's best epoch) and decides promotion (the registry), for every task:
+# the one definition of the selection metric, as a `Scores` key and as the MLflow metric it is logged under.
+SELECTION_METRIC = "f1"
+SELECTION_METRIC_KEY = _metric_key("dev", SELECTION_METRIC)  # "dev_f1"
 
 
 @dataclass(frozen=True)
@@ -153,17 +159,6 @@ def _set_match_scores(
 def span_scores(gold: Sequence[Iterable[Entity]], pred: Sequence[Iterable[Entity]]) -> Scores:
     """Entity-level micro P/R/F1 and per-type scores from typed spans, one collection per sentence."""
     return _set_match_scores(gold, pred, lambda entity: entity[0], "span_scores")
-
-
-def ner_scores(gold_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]]) -> Scores:
-    """Entity-level micro P/R/F1 (conlleval/seqeval default semantics) from BIO tag sequences, one per sentence."""
-    _check_lengths(gold_tags, pred_tags, "ner_scores")
-    for i, (g, p) in enumerate(zip(gold_tags, pred_tags)):
-        if len(g) != len(p):
-            raise ValueError(f"ner_scores: sentence {i} has {len(g)} gold tags but {len(p)} predicted tags")
-    gold = [bio_to_spans(tags, i) for i, tags in enumerate(gold_tags)]
-    pred = [bio_to_spans(tags, i) for i, tags in enumerate(pred_tags)]
-    return span_scores(gold, pred)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
-"""One training run as MLflow records it, and the registry step after it.
+"""One training run as MLflow records it.
 
-    result = train_and_log(cfg)                       # data -> fit -> test -> MLflow run with model + artifacts
-    version, decision = register_and_promote(result, cfg)   # shapca-<dataset> vN, challenger / champion
+    result = train_and_log(cfg)     # data -> fit -> test -> MLflow run with model + artifacts
 
 With `train.num_gpus > 1` (and not already inside torchrun) `train_and_log` re-launches itself under
-`torchrun --nproc_per_node=N`; rank 0 logs to MLflow and writes the result for the parent to read.
+`torchrun --nproc_per_node=N` (components/runs/launch.py); each rank calls `train_on_this_rank`, rank 0 logs to
+MLflow and writes the result for the parent to read. Registering the result: components/runs/registration.py.
 """
 
 from __future__ import annotations
@@ -20,12 +20,28 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
+from mlflow import MlflowClient
+
+from components.common.project_root import find_project_root
 from components.config import ExperimentConfig
+from components.data.example_dataset import ExampleDataset
 from components.data.records import ContextSet
+from components.model.encoders import resolve_encoder_path
+from components.runs.run_dir import RUN_ID_FILE, claim_output_dir, run_to_continue
+from components.tracking.lineage import collect_lineage
+from components.tracking.mlflow_setup import setup_tracking
+from components.tracking.plots import confusion_matrix_png, shapley_heatmap_png
+from components.tracking.pyfunc_model import log_shapca_model
+from components.tracking.run_inputs import training_inputs
+from components.tracking.run_logging import start_run
+from components.training.alignment_probe import probe_alignment
+from components.training.data import load_training_data
+from components.data.metrics import SELECTION_METRIC, SELECTION_METRIC_KEY, confusion_matrix
+from components.training.trainer import fit
 
 log = logging.getLogger(__name__)
 
-METRIC_NAME = "dev_f1"  # the registry compares versions on this: dev_ + evaluate.SELECTION_METRIC
 
 
 @dataclass
@@ -42,8 +58,6 @@ class TrainRunResult:
 
 def encoder_dirs(cfg: ExperimentConfig) -> dict[str, Path]:
     """Local directories of the pretrained encoders a run starts from (their weights are checksummed for lineage)."""
-    from components.model.encoders import resolve_encoder_path
-
     dirs = {"text": resolve_encoder_path(cfg.model.text_encoder)}
     if cfg.model.context_encoder:
         dirs["context"] = resolve_encoder_path(cfg.model.context_encoder)
@@ -54,10 +68,6 @@ def encoder_dirs(cfg: ExperimentConfig) -> dict[str, Path]:
 
 def _log_shapley_heatmap(run, model, examples, contexts: ContextSet | None, out_dir: Path) -> None:
     """Which context contributes to which text, on one real dev batch: the picture of what alignment learned."""
-    import torch
-
-    from components.tracking.plots import shapley_heatmap_png
-
     if contexts is None or model.config.alignment != "shapley":
         return
     batch_examples = [e for e in examples if e.image_id in contexts.contexts][:12]
@@ -65,7 +75,7 @@ def _log_shapley_heatmap(run, model, examples, contexts: ContextSet | None, out_
         return
     model.eval()
     with torch.no_grad():
-        out = model(model.collator()(batch_examples, contexts=contexts.contexts))
+        out = model(model.processor(ExampleDataset(batch_examples, contexts.contexts)))
     if out.shapley is None:
         return
     path = shapley_heatmap_png(
@@ -80,24 +90,11 @@ def _log_shapley_heatmap(run, model, examples, contexts: ContextSet | None, out_
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 
-def _train_in_process(cfg: ExperimentConfig, resume: bool, tags: dict[str, str] | None = None,
+def train_on_this_rank(cfg: ExperimentConfig, resume: bool, tags: dict[str, str] | None = None,
                       on_epoch_end: EpochCallback | None = None) -> TrainRunResult | None:
-    """Train (this rank's share) and, on rank 0, log everything to MLflow. Returns None on other ranks."""
-    from mlflow import MlflowClient
+    """Train (this rank's share) and, on rank 0, log everything to MLflow. Returns None on other ranks.
 
-    from components.tracking.lineage import collect_lineage
-    from components.tracking.mlflow_setup import find_project_root, setup_tracking
-    from components.tracking.plots import confusion_matrix_png
-    from components.tracking.pyfunc_model import log_shapca_model
-    from components.tracking.run_inputs import training_inputs
-    from components.tracking.run_logging import start_run
-    from components.training.alignment_probe import probe_alignment
-    from components.training.data import load_training_data
-    from components.training.evaluate import SELECTION_METRIC
-    from components.training.metrics import confusion_matrix
-    from components.training.run_dir import RUN_ID_FILE, claim_output_dir, run_to_continue
-    from components.training.trainer import fit
-
+    `train_and_log` calls it in this process; under torchrun every rank calls it from components/runs/launch.py."""
     started = time.perf_counter()
     data = load_training_data(cfg.data)
     if int(os.environ.get("RANK", "0")) != 0:
@@ -110,7 +107,7 @@ def _train_in_process(cfg: ExperimentConfig, resume: bool, tags: dict[str, str] 
     out_dir = Path(cfg.train.output_dir)
     # A resumed run continues its MLflow run, so an interrupted training leaves one run, not two. The directory is
     # claimed first, then what --resume may continue is decided (and a killed run marked) before a run is opened, so a
-    # refusal changes no run's status (components/training/run_dir.py).
+    # refusal changes no run's status (components/runs/run_dir.py).
     run_id_file = out_dir / RUN_ID_FILE
     client = MlflowClient(setup.tracking_uri)
     with claim_output_dir(out_dir), start_run(
@@ -161,7 +158,7 @@ def _train_in_process(cfg: ExperimentConfig, resume: bool, tags: dict[str, str] 
         run_id=run.run_id,
         model_uri=model_uri,
         dev_metric=result.best_dev.get(SELECTION_METRIC, float("nan")),
-        metric_name=METRIC_NAME,
+        metric_name=SELECTION_METRIC_KEY,
         test_metrics=test.scores.as_dict("test"),
         best_epoch=result.best_epoch,
         wall_seconds=time.perf_counter() - started,
@@ -175,7 +172,7 @@ def _train_under_torchrun(cfg: ExperimentConfig, resume: bool, tags: dict[str, s
         config_path.write_text(json.dumps({"config": cfg.model_dump(mode="json"), "tags": tags or {}}))
         command = [
             sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={cfg.train.num_gpus}",
-            "-m", "components.training.launch", "--config-json", str(config_path), "--result", str(result_path),
+            "-m", "components.runs.launch", "--config-json", str(config_path), "--result", str(result_path),
         ] + (["--resume"] if resume else [])
         log.info("launching DDP training: %s", " ".join(command))
         subprocess.run(command, check=True)
@@ -188,57 +185,9 @@ def train_and_log(cfg: ExperimentConfig, *, resume: bool = False, tags: dict[str
     called after each epoch's metrics are logged (in this process; not under torchrun, whose ranks are children)."""
     if cfg.train.num_gpus > 1 and "WORLD_SIZE" not in os.environ:
         return _train_under_torchrun(cfg, resume, tags)
-    result = _train_in_process(cfg, resume, tags, on_epoch_end)
-    assert result is not None, "train_and_log runs on rank 0; other ranks go through components.training.launch"
+    result = train_on_this_rank(cfg, resume, tags, on_epoch_end)
+    assert result is not None, "train_and_log runs on rank 0; other ranks go through components.runs.launch"
     return result
-
-
-def register_and_promote(result: TrainRunResult, cfg: ExperimentConfig):
-    """Register the run's model as a new version of `shapca-<dataset>` and decide champion vs challenger."""
-    from mlflow import MlflowClient
-
-    from components.tracking.mlflow_setup import setup_tracking
-    from components.tracking.model_card import write_model_card
-    from components.tracking.registry import promote, register_version, registered_model_name
-
-    if not result.model_uri:
-        raise ValueError("this run logged no model (tracking.log_model is off): there is nothing to register")
-    setup = setup_tracking(cfg.tracking.experiment)
-    client = MlflowClient(tracking_uri=setup.tracking_uri, registry_uri=setup.tracking_uri)
-    name = registered_model_name(result.dataset)
-    # The dev metric is read from the version's LoggedModel (linked by the run), not copied into a tag.
-    version = register_version(client, name, result.model_uri, run_id=result.run_id, metric_name=result.metric_name)
-    decision = promote(client, name, version, metric_name=result.metric_name, min_delta=cfg.tracking.min_delta,
-                       min_metric=cfg.tracking.min_dev_metric, allow_partial_dev=cfg.tracking.allow_partial_dev)
-    write_model_card(client, name, version, decision)
-    return version, decision
-
-
-def evaluate_model_uri(model_uri: str, dataset: str, split: str = "test", data_dir: Path = Path("data"),
-                       context_generator: str = "blip2", experiment: str = "shapca-evaluations",
-                       limit: int | None = None) -> dict[str, float]:
-    """Score any logged or registered model (e.g. `models:/shapca-twitter2017@champion`) and log it as a run."""
-    import mlflow
-
-    from components.config import DataConfig
-    from components.tracking.mlflow_setup import setup_tracking
-    from components.tracking.run_logging import start_run
-    from components.training.data import load_training_data
-    from components.training.evaluate import evaluate_split
-
-    setup = setup_tracking(experiment)
-    model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
-    data_cfg = DataConfig(dataset=dataset, data_dir=data_dir, context_generator=context_generator,  # type: ignore[arg-type]
-                          max_examples={s: limit for s in ("train", "dev", "test")} if limit else None)
-    data = load_training_data(data_cfg)
-    evaluation = evaluate_split(model, data, split)
-    metrics = evaluation.scores.as_dict(split)
-    with start_run(setup, run_name=f"evaluate-{dataset}-{split}") as run:
-        run.log_params({"model_uri": model_uri, "dataset": dataset, "split": split,
-                        "context_generator": context_generator, "limit": limit})
-        run.log_metrics(metrics)
-        run.log_text(evaluation.scores.format_table(), f"tables/{split}_per_type.txt")
-    return metrics
 
 
 def result_to_json(result: TrainRunResult) -> str:

@@ -11,7 +11,6 @@ generate-contexts Prefect flow (one task per step, one task per shard):
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 from components.contexts.base import ContextGenerator
 from components.contexts.cache import open_cache
@@ -150,10 +149,13 @@ def publish(cfg: ContextsConfig, report: GenerationReport, split_ids: dict[str, 
     return write_context_set(path, contexts, manifest)
 
 
-def run_contexts(cfg: ContextsConfig, progress: bool = True) -> tuple[GenerationReport, PublishedSet]:
-    """The whole run in this process (what `shapca contexts` calls): list, generate through the cache, publish."""
+def run_contexts(
+    cfg: ContextsConfig, progress: bool = True, limit_per_split: int | None = None
+) -> tuple[GenerationReport, PublishedSet]:
+    """The whole run in this process (what `shapca contexts` and `shapca train` call): list, generate through the
+    cache, publish. The generate-contexts flow runs the same steps as Prefect tasks."""
     open_cache(cfg.records_location()).sweep_temp()
-    split_ids = list_image_ids(cfg)
+    split_ids = limit_ids(list_image_ids(cfg), limit_per_split)
     report = run_shard(cfg, unique_ids(split_ids), progress=progress, desc=f"{cfg.dataset}/{cfg.generator_name()}")
     return report, publish(cfg, report, split_ids)
 
@@ -207,7 +209,3 @@ def report_markdown(published: PublishedSet) -> str:
         out += ["", "First failures:", ""]
         out += [f"- `{f['image_id']}`: {f['reason']}" for f in m["failures"][:20]]
     return "\n".join(out) + "\n"
-
-
-def default_set_path(cfg: ContextsConfig) -> Path:
-    return set_paths(cfg.cache_dir, cfg.dataset, cfg.generator_name())[0]

@@ -1,7 +1,7 @@
 """Where the time of one training step goes: a per-phase breakdown of a Shap-CA step on CPU.
 
-One step is what the trainer does per batch (components/training/trainer.py): forward, backward, gradient clipping,
-AdamW, learning-rate scheduler, zero_grad. Phases, timed with `time.perf_counter` (CPU work is synchronous):
+One step is what the trainer does per batch, the same functions (components/training/step.py): forward, backward,
+gradient clipping, AdamW, learning-rate scheduler, zero_grad. Phases, timed with `time.perf_counter` (CPU work is synchronous):
 
     text_encoder      forward of the text encoder on the tweet tokens (concat mode: tweet [SEP] context)
     context_encoder   forward of the encoder on the context tokens (the shared text encoder's second call unless
@@ -32,7 +32,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from components.config import ExperimentConfig, TrainConfig
+from components.data.example_dataset import ExampleDataset
 from components.machine import machine_description, torch_description
+from components.model.shapca import ShapCA
+from components.training.data import load_training_data
+from components.training.step import backward, build_optimizer, build_scheduler, forward, optimizer_step
+from components.training.trainer import seed_everything
 
 FORWARD_PHASES = ("text_encoder", "context_encoder", "alignment", "fusion", "head")
 PHASES = (*FORWARD_PHASES, "forward_other", "backward", "optimizer")
@@ -128,32 +134,25 @@ def profile_step(
     examples: list,
     contexts: dict[str, str] | None,
     *,
-    lr_encoder: float = 5e-5,
-    lr_head: float = 1e-3,
-    weight_decay: float = 0.01,
-    grad_clip: float = 1.0,
+    train: TrainConfig | None = None,
     repeats: int = 10,
     warmup: int = 2,
 ) -> StepProfile:
-    """Time `warmup + repeats` training steps of `model` on one batch made of `examples` (CPU, fp32)."""
-    from transformers import get_linear_schedule_with_warmup
-
+    """Time `warmup + repeats` training steps of `model` on one batch made of `examples` (CPU), with the optimizer,
+    scheduler, gradient clipping and precision of `train` (the defaults when None)."""
+    train = train or TrainConfig()
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
-    collator = model.collator()
+    dataset = ExampleDataset(examples, contexts)
     collate_ms = []
     for _ in range(max(3, repeats // 2)):
         started = time.perf_counter()
-        batch = collator(examples, contexts=contexts)
+        batch = model.processor(dataset)
         collate_ms.append((time.perf_counter() - started) * 1e3)
 
     model.train()
-    groups = model.parameter_groups()  # the trainer's two learning rates
-    optimizer = torch.optim.AdamW(
-        [{"params": groups["encoder"], "lr": lr_encoder}, {"params": groups["other"], "lr": lr_head}],
-        weight_decay=weight_decay,
-    )
-    scheduler = get_linear_schedule_with_warmup(optimizer, 0, warmup + repeats + 1)
+    optimizer = build_optimizer(model, train)  # the trainer's two learning rates
+    scheduler = build_scheduler(optimizer, train, warmup + repeats + 1)
     timer = _attach_hooks(model, batch)
     per_phase: dict[str, list[float]] = defaultdict(list)
     calls: dict[str, int] = defaultdict(int)
@@ -162,14 +161,11 @@ def profile_step(
         for index in range(warmup + repeats):
             timer.reset()
             t0 = time.perf_counter()
-            out = model(batch)
+            out = forward(model, batch, train.precision)
             t1 = time.perf_counter()
-            out.loss.backward()
+            backward(out)
             t2 = time.perf_counter()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(model, optimizer, scheduler, train.grad_clip)
             t3 = time.perf_counter()
             if index < warmup:
                 continue
@@ -209,13 +205,9 @@ PROFILE_CONFIG_KEYS = (
 )
 
 
-def run_step_profile(cfg, *, repeats: int = 10, warmup: int = 2, threads: int | None = 2) -> StepProfile:
+def run_step_profile(cfg: ExperimentConfig, *, repeats: int = 10, warmup: int = 2, threads: int | None = 2) -> StepProfile:
     """Profile a training step of the model `cfg` describes, on the first `train.batch_size` training examples of
     `cfg.data.dataset` with their contexts (a real batch, as the trainer would see it)."""
-    from components.model.shapca import ShapCA
-    from components.training.data import load_training_data
-    from components.training.trainer import seed_everything
-
     if threads:
         torch.set_num_threads(threads)
     seed_everything(cfg.train.seed)
@@ -228,10 +220,7 @@ def run_step_profile(cfg, *, repeats: int = 10, warmup: int = 2, threads: int | 
                          f"train.batch_size={batch_size}")
     model = ShapCA.from_config(cfg.model, task=data.task, labels=data.labels)
     contexts = data.context_texts
-    profile = profile_step(
-        model, examples, contexts, lr_encoder=cfg.train.lr_encoder, lr_head=cfg.train.lr_head,
-        weight_decay=cfg.train.weight_decay, grad_clip=cfg.train.grad_clip, repeats=repeats, warmup=warmup,
-    )
+    profile = profile_step(model, examples, contexts, train=cfg.train, repeats=repeats, warmup=warmup)
     flat = cfg.flat()
     profile.config = {k: str(flat[k]) for k in PROFILE_CONFIG_KEYS if k in flat}
     source = f"{cfg.data.dataset} train, first {batch_size}"

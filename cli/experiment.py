@@ -21,7 +21,7 @@ from typing import Annotated
 
 import typer
 
-from components.cli._choices import Dataset, Generator, Split
+from cli._choices import Dataset, Generator, Split
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="base experiment YAML (configs/)")]
 OverrideOption = Annotated[
@@ -57,7 +57,8 @@ def ablation(
 ) -> None:
     """Train the ablation grid (variants x seeds) as MLflow runs; points already FINISHED are skipped."""
     from components.config import load_config
-    from components.training.ablation import parse_variants, run_ablation
+    from components.experiments.ablation.grid import run_ablation
+    from components.experiments.ablation.variants import parse_variants
 
     try:
         chosen = parse_variants(variants) if variants else None
@@ -81,10 +82,11 @@ def report(
     ] = Path("configs/default.yaml"),
 ) -> None:
     """Render the ablation's MLflow runs as markdown: mean ± std per variant, per-type F1, runs and configs."""
-    from components.config import load_config
+    from components.config import config_identity, load_config
+    from components.experiments.ablation.collect import collect_ablation_runs
+    from components.experiments.ablation.report import render_results_markdown
+    from components.experiments.ablation.summary import summarize_runs
     from components.tracking.mlflow_setup import setup_tracking
-    from components.training.ablation import collect_ablation_runs, config_identity, summarize_runs
-    from components.training.ablation_report import render_results_markdown
 
     setup = setup_tracking(experiment)
     runs = collect_ablation_runs(experiment, group)
@@ -149,7 +151,7 @@ def step(
 
     Phases: text encoder, context encoder, Shapley + contrastive, fusion, head, backward, optimizer."""
     from components.config import load_config
-    from components.training.step_profile import run_step_profile
+    from components.benchmarks.step_profile import run_step_profile
 
     overrides = ["train.device=cpu", *(override or [])]
     cfg = load_config(config, overrides)
@@ -164,7 +166,7 @@ def step(
     typer.echo(text)
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     group = typer.Typer(help="Ablation grid and the results report.", no_args_is_help=True,
                         epilog="Example: shapca experiment ablation --dataset twitter2017 --seeds 3")
     app.add_typer(group, name="experiment")
@@ -173,7 +175,7 @@ def register(app: typer.Typer) -> None:
     group.command("report", epilog="Example: shapca experiment report --output docs/RESULTS.md")(report)
     group.command("probe", epilog="Example: shapca experiment probe --model-uri models:/shapca-twitter2017/1 "
                                   "--split dev")(probe)
-    # `step` joins the `bench` group that components/cli/bench.py registers (modules register in name order, so it
+    # `step` joins the `bench` group that cli/bench.py registers (modules register in name order, so it
     # exists by now); should that module ever go, the group is created here.
     bench = next((g.typer_instance for g in app.registered_groups if g.name == "bench"), None)
     if bench is None:

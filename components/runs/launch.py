@@ -1,4 +1,4 @@
-"""Entry point that `torchrun` starts once per process: `python -m components.training.launch --config-json C`.
+"""Entry point that `torchrun` starts once per process: `python -m components.runs.launch --config-json C`.
 
 Every rank trains its shard; rank 0 logs to MLflow and writes the run's result JSON for the launching process.
 """
@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from components.config import ExperimentConfig
-from components.training.pipeline import _train_in_process, result_to_json
+from components.runs.training_run import result_to_json, train_on_this_rank
 
 
 def main() -> None:
@@ -21,7 +21,7 @@ def main() -> None:
     args = parser.parse_args()
     payload = json.loads(args.config_json.read_text())
     cfg = ExperimentConfig.model_validate(payload["config"])
-    result = _train_in_process(cfg, args.resume, payload["tags"] or None)
+    result = train_on_this_rank(cfg, args.resume, payload["tags"] or None)
     if result is not None:
         args.result.write_text(result_to_json(result))
 

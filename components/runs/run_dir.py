@@ -19,6 +19,7 @@ import logging
 from pathlib import Path
 
 from components.config import ExperimentConfig, config_hash
+from components.training.checkpoint import checkpoint_config_hash
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,6 @@ def previous_run_id(out_dir: Path) -> str | None:
 
 def run_to_continue(client, cfg: ExperimentConfig, out_dir: Path, resume: bool) -> str | None:
     """The run id a resumed training continues (None: start a new run); see the module docstring for the rules."""
-    from components.training.checkpoint import checkpoint_config_hash
-
     run_id = previous_run_id(out_dir)
     run = None
     if run_id is not None:

@@ -1,6 +1,6 @@
-"""`shapca bench shapley`: the Shapley estimator benchmark (components/model/bench.py) as one JSON document.
+"""`shapca bench shapley`: the Shapley estimator benchmark (components/benchmarks/shapley.py) as one JSON document.
 `shapca bench serve`: `mlflow models serve` throughput, latency and RSS around the hostile battery
-(components/tracking/serving_bench.py) as one JSON document."""
+(components/benchmarks/serving.py) as one JSON document."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def _ints(text: str) -> list[int]:
         raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from None
 
 
-def register(app: typer.Typer) -> None:
+def add_commands(app: typer.Typer) -> None:
     bench = typer.Typer(help="Benchmarks.", no_args_is_help=True, epilog="Example: shapca bench shapley --skip-step")
     app.add_typer(bench, name="bench")
 
@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         coverage_exact_limit: int = typer.Option(10, help="token coverage game: largest N timed against enumeration"),
     ) -> None:
         """Print {"rows": [...], "coverage_rows": [...], "alignment_share_of_step": float, "machine": str} as JSON."""
-        from components.model.bench import run_shapley_benchmark
+        from components.benchmarks.shapley import run_shapley_benchmark
 
         result = run_shapley_benchmark(
             ns=_ints(ns), ks=_ints(ks), dim=dim, seeds=tuple(range(seeds)), repeats=repeats, loop_repeats=loop_repeats,
@@ -61,8 +61,8 @@ def register(app: typer.Typer) -> None:
         import subprocess
         import tempfile
 
+        from components.benchmarks.serving import log_bench_model, run_serve_benchmark, start_serve
         from components.machine import machine_description
-        from components.tracking.serving_bench import log_bench_model, run_serve_benchmark, start_serve
 
         with tempfile.TemporaryDirectory(prefix="shapca-bench-serve-") as tmp:
             root = Path(tmp)

@@ -1,3 +1,0 @@
-from components.cli import app
-
-app()

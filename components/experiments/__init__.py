@@ -1,0 +1,1 @@
+"""Experiments on top of training runs: the ablation grid (ablation/)."""

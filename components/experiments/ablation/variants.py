@@ -1,0 +1,118 @@
+"""The five ablation variants and the config of one grid point (variant, seed) on top of a base config."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from components.config import SEED_KEY, ExperimentConfig, apply_overrides
+from components.data.datasets import get_spec
+
+
+@dataclass(frozen=True)
+class Variant:
+    number: int
+    key: str
+    label: str
+    overrides: tuple[str, ...]
+
+    @property
+    def needs_contexts(self) -> bool:
+        return self.key != "text"
+
+
+VARIANTS: dict[str, Variant] = {
+    v.key: v
+    for v in (
+        Variant(1, "text", "text only", ("model.context_mode=none", "model.alignment=none")),
+        Variant(2, "concat", "context-concat (text [SEP] context)",
+                ("model.context_mode=concat", "model.alignment=none")),
+        Variant(3, "fusion", "fusion, no alignment", ("model.context_mode=fusion", "model.alignment=none")),
+        Variant(4, "infonce", "fusion + InfoNCE on cosine", ("model.context_mode=fusion", "model.alignment=infonce")),
+        Variant(5, "shapca", "full Shap-CA (fusion + Shapley InfoNCE)",
+                ("model.context_mode=fusion", "model.alignment=shapley")),
+    )
+}
+_BY_NUMBER = {v.number: v for v in VARIANTS.values()}
+_VARIANT_KEYS = {o.partition("=")[0] for v in VARIANTS.values() for o in v.overrides}
+
+
+def parse_variants(text: str) -> list[Variant]:
+    """`"1,2,5"` or `"text,shapca"` (mixed is fine) -> variants in the order given."""
+    chosen: list[Variant] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        variant = _BY_NUMBER.get(int(part)) if part.isdigit() else VARIANTS.get(part)
+        if variant is None:
+            known = ", ".join(f"{v.number}={v.key}" for v in VARIANTS.values())
+            raise ValueError(f"unknown ablation variant {part!r}: expected one of {known}")
+        if variant not in chosen:
+            chosen.append(variant)
+    if not chosen:
+        raise ValueError(f"no ablation variants in {text!r}")
+    return chosen
+
+
+def default_variants(dataset: str, generator: str) -> list[Variant]:
+    """The grid of issue 7: all five on Twitter-2017 with BLIP-2, concat vs full with mPLUG-Owl, text vs full on
+    Twitter-2015, text only where no published contexts describe the images (MNRE and mnre-joint)."""
+    if not get_spec(dataset).publishes_contexts():
+        return [VARIANTS["text"]]
+    if dataset == "twitter2015":
+        return [VARIANTS["text"], VARIANTS["shapca"]]
+    if generator == "mplug-owl":
+        return [VARIANTS["concat"], VARIANTS["shapca"]]
+    return list(VARIANTS.values())
+
+
+def context_source(cfg: ExperimentConfig) -> str:
+    """Where a run's contexts come from: a context file's stem, the generator, or "none"."""
+    if cfg.data.context_file is not None:
+        return Path(cfg.data.context_file).stem
+    if not get_spec(cfg.data.dataset).publishes_contexts(cfg.data.context_generator):
+        return "none"
+    return cfg.data.context_generator
+
+
+def group_name(cfg: ExperimentConfig) -> str:
+    return f"{cfg.data.dataset}/{context_source(cfg)}"
+
+
+def point_config(
+    base: ExperimentConfig,
+    variant: Variant,
+    seed: int,
+    *,
+    dataset: str | None = None,
+    generator: str | None = None,
+    epochs: int | None = None,
+    overrides: Sequence[str] = (),
+    output_root: Path | None = None,
+) -> ExperimentConfig:
+    """The config of one grid point: base, then dataset/generator/epochs, then extra overrides, then the variant."""
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key in _VARIANT_KEYS:
+            raise ValueError(f"override {item!r}: {key} is what the ablation variants set; choose variants instead")
+        if key == SEED_KEY:
+            raise ValueError(f"override {item!r}: seeds are set by the grid (base train.seed + i); use --seeds")
+    raw: dict[str, Any] = base.model_dump(mode="json")
+    head = [f"data.dataset={dataset}"] if dataset else []
+    head += [f"data.context_generator={generator}"] if generator else []
+    head += [f"train.epochs={epochs}"] if epochs is not None else []
+    raw = apply_overrides(raw, [*head, *overrides, *variant.overrides, "tracking.register_model=false",
+                                 "tracking.log_model=false"])
+    raw["train"]["seed"] = seed
+    cfg = ExperimentConfig.model_validate(raw)
+    if variant.needs_contexts and context_source(cfg) == "none":
+        raise ValueError(
+            f"variant {variant.number} ({variant.key}) reads image contexts, but {cfg.data.dataset} with "
+            f"data.context_generator={cfg.data.context_generator} has none: pass data.context_file=<a context set "
+            "written by `shapca contexts`> as an override, or choose variant 1 (text)"
+        )
+    root = Path(output_root) if output_root is not None else Path(cfg.train.output_dir) / "ablation"
+    out = root / group_name(cfg).replace("/", "-") / variant.key / f"seed{seed}"
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"output_dir": out})})
