@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,16 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
+# Prefect writes under PREFECT_HOME (its memo store, the ephemeral server's database, local results), ~/.prefect by
+# default: the whole suite gets a throwaway one, set before any test module imports prefect, so no test touches the
+# user's. Tests that need a specific (empty) home still set their own.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="shapca-tests-prefect-home-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+
+
+def pytest_unconfigure(config) -> None:
+    shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
+
 
 @pytest.fixture(scope="session")
 def project_root() -> Path:
@@ -26,8 +38,6 @@ def project_root() -> Path:
 def gx_project(tmp_path_factory) -> Path:
     """A copy of the repository's GX project (gx/) that every validation in the tests uses (through SHAPCA_GX_DIR):
     tests write suites with other policies, results and Data Docs into it, never into the committed one."""
-    import shutil
-
     copy = tmp_path_factory.mktemp("gx-project") / "gx"
     shutil.copytree(PROJECT_ROOT / "gx", copy, ignore=shutil.ignore_patterns("uncommitted"))
     saved = os.environ.get("SHAPCA_GX_DIR")
