@@ -231,6 +231,9 @@ def test_a_batch_without_any_context_skips_the_context_encoder_and_predicts_the_
     assert len(calls) == 2  # text and contexts
     # Samples without a context have a closed gate, so skipping the encoder changes nothing for them.
     assert model.predict(none)[1:] == with_context[1:]
+    calls.clear()
+    model.train()(none)  # training always runs it: dropout draws and gradients do not depend on the batch's contexts
+    assert len(calls) == 2
 
 
 @pytest.mark.parametrize(

@@ -197,9 +197,11 @@ class ShapCA(nn.Module):
         text_states = text.last_hidden_state  # (B, T, d)
         pooled_text = mean_pool(text_states, batch.text_mask)  # (B, d)
         context_states = pooled_context = None
-        # A batch in which no sample has a context skips the context encoder: every context gate would be closed, so
-        # the fused states are the text states exactly (serving requests without contexts pay for one encoder, not two).
-        if self.config.context_mode == "fusion" and bool(batch.has_context.any()):
+        # In eval mode a batch in which no sample has a context skips the context encoder: every context gate would be
+        # closed, so the fused states are the text states exactly (a serving request without contexts pays for one
+        # encoder, not two). Training always runs it, so that a run's dropout draws and which parameters get a
+        # gradient (and so AdamW's weight decay) do not depend on which batches happen to lack contexts.
+        if self.config.context_mode == "fusion" and (self.training or bool(batch.has_context.any())):
             if batch.context_input_ids is None:
                 raise ValueError("context_mode is 'fusion' but the batch has no context tokens: use model.processor")
             context_model = self.context_encoder if self.context_encoder is not None else self.text_encoder
