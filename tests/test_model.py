@@ -179,6 +179,29 @@ def test_a_processor_file_whose_label_ids_disagree_with_its_head_is_refused(enco
         ShapCAProcessor.from_pretrained(tmp_path)
 
 
+@pytest.mark.parametrize("task", ["ner", "re"])
+def test_a_directory_saved_before_the_processor_still_loads(encoders, tmp_path, task):
+    """format_version 1 (models registered before the processor existed): config.json held the task and the labels,
+    each encoder folder its tokenizer, and there was no processor.json."""
+    import json
+
+    labels, examples = TASKS[task]
+    model = ShapCA.from_config(_config(encoders, image_encoder=encoders["clip"]), task, labels).eval()
+    model.save_pretrained(tmp_path / "saved")
+    config = tmp_path / "saved" / "config.json"
+    meta = json.loads(config.read_text())
+    config.write_text(json.dumps({**meta, "format_version": 1, "task": task, "labels": labels}))
+    (tmp_path / "saved" / "processor.json").unlink()
+    loaded = ShapCA.from_pretrained(tmp_path / "saved")
+    assert (loaded.task, loaded.labels, loaded.processor.label_ids) == (task, labels, model.processor.label_ids)
+    images = _images(["img0", "img2"])
+    assert loaded.predict(loaded.processor(ExampleDataset(examples, CONTEXTS, images))) == model.predict(
+        model.processor(ExampleDataset(examples, CONTEXTS, images)))
+    config.write_text(json.dumps({**meta, "format_version": 0}))
+    with pytest.raises(ValueError, match="expected format 'shapca' version 2, got 'shapca' version 0"):
+        ShapCA.from_pretrained(tmp_path / "saved")
+
+
 def test_parameter_groups_split_encoders_from_the_rest(encoders):
     model = ShapCA.from_config(_config(encoders, image_encoder=encoders["vit"]), "ner", NER_TYPES)
     groups = model.parameter_groups()

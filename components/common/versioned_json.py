@@ -12,13 +12,14 @@ def write_versioned_json(path: Path, fmt: str, version: int, body: dict) -> None
     Path(path).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
 
 
-def read_versioned_json(path: Path, fmt: str, version: int, writer: str) -> dict:
-    """The file's object, after checking it is `fmt` at `version`; `writer` names what writes such files."""
+def read_versioned_json(path: Path, fmt: str, version: int, writer: str, older: tuple[int, ...] = ()) -> dict:
+    """The file's object, after checking it is `fmt` at `version` (or one of the `older` versions the caller still
+    reads); `writer` names what writes such files."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; not a directory written by {writer}")
     meta = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(meta, dict) or meta.get("format") != fmt or meta.get("format_version") != version:
+    if not isinstance(meta, dict) or meta.get("format") != fmt or meta.get("format_version") not in (version, *older):
         got = (meta.get("format"), meta.get("format_version")) if isinstance(meta, dict) else (None, None)
         raise ValueError(f"{path}: expected format {fmt!r} version {version}, got {got[0]!r} version {got[1]!r}")
     return meta

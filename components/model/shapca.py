@@ -26,6 +26,7 @@ from typing import Literal
 import torch
 from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
+from transformers import AutoImageProcessor, AutoTokenizer
 
 from components.common.versioned_json import read_versioned_json, write_versioned_json
 from components.model.alignment import ContrastiveAlignment, Projected, Tokens
@@ -79,6 +80,17 @@ def _content_tokens(states: Tensor, input_ids: Tensor, mask: Tensor, tokenizer) 
     special = [i for i in tokenizer.all_special_ids if i != tokenizer.unk_token_id]
     special = torch.tensor(special, dtype=input_ids.dtype, device=input_ids.device)
     return Tokens(states, mask.bool() & ~torch.isin(input_ids, special))
+
+
+def _processor_of_version_1(directory: Path, config: ShapCAConfig, meta: dict) -> ShapCAProcessor:
+    """A directory saved before the processor existed (format_version 1: config.json held the task and labels, and
+    each encoder folder its tokenizer or image processor), so that models registered before keep loading in-process."""
+    def saved(name: str, auto):
+        return auto.from_pretrained(directory / ENCODER_DIRS[name], local_files_only=True) if name in meta["encoders"] \
+            else None
+
+    return ShapCAProcessor.for_model(config, meta["task"], meta["labels"], saved("text", AutoTokenizer),
+                                     saved("context", AutoTokenizer), saved("image", AutoImageProcessor))
 
 
 class ShapCA(nn.Module):
@@ -159,11 +171,14 @@ class ShapCA(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> ShapCA:
         directory = Path(directory)
-        meta = read_versioned_json(directory / CONFIG_FILE, FORMAT, FORMAT_VERSION, "ShapCA.save_pretrained")
+        meta = read_versioned_json(directory / CONFIG_FILE, FORMAT, FORMAT_VERSION, "ShapCA.save_pretrained",
+                                   older=(1,))
         encoders = {name: encoder_from_saved(directory / ENCODER_DIRS[name]) for name in meta["encoders"]}
+        config = ShapCAConfig.model_validate(meta["model"])
         model = cls(
-            ShapCAConfig.model_validate(meta["model"]),
-            ShapCAProcessor.from_pretrained(directory),
+            config,
+            ShapCAProcessor.from_pretrained(directory) if meta["format_version"] >= 2 else
+            _processor_of_version_1(directory, config, meta),
             encoders["text"],
             encoders.get("context"),
             encoders.get("image"),
