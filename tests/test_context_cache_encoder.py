@@ -161,3 +161,18 @@ def test_unsupported_choices_are_clear_errors(tiny_bert_dir):
         _model(tiny_bert_dir, context_trainable_layers=3)
     with pytest.raises(ValueError, match="context_trainable_layers=0 splits the context encoder"):
         ShapCAConfig(context_trainable_layers=0, context_mode="concat", alignment="none")
+
+
+def test_the_pyfunc_serves_a_saved_cached_model(tiny_bert_dir, tmp_path):
+    import pandas as pd
+
+    from components.tracking.pyfunc_model import ShapCAPyfunc
+
+    model = _model(tiny_bert_dir, context_trainable_layers=1)
+    model.save_pretrained(tmp_path / "saved")
+    wrapper = ShapCAPyfunc()
+    wrapper.model = ShapCA.from_pretrained(tmp_path / "saved")  # what load_context does with the artifact
+    rows = pd.DataFrame({"text": [" ".join(ex.tokens) for ex in NER], "context": [CONTEXTS[ex.image_id] for ex in NER]})
+    out = wrapper.predict(rows)
+    assert [row["error"] for row in out] == [None] * 3
+    assert wrapper.predict(rows) == out  # a second request computes the same (the cache is optional at inference)

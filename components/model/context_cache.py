@@ -72,6 +72,10 @@ class CachedContextEncoder(nn.Module):
         self.cache.clear()  # new weights: the cached states are stale
         super()._load_from_state_dict(*args, **kwargs)
 
+    def _apply(self, fn, *args, **kwargs):
+        self.cache.clear()  # .to(device/dtype): entries would sit on the old device
+        return super()._apply(fn, *args, **kwargs)
+
     def train(self, mode: bool = True) -> CachedContextEncoder:
         super().train(mode)
         for module in self._frozen():
@@ -104,14 +108,13 @@ class CachedContextEncoder(nn.Module):
             for row, states in zip(missing, computed):
                 found[keys[row]] = states[: lengths[row]].clone()  # (n_i, d)
         self.hits, self.misses = self.hits + len(keys) - len(missing), self.misses + len(missing)
-        out = None
-        for i, key in enumerate(keys):
-            states = found.get(key)
-            if states is None:
-                states = self.cache[key]
-                self.cache.move_to_end(key)
-            if out is None:
-                out = states.new_zeros(len(keys), input_ids.shape[1], states.shape[-1])  # (B, T_c, d)
+        rows_states = []
+        for key in keys:
+            if key not in found:
+                self.cache.move_to_end(key)  # least recently used goes first
+            rows_states.append(found.get(key, self.cache.get(key)))
+        out = rows_states[0].new_zeros(len(keys), input_ids.shape[1], rows_states[0].shape[-1])  # (B, T_c, d)
+        for i, states in enumerate(rows_states):
             out[i, : lengths[i]] = states
         if not torch.is_inference_mode_enabled():
             for key, states in found.items():
