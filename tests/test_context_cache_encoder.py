@@ -15,7 +15,7 @@ from components.model.config import ShapCAConfig
 from components.model.context_cache import CachedContextEncoder
 from components.model.encoders import mean_pool
 from components.model.shapca import ShapCA
-from components.training.step import build_optimizer
+from components.training.step import build_optimizer, build_scheduler, train_step
 
 torch.set_num_threads(2)
 TYPES = ["PER", "LOC", "ORG", "MISC"]
@@ -104,13 +104,12 @@ def test_the_cache_is_bounded_and_inference_leaves_it_alone(tiny_bert_dir):
 def test_k0_and_k1_train_end_to_end(tiny_bert_dir, k):
     model = _model(tiny_bert_dir, context_trainable_layers=k, dropout=0.0).train()
     batch = _batch(model)
-    optimizer = build_optimizer(model, TrainConfig(lr_encoder=1e-3, lr_head=1e-2))
-    first = model(batch).loss.item()
-    for _ in range(15):
-        optimizer.zero_grad()
-        model(batch).loss.backward()
-        optimizer.step()
-    assert model(batch).loss.item() < 0.5 * first
+    train = TrainConfig(lr_encoder=1e-3, lr_head=1e-2, warmup_ratio=0.0, precision="fp32")
+    optimizer = build_optimizer(model, train)  # the trainer's own step, optimizer and schedule
+    scheduler = build_scheduler(optimizer, train, total_steps=30)
+    losses = [train_step(model, batch, optimizer, scheduler, train).loss.item() for _ in range(15)]
+    assert losses[-1] < 0.5 * losses[0]
+    assert model.context_encoder.misses == 3  # the frozen part ran once per context, in the first step
 
 
 def test_save_and_load_are_exact_inverses(tiny_bert_dir, tmp_path):
