@@ -2,7 +2,9 @@
 ACM MM 2024), assembled from its parts:
 
     text    --text encoder-->    token states H (B, T, d), pooled t (B, d)
-    context --context encoder--> token states C (B, T_c, d_c), pooled c      (or the second segment of H: concat mode)
+    context --context encoder--> token states C (B, T_c, d_c), pooled c      (or the second segment of H: concat mode;
+                                 model.context_trainable_layers: a copy trained in its top layers only, the frozen
+                                 rest cached per context: context_cache.py)
     image   --vision encoder-->  patch states V (B, P, d_v), pooled v        (optional)
     L_ct, L_ci = ContrastiveAlignment(t, c, v)        alignment.py (Shapley InfoNCE, or plain InfoNCE; the token
                                                       coverage game also reads H, C, V, without special tokens)
