@@ -146,19 +146,34 @@ def step(
     warmup: Annotated[int, typer.Option(help="untimed steps first")] = 2,
     threads: Annotated[int, typer.Option(help="torch CPU threads")] = 2,
     output: Annotated[Path | None, typer.Option(help="also write the JSON here")] = None,
+    variant: Annotated[list[str] | None, typer.Option(
+        help="name:section.field=value,... profiled on top of the base and --override, repeatable; the first is "
+             "the baseline of the ratios (e.g. 'text:model.context_mode=none,model.alignment=none' 'full:')",
+    )] = None,
 ) -> None:
     """Per-phase cost of one CPU training step on a real batch; JSON on stdout.
 
-    Phases: text encoder, context encoder, Shapley + contrastive, fusion, head, backward, optimizer."""
+    Phases: text encoder, context encoder, Shapley + contrastive, fusion, head, backward, optimizer. With --variant,
+    one profile per variant, one after the other, and each one's median step over the first one's."""
     from components.config import load_config
-    from components.benchmarks.step_profile import run_step_profile
+    from components.benchmarks.step_profile import parse_variant, run_step_profile, run_step_variants
 
     overrides = ["train.device=cpu", *(override or [])]
-    cfg = load_config(config, overrides)
-    profile = run_step_profile(cfg, repeats=repeats, warmup=warmup, threads=threads)
     command = _command("shapca bench step", config=config, repeats=repeats, warmup=warmup, threads=threads)
     command += "".join(f" --override {shlex.quote(o)}" for o in override or [])
-    result = profile.as_dict() | {"command": command}
+    if variant:
+        try:
+            parsed = dict(parse_variant(v) for v in variant)
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from error
+        if len(parsed) != len(variant):
+            raise typer.BadParameter("--variant names must differ")
+        configs = {name: load_config(config, [*overrides, *extra]) for name, extra in parsed.items()}
+        result = run_step_variants(configs, repeats=repeats, warmup=warmup, threads=threads)
+        result["command"] = command + "".join(f" --variant {shlex.quote(v)}" for v in variant)
+    else:
+        profile = run_step_profile(load_config(config, overrides), repeats=repeats, warmup=warmup, threads=threads)
+        result = profile.as_dict() | {"command": command}
     text = json.dumps(result, indent=2)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -153,6 +153,8 @@ def _kind(data: Any) -> str | None:
         return "timing"
     if data.get("kind") == "serve_benchmark":
         return "serve"
+    if data.get("kind") == "step_variants":
+        return "step_variants"
     if "rows" in data and "alignment_share_of_step" in data:
         return "shapley"
     if "phases" in data and "step" in data:
@@ -165,7 +167,8 @@ def load_inputs(paths: list[Path]) -> dict[str, list[tuple[Path, dict]]]:
     files: list[Path] = []
     for path in paths:
         files += sorted(path.glob("*.json")) if path.is_dir() else [path]
-    found: dict[str, list[tuple[Path, dict]]] = {"shapley": [], "step": [], "timing": [], "serve": []}
+    found: dict[str, list[tuple[Path, dict]]] = {"shapley": [], "step": [], "step_variants": [], "timing": [],
+                                                 "serve": []}
     for file in files:
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
@@ -174,7 +177,7 @@ def load_inputs(paths: list[Path]) -> dict[str, list[tuple[Path, dict]]]:
         kind = _kind(data)
         if kind is None:
             raise ValueError(f"{file}: not a Shapley benchmark (rows, alignment_share_of_step), a step profile "
-                             "(phases, step), a timing (kind: timing) or a serving benchmark (kind: serve_benchmark)")
+                             "(phases, step), step variants (kind: step_variants), a timing (kind: timing) or a serving benchmark (kind: serve_benchmark)")
         found[kind].append((file, data))
     return found
 
@@ -247,6 +250,21 @@ def _step_section(items: list[tuple[Path, dict]]) -> list[str]:
         collate = data["collate"]
         lines.append(f"| tokenising the batch (data loader, outside the step) | {collate['median_ms']:.1f} | "
                      f"{collate['min_ms']:.1f} | {collate['max_ms']:.1f} | – |")
+    return lines
+
+
+def _step_variants_section(items: list[tuple[Path, dict]]) -> list[str]:
+    lines = ["", "## Training step by variant (`shapca bench step --variant`)"]
+    for path, data in items:
+        lines += ["", f"Source `{path.name}`: `{data.get('command', 'shapca bench step')}`; the variants ran one after "
+                      f"the other in one process; ratio = median step over `{data['baseline']}`'s.", "",
+                  "| variant | context encoder (ms) | backward (ms) | whole step (ms) | ratio |", "|---|---|---|---|---|"]
+        for name, profile in data["variants"].items():
+            context = profile["phases"].get("context_encoder")
+            context_ms = f"{context['median_ms']:.1f}" if context else "–"
+            lines.append(f"| {name} | {context_ms} | "
+                         f"{profile['phases']['backward']['median_ms']:.1f} | {data['step_median_ms'][name]:.1f} | "
+                         f"{data['ratio_to_baseline'][name]:.2f}× |")
     return lines
 
 
@@ -323,6 +341,8 @@ def render_performance_markdown(inputs: dict[str, list[tuple[Path, dict]]],
         lines += _shapley_section(inputs["shapley"])
     if inputs.get("step"):
         lines += _step_section(inputs["step"])
+    if inputs.get("step_variants"):
+        lines += _step_variants_section(inputs["step_variants"])
     if inputs.get("timing"):
         lines += _timing_section(inputs["timing"])
     if inputs.get("serve"):

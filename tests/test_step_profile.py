@@ -120,3 +120,31 @@ def test_bench_step_command_and_the_performance_document(tiny_bert_dir, data_dir
     (tmp_path / "perf" / "other.json").write_text(json.dumps({"hello": 1}))
     with pytest.raises(ValueError, match="other.json: not a Shapley benchmark"):
         perf.load_inputs([tmp_path / "perf"])
+
+
+def test_bench_step_variants_profile_each_override_set_and_their_ratios(tiny_bert_dir, data_dir, tmp_path):
+    output = tmp_path / "perf" / "variants.json"
+    done = CliRunner().invoke(app, [
+        "bench", "step", "--override", f"model.text_encoder={tiny_bert_dir}", "--override", "model.align_dim=16",
+        "--override", "train.batch_size=4", "--override", f"data.data_dir={data_dir}", "--repeats", "2",
+        "--warmup", "1", "--output", str(output),
+        "--variant", "text:model.context_mode=none,model.alignment=none", "--variant", "full:",
+        "--variant", "k0:model.context_trainable_layers=0",
+    ])
+    assert done.exit_code == 0, done.output
+    result = json.loads(output.read_text())
+    assert result["baseline"] == "text" and list(result["variants"]) == ["text", "full", "k0"]
+    assert result["ratio_to_baseline"]["text"] == 1.0
+    for name, profile in result["variants"].items():
+        assert result["step_median_ms"][name] == profile["step"]["median_ms"]
+        ratio = profile["step"]["median_ms"] / result["step_median_ms"]["text"]
+        assert result["ratio_to_baseline"][name] == pytest.approx(ratio, abs=1e-3)
+    assert "context_encoder" not in result["variants"]["text"]["phases"]
+    assert result["variants"]["k0"]["config"]["model.context_trainable_layers"] == "0"
+    assert result["variants"]["full"]["config"]["model.context_trainable_layers"] == "None"
+    assert "--variant k0:model.context_trainable_layers=0" in result["command"]
+    text = _perf_report().render_performance_markdown(_perf_report().load_inputs([output]))
+    assert "## Training step by variant" in text and "| k0 |" in text
+
+    bad = CliRunner().invoke(app, ["bench", "step", "--variant", "no-colon"])
+    assert bad.exit_code != 0 and "expected name:section.field=value" in bad.output

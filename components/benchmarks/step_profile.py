@@ -18,7 +18,11 @@ the hooks also count calls, so a phase that ran other than once per step shows u
 the batch) happens outside the step, in the data loader, and is timed separately as `collate`.
 
 Each phase is reported as the median, min and max over `repeats` steps after `warmup` untimed steps, all on the same
-batch; `share` is a phase's median over the median step.
+batch; `share` is a phase's median over the median step. A cached context encoder (model.context_trainable_layers)
+fills its cache in the warmup steps, so its timed steps are those of the second epoch on.
+
+`run_step_variants` profiles several override sets one after the other in one process (the same machine state) and
+reports each one's median step over the first one's: `ratio_to_baseline`.
 """
 
 from __future__ import annotations
@@ -200,7 +204,7 @@ def profile_step(
 
 PROFILE_CONFIG_KEYS = (
     "data.dataset", "data.context_generator", "model.text_encoder", "model.context_encoder", "model.context_mode",
-    "model.alignment", "model.estimator", "model.permutations", "model.max_text_tokens", "model.max_context_tokens",
+    "model.alignment", "model.estimator", "model.context_trainable_layers", "model.permutations", "model.max_text_tokens", "model.max_context_tokens",
     "train.batch_size",
 )
 
@@ -228,3 +232,34 @@ def run_step_profile(cfg: ExperimentConfig, *, repeats: int = 10, warmup: int = 
     profile.machine = machine_description()
     profile.torch = torch_description()
     return profile
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """'name:section.field=value,section.field=value' (or 'name:' for none) -> (name, overrides)."""
+    name, sep, rest = text.partition(":")
+    if not sep or not name.strip():
+        raise ValueError(f"variant {text!r}: expected name:section.field=value,... (name: alone for no overrides)")
+    overrides = [o.strip() for o in rest.split(",") if o.strip()]
+    if any("=" not in o for o in overrides):
+        raise ValueError(f"variant {text!r}: each override is section.field=value")
+    return name.strip(), overrides
+
+
+def run_step_variants(configs: dict[str, ExperimentConfig], *, repeats: int = 10, warmup: int = 2,
+                      threads: int | None = 2) -> dict:
+    """Profile each named config in turn; the first is the baseline of `ratio_to_baseline` (median step over its
+    median step)."""
+    if not configs:
+        raise ValueError("no variants to profile")
+    profiles = {name: run_step_profile(cfg, repeats=repeats, warmup=warmup, threads=threads)
+                for name, cfg in configs.items()}
+    baseline = next(iter(profiles))
+    medians = {name: p.step.median_ms for name, p in profiles.items()}
+    return {
+        "kind": "step_variants",
+        "baseline": baseline,
+        "step_median_ms": medians,
+        "ratio_to_baseline": {name: round(ms / medians[baseline], 3) for name, ms in medians.items()},
+        "variants": {name: p.as_dict() for name, p in profiles.items()},
+        "machine": profiles[baseline].machine,
+    }

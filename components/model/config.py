@@ -16,6 +16,11 @@ class ShapCAConfig(BaseModel):
     # Encoders: a local directory (never a hub id), or "minilm" for the packaged MiniLM-L6.
     text_encoder: str = MINILM
     context_encoder: str | None = None  # None: contexts share the text encoder's weights
+    # k: contexts get their own copy of the encoder (of context_encoder, if set) with only the top k layers trained
+    # and the rest frozen, its output computed once per context and cached (context_cache.py; fusion mode only).
+    # None: the context encoder trains whole, as the text encoder does.
+    context_trainable_layers: int | None = Field(None, ge=0)
+    context_cache_entries: int = Field(8192, ge=0)  # contexts the frozen part's cache holds (0: no cache)
     image_encoder: Path | None = None  # a local HF vision model (CLIP vision, ViT, SigLIP); None: no images
     max_text_tokens: int = 128
     max_context_tokens: int = 96
@@ -47,5 +52,10 @@ class ShapCAConfig(BaseModel):
             raise ValueError(
                 f"model.alignment={self.alignment!r} aligns contexts with texts and images, but model.context_mode="
                 "'none' reads no contexts: set model.alignment=none too"
+            )
+        if self.context_trainable_layers is not None and self.context_mode != "fusion":
+            raise ValueError(
+                f"model.context_trainable_layers={self.context_trainable_layers} splits the context encoder, which "
+                f"only model.context_mode='fusion' has (got {self.context_mode!r}): leave it unset (None)"
             )
         return self

@@ -2,7 +2,9 @@
 ACM MM 2024), assembled from its parts:
 
     text    --text encoder-->    token states H (B, T, d), pooled t (B, d)
-    context --context encoder--> token states C (B, T_c, d_c), pooled c      (or the second segment of H: concat mode)
+    context --context encoder--> token states C (B, T_c, d_c), pooled c      (or the second segment of H: concat mode;
+                                 model.context_trainable_layers: a copy trained in its top layers only, the frozen
+                                 rest cached per context: context_cache.py)
     image   --vision encoder-->  patch states V (B, P, d_v), pooled v        (optional)
     L_ct, L_ci = ContrastiveAlignment(t, c, v)        alignment.py (Shapley InfoNCE, or plain InfoNCE; the token
                                                       coverage game also reads H, C, V, without special tokens)
@@ -18,6 +20,7 @@ and processor without the original encoder paths.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,7 @@ from components.common.versioned_json import read_versioned_json, write_versione
 from components.model.alignment import ContrastiveAlignment, Projected, Tokens
 from components.model.batch import Batch
 from components.model.config import ShapCAConfig
+from components.model.context_cache import CachedContextEncoder
 from components.model.encoders import (
     encode_images,
     encoder_from_saved,
@@ -110,6 +114,12 @@ class ShapCA(nn.Module):
             # tokens the head added (RE's entity markers) get embeddings of their own
             self.text_encoder.resize_token_embeddings(len(self.tokenizer))
         self._takes_token_types = "token_type_ids" in inspect.signature(self.text_encoder.forward).parameters
+        if config.context_trainable_layers is not None and not isinstance(context_encoder, CachedContextEncoder):
+            # a copy, so the text encoder keeps training whole (from_pretrained passes the saved copy)
+            base = context_encoder if context_encoder is not None else copy.deepcopy(self.text_encoder)
+            self.context_encoder = CachedContextEncoder(
+                base, config.context_trainable_layers, config.context_cache_entries
+            )
 
         dim = hidden_size(self.text_encoder)
         context_dim = hidden_size(self.context_encoder) if self.context_encoder is not None else dim
@@ -192,10 +202,11 @@ class ShapCA(nn.Module):
         return self.image_encoder is not None
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """encoder: the pretrained encoders; other: everything trained from scratch (fusion, projections, heads)."""
+        """encoder: the pretrained encoders; other: everything trained from scratch (fusion, projections, heads).
+        Frozen parameters (a cached context encoder's bottom) are in neither."""
         encoders = [m for m in (self.text_encoder, self.context_encoder, self.image_encoder) if m is not None]
         encoder_ids = {id(p) for m in encoders for p in m.parameters()}
-        params = list(self.parameters())  # deduplicated by nn.Module
+        params = [p for p in self.parameters() if p.requires_grad]  # deduplicated by nn.Module
         return {
             "encoder": [p for p in params if id(p) in encoder_ids],
             "other": [p for p in params if id(p) not in encoder_ids],
