@@ -197,6 +197,13 @@ def test_a_directory_saved_before_the_processor_still_loads(encoders, tmp_path, 
     images = _images(["img0", "img2"])
     assert loaded.predict(loaded.processor(ExampleDataset(examples, CONTEXTS, images))) == model.predict(
         model.processor(ExampleDataset(examples, CONTEXTS, images)))
+    processor_file = tmp_path / "saved" / "processor.json"
+    model.processor.save_pretrained(tmp_path / "saved")
+    processor_meta = json.loads(processor_file.read_text())
+    processor_file.write_text(json.dumps({**processor_meta, "max_context_tokens": 7}))
+    config.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="max_context_tokens: model 96, processor 7"):
+        ShapCA.from_pretrained(tmp_path / "saved")  # the window is in both files: they must agree
     config.write_text(json.dumps({**meta, "format_version": 0}))
     with pytest.raises(ValueError, match="expected format 'shapca' version 2, got 'shapca' version 0"):
         ShapCA.from_pretrained(tmp_path / "saved")

@@ -138,6 +138,7 @@ def profile_step(
     examples: list,
     contexts: dict[str, str] | None,
     *,
+    images=None,  # an image folder or {image_id: image}, when the model reads images
     train: TrainConfig | None = None,
     repeats: int = 10,
     warmup: int = 2,
@@ -147,7 +148,7 @@ def profile_step(
     train = train or TrainConfig()
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
-    dataset = ExampleDataset(examples, contexts)
+    dataset = ExampleDataset(examples, contexts, images)
     collate_ms = []
     for _ in range(max(3, repeats // 2)):
         started = time.perf_counter()
@@ -223,8 +224,8 @@ def run_step_profile(cfg: ExperimentConfig, *, repeats: int = 10, warmup: int = 
         raise ValueError(f"{cfg.data.dataset} train has {len(examples)} examples, fewer than "
                          f"train.batch_size={batch_size}")
     model = ShapCA.from_config(cfg.model, task=data.task, labels=data.labels)
-    contexts = data.context_texts
-    profile = profile_step(model, examples, contexts, train=cfg.train, repeats=repeats, warmup=warmup)
+    profile = profile_step(model, examples, data.context_texts, images=data.images, train=cfg.train, repeats=repeats,
+                           warmup=warmup)
     flat = cfg.flat()
     profile.config = {k: str(flat[k]) for k in PROFILE_CONFIG_KEYS if k in flat}
     source = f"{cfg.data.dataset} train, first {batch_size}"

@@ -107,6 +107,12 @@ class ShapCA(nn.Module):
         image_encoder: nn.Module | None = None,
     ):
         super().__init__()
+        # The window sizes and the context mode live in both (the processor cuts, the model encodes): they must agree.
+        window = ("max_text_tokens", "max_context_tokens", "context_mode")
+        disagree = [f"{k}: model {getattr(config, k)!r}, processor {getattr(processor, k)!r}" for k in window
+                    if getattr(config, k) != getattr(processor, k)]
+        if disagree:
+            raise ValueError(f"the processor was built for another model config ({'; '.join(disagree)})")
         self.config, self.processor = config, processor
         self.task, self.labels = processor.task, processor.labels
         self.text_encoder, self.context_encoder, self.image_encoder = text_encoder, context_encoder, image_encoder

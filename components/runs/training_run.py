@@ -25,8 +25,6 @@ from mlflow import MlflowClient
 
 from components.common.project_root import find_project_root
 from components.config import ExperimentConfig
-from components.data.example_dataset import ExampleDataset
-from components.data.records import ContextSet
 from components.model.encoders import resolve_encoder_path
 from components.runs.run_dir import RUN_ID_FILE, claim_output_dir, run_to_continue
 from components.tracking.lineage import collect_lineage
@@ -36,7 +34,7 @@ from components.tracking.pyfunc_model import log_shapca_model
 from components.tracking.run_inputs import training_inputs
 from components.tracking.run_logging import start_run
 from components.training.alignment_probe import probe_alignment
-from components.training.data import load_training_data
+from components.training.data import TrainingData, load_training_data
 from components.data.metrics import SELECTION_METRIC, SELECTION_METRIC_KEY, confusion_matrix
 from components.training.trainer import fit
 
@@ -66,21 +64,23 @@ def encoder_dirs(cfg: ExperimentConfig) -> dict[str, Path]:
     return dirs
 
 
-def _log_shapley_heatmap(run, model, examples, contexts: ContextSet | None, out_dir: Path) -> None:
-    """Which context contributes to which text, on one real dev batch: the picture of what alignment learned."""
+def _log_shapley_heatmap(run, model, data: TrainingData, out_dir: Path) -> None:
+    """Which context contributes to which text, on one real dev batch (with its images, when the run reads images):
+    the picture of what alignment learned."""
+    contexts = data.context_texts
     if contexts is None or model.config.alignment != "shapley":
         return
-    batch_examples = [e for e in examples if e.image_id in contexts.contexts][:12]
+    batch_examples = [e for e in data.splits["dev"] if e.image_id in contexts][:12]
     if len(batch_examples) < 2:
         return
     model.eval()
     with torch.no_grad():
-        out = model(model.processor(ExampleDataset(batch_examples, contexts.contexts)))
+        out = model(model.processor(data.example_dataset(batch_examples)))
     if out.shapley is None:
         return
     path = shapley_heatmap_png(
         out.shapley.float().cpu().numpy(),  # (N, N): phi[i, j] = context i's Shapley value for text j
-        [contexts.contexts[e.image_id] for e in batch_examples],
+        [contexts[e.image_id] for e in batch_examples],
         [" ".join(e.tokens) for e in batch_examples],
         out_dir / "shapley_heatmap.png",
     )
@@ -141,7 +141,7 @@ def train_on_this_rank(cfg: ExperimentConfig, resume: bool, tags: dict[str, str]
         with tempfile.TemporaryDirectory() as tmp:
             labels, counts = confusion_matrix(test.confusion_gold, test.confusion_pred)
             run.log_artifact(confusion_matrix_png(labels, counts, Path(tmp) / "test_confusion.png"), "plots")
-            _log_shapley_heatmap(run, result.model, data.splits["dev"], data.contexts, Path(tmp))
+            _log_shapley_heatmap(run, result.model, data, Path(tmp))
         if data.contexts is not None and cfg.model.context_mode == "fusion":
             # How sharply the alignment finds each text's own context, and how open the fusion gates are (dev).
             run.log_metrics(probe_alignment(result.model, data, "dev", cfg.train.batch_size).metrics())
