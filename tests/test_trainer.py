@@ -73,16 +73,22 @@ def test_training_changes_the_weights_and_keeps_the_best_dev_epoch(tmp_path, tin
     assert set(result.test.metrics) >= {"precision", "recall", "f1"}
 
 
-def test_a_non_finite_loss_stops_training_with_a_clear_message(tmp_path, tiny_bert_dir, data_dir):
+def test_a_non_finite_loss_stops_training_with_a_clear_message(tmp_path, tiny_bert_dir, data_dir, monkeypatch):
     cfg = _config(tmp_path, tiny_bert_dir, data_dir, epochs=1)
     data = load_training_data(cfg.data)
     from components.model.shapca import ShapCA
 
-    model = ShapCA.from_config(cfg.model, task=data.task, labels=data.labels)
-    with torch.no_grad():
-        next(p for p in model.parameters() if p.requires_grad).fill_(float("nan"))
+    built = ShapCA.from_config
+
+    def poisoned(*args, **kwargs):  # the model fit builds, with one weight NaN
+        model = built(*args, **kwargs)
+        with torch.no_grad():
+            next(p for p in model.parameters() if p.requires_grad).fill_(float("nan"))
+        return model
+
+    monkeypatch.setattr(ShapCA, "from_config", poisoned)
     with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 1: loss is nan"):
-        fit(cfg, data, model=model)
+        fit(cfg, data)
 
 
 def test_resuming_with_another_config_is_refused(tmp_path, tiny_bert_dir, data_dir):

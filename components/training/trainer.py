@@ -94,7 +94,6 @@ def fit(
     *,
     resume: bool = False,
     on_epoch_end: EpochCallback | None = None,
-    model: ShapCA | None = None,
     on_step: StepCallback | None = None,
 ) -> FitResult:
     tc = cfg.train
@@ -103,9 +102,8 @@ def fit(
     device = resolve_device(tc.device, ranks.local_rank)
     started = time.perf_counter()
 
-    # Model: built from the typed config (or passed in, e.g. a tiny test model).
-    if model is None:
-        model = ShapCA.from_config(cfg.model, task=data.task, labels=data.labels)
+    # Model: built from the typed config.
+    model = ShapCA.from_config(cfg.model, task=data.task, labels=data.labels)
     model.to(device)
 
     # Data: length-bucketed, seeded per epoch, sharded across DDP ranks.
