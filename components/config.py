@@ -106,6 +106,13 @@ def config_identity(cfg: ExperimentConfig) -> dict[str, str]:
     return {k: str(v) for k, v in sorted(cfg.flat().items()) if not identity_excluded(k)}
 
 
+def identity_from_params(params: dict[str, str]) -> dict[str, str]:
+    """`config_identity` read back from a run's MLflow params: the config fields among them. A run also logs what it
+    measured (data.<split>_size, data.<split>_image_coverage, lineage.*), which is not configuration."""
+    fields = set(ExperimentConfig().flat())
+    return {k: v for k, v in sorted(params.items()) if k in fields and not identity_excluded(k)}
+
+
 def identity_hash(identity: dict[str, str], include_seed: bool = True) -> str:
     items = {k: v for k, v in identity.items() if include_seed or k != SEED_KEY}
     return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]

@@ -222,3 +222,14 @@ def test_grid_arguments_are_checked():
     assert config_hash(mplug, include_seed=False) == config_hash(
         point_config(base, VARIANTS["concat"], 3, generator="mplug-owl", epochs=5, overrides=["model.permutations=16"]),
         include_seed=False)
+
+
+def test_a_runs_identity_is_read_back_from_its_params_without_the_measured_ones():
+    from components.config import config_identity, identity_from_params, identity_hash, load_config
+
+    cfg = load_config("configs/default.yaml", ["model.image_encoder=/some/vit"])
+    identity = config_identity(cfg)
+    measured = {"data.train_size": "3373", "data.dev_image_coverage": "0.93", "data.test_context_coverage": "1.0",
+                "lineage.git_commit": "abc", "train_seconds": "12"}
+    assert identity_from_params({**identity, **measured}) == identity
+    assert identity_hash(identity_from_params({**identity, **measured})) == identity_hash(identity)

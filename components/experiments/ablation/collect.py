@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from components.config import SEED_KEY, identity_excluded, identity_hash
+from components.config import SEED_KEY, identity_from_params, identity_hash
 from components.experiments.ablation.lookup import (
     DEFAULT_EXPERIMENT,
     TAG_PREFIX,
@@ -69,16 +69,6 @@ def _probe(metrics: dict[str, float]) -> dict[str, float]:
     return {k[len(PROBE_PREFIX):]: v for k, v in metrics.items() if k.startswith(PROBE_PREFIX)}
 
 
-def _identity_of(params: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in sorted(params.items())
-            if not identity_excluded(k) and not k.startswith("lineage.") and not _is_data_summary(k)}
-
-
-def _is_data_summary(key: str) -> bool:
-    # data.<split>_size and data.<split>_context_coverage: measured, not configured
-    return key.startswith("data.") and (key.endswith("_size") or key.endswith("_context_coverage"))
-
-
 def collect_ablation_runs(experiment: str = DEFAULT_EXPERIMENT, group: str | None = None) -> list[AblationRun]:
     """FINISHED runs tagged by the ablation; of several runs with one config hash, the newest."""
     client, experiment_id = experiment_client(experiment)
@@ -90,7 +80,7 @@ def collect_ablation_runs(experiment: str = DEFAULT_EXPERIMENT, group: str | Non
         tags = run.data.tags
         if f"{TAG_PREFIX}variant" not in tags:
             continue  # not an ablation run (or finished but not yet tagged: `run_ablation` tags it when rerun)
-        identity = _identity_of(run.data.params)
+        identity = identity_from_params(run.data.params)
         epochs_run = _epochs_run(client, run)
         best_epoch = run.data.metrics.get("best_epoch")
         item = AblationRun(
