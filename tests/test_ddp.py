@@ -38,3 +38,5 @@ def test_two_ranks_train_on_different_data_and_log_once(tmp_path, tiny_bert_dir,
     runs = client.search_runs([experiment.experiment_id])
     assert [r.info.run_id for r in runs] == [result.run_id], "the run must be logged once, by rank 0"
     assert "test_f1" in runs[0].data.metrics
+    # What the trainer itself did: rank 0 trained on its shard, half the split (32 on a single process).
+    assert runs[0].data.metrics["train_samples"] == len(seen[0]) == 16

@@ -178,6 +178,7 @@ def fit(
 
         metrics = {f"train_{k}": all_reduce_mean(v / max(1, n_batches), ranks) for k, v in totals.items()}
         metrics["train_samples_per_s"] = n_samples / (time.perf_counter() - epoch_start)
+        metrics["train_samples"] = float(n_samples)  # this rank's share of the epoch (the split / world size under DDP)
 
         # Dev scoring on the main rank only (the splits are small); other ranks wait at the barrier.
         dev = evaluate_split(model, data, "dev", tc.batch_size, device).metrics if ranks.is_main else {}
