@@ -21,13 +21,13 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
 from components.common.versioned_json import read_versioned_json, write_versioned_json
+from components.data.datasets import Task
 from components.model.alignment import ContrastiveAlignment, Projected, Tokens
 from components.model.batch import Batch
 from components.model.config import ShapCAConfig
@@ -43,7 +43,6 @@ from components.model.fusion import AdaptiveFusion, FusionOutput
 from components.model.heads import head_class
 from components.model.processor import ShapCAProcessor
 
-Task = Literal["ner", "re", "joint"]
 CONFIG_FILE = "config.json"
 FORMAT, FORMAT_VERSION = "shapca", 2  # 2: task, labels and tokenizers are the processor's (processor.json)
 ENCODER_DIRS = {"text": "text_encoder", "context": "context_encoder", "image": "image_encoder"}
