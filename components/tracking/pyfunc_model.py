@@ -275,14 +275,14 @@ def signature_and_example(task: str):
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
+    from components.model.heads import head_class  # here: `shapca predict` checks its input without torch
+
     columns = [ColSpec(AnyType(), "text"), ColSpec("string", "context", required=False),
                ColSpec(AnyType(), "image", required=False)]
-    example: dict[str, list] = {"context": ["a man in a suit standing in front of a red bridge"]}
-    from components.model.heads import head_class
-
     head = head_class(task)
     columns += [ColSpec(AnyType(), name) for name in head.serving_spans]
-    example = {name: [value] for name, value in head.serving_example().items()} | {"context": example["context"]}
+    example = {name: [value] for name, value in head.serving_example().items()}
+    example["context"] = ["a man in a suit standing in front of a red bridge"]
     # batch_size travels as a request param (predict checks its range against the serving limits).
     params = ParamSchema([ParamSpec("batch_size", "long", 32)])
     return ModelSignature(inputs=Schema(columns), params=params), pd.DataFrame(example)
