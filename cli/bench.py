@@ -1,13 +1,18 @@
 """`shapca bench shapley`: the Shapley estimator benchmark (components/benchmarks/shapley.py) as one JSON document.
+`shapca bench step`: the per-phase cost of one CPU training step (components/benchmarks/step_profile.py) as JSON.
 `shapca bench serve`: `mlflow models serve` throughput, latency and RSS around the hostile battery
 (components/benchmarks/serving.py) as one JSON document."""
 
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
+from typing import Annotated
 
 import typer
+
+from cli._options import ConfigOption, OverrideOption, command_line
 
 
 def _ints(text: str) -> list[int]:
@@ -17,9 +22,52 @@ def _ints(text: str) -> list[int]:
         raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from None
 
 
+def step(
+    config: ConfigOption = Path("configs/default.yaml"),
+    override: OverrideOption = None,
+    repeats: Annotated[int, typer.Option(help="timed steps (medians, min, max over these)")] = 10,
+    warmup: Annotated[int, typer.Option(help="untimed steps first")] = 2,
+    threads: Annotated[int, typer.Option(help="torch CPU threads")] = 2,
+    output: Annotated[Path | None, typer.Option(help="also write the JSON here")] = None,
+    variant: Annotated[list[str] | None, typer.Option(
+        help="name:section.field=value,... profiled on top of the base and --override, repeatable; the first is "
+             "the baseline of the ratios (e.g. 'text:model.context_mode=none,model.alignment=none' 'full:')",
+    )] = None,
+) -> None:
+    """Per-phase cost of one CPU training step on a real batch; JSON on stdout.
+
+    Phases: text encoder, context encoder, Shapley + contrastive, fusion, head, backward, optimizer. With --variant,
+    one profile per variant, one after the other, and each one's median step over the first one's."""
+    from components.benchmarks.step_profile import parse_variant, run_step_profile, run_step_variants
+    from components.config import load_config
+
+    overrides = ["train.device=cpu", *(override or [])]
+    command = command_line("shapca bench step", config=config, repeats=repeats, warmup=warmup, threads=threads)
+    command += "".join(f" --override {shlex.quote(o)}" for o in override or [])
+    if variant:
+        try:
+            parsed = dict(parse_variant(v) for v in variant)
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from error
+        if len(parsed) != len(variant):
+            raise typer.BadParameter("--variant names must differ")
+        configs = {name: load_config(config, [*overrides, *extra]) for name, extra in parsed.items()}
+        result = run_step_variants(configs, repeats=repeats, warmup=warmup, threads=threads)
+        result["command"] = command + "".join(f" --variant {shlex.quote(v)}" for v in variant)
+    else:
+        profile = run_step_profile(load_config(config, overrides), repeats=repeats, warmup=warmup, threads=threads)
+        result = profile.as_dict() | {"command": command}
+    text = json.dumps(result, indent=2)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text + "\n", encoding="utf-8")
+    typer.echo(text)
+
+
 def add_commands(app: typer.Typer) -> None:
     bench = typer.Typer(help="Benchmarks.", no_args_is_help=True, epilog="Example: shapca bench shapley --skip-step")
     app.add_typer(bench, name="bench")
+    bench.command("step", epilog="Example: shapca bench step --repeats 5 --output perf/step.json")(step)
 
     @bench.command("shapley", epilog="Example: shapca bench shapley --ns 8,16 --ks 16,64 --skip-step")
     def shapley(

@@ -1,5 +1,5 @@
-"""`shapca experiment ablation|report` and `shapca bench step`: the ablation grid, docs/RESULTS.md from its MLflow
-runs, and the per-phase cost of one training step.
+"""`shapca experiment ablation|report|probe`: the ablation grid, docs/RESULTS.md from its MLflow runs, and a model's
+alignment sharpness.
 
     shapca experiment ablation --dataset twitter2017 --seeds 3                      # variants 1-5, BLIP-2 contexts
     shapca experiment ablation --dataset twitter2017 --seeds 3 --generator mplug-owl  # variants 2 and 5
@@ -7,7 +7,6 @@ runs, and the per-phase cost of one training step.
     shapca experiment ablation --dataset mnre --seeds 3                             # text only
     shapca experiment report --output docs/RESULTS.md
     shapca experiment probe --model-uri models:/shapca-twitter2017/1       # alignment sharpness, fusion gates
-    shapca bench step --output perf/step.json
 
 An interrupted `ablation` rerun with the same arguments trains only the points without a FINISHED run.
 """
@@ -15,28 +14,15 @@ An interrupted `ablation` rerun with the same arguments trains only the points w
 from __future__ import annotations
 
 import json
-import shlex
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from cli._choices import Dataset, Generator, Split
+from cli._options import ConfigOption, OverrideOption, command_line
 
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="base experiment YAML (configs/)")]
-OverrideOption = Annotated[
-    list[str] | None, typer.Option("--override", "-o", help="section.field=value on top of the base, repeatable")
-]
 ExperimentOption = Annotated[str, typer.Option("--experiment", help="MLflow experiment of the ablation runs")]
-
-
-def _command(head: str, **options) -> str:
-    """The command line that reproduces a call (for the provenance line of a generated document)."""
-    parts = [head]
-    for name, value in options.items():
-        if value is not None:
-            parts.append(f"--{name.replace('_', '-')} {shlex.quote(str(value))}")
-    return " ".join(parts)
 
 
 def ablation(
@@ -92,7 +78,7 @@ def report(
     runs = collect_ablation_runs(experiment, group)
     summaries = summarize_runs(runs, latest_setting_only=not all_settings)
     baseline_identity = {k: v for k, v in config_identity(load_config(baseline)).items() if k != "train.seed"}
-    command = _command("shapca experiment report", output=output, experiment=experiment, group=group,
+    command = command_line("shapca experiment report", output=output, experiment=experiment, group=group,
                        baseline=baseline) + (" --all-settings" if all_settings else "")
     text = render_results_markdown(summaries, runs, experiment=experiment, tracking_uri=setup.tracking_uri,
                                    command=command, baseline=baseline_identity, baseline_name=str(baseline))
@@ -115,66 +101,23 @@ def probe(
 ) -> None:
     """How sharply a model's alignment finds each text's own context (cosine and Shapley scores), and how much
     context its fusion gates let in; JSON on stdout. Models are scored as they are: nothing is logged."""
-    import mlflow
-
     from components.config import DataConfig
     from components.tracking.mlflow_setup import setup_tracking
+    from components.tracking.pyfunc_model import load_shapca
     from components.training.alignment_probe import probe_alignment
     from components.training.data import load_training_data
 
     setup_tracking("shapca-evaluations")  # points MLflow at the project's store; the probe logs nothing
-    model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
+    model = load_shapca(model_uri)
     data = load_training_data(DataConfig(dataset=dataset, data_dir=data_dir, context_generator=generator))  # type: ignore[arg-type]
     try:
         result = probe_alignment(model, data, split, batch_size, permutations=permutations).as_dict()
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
-    command = _command("shapca experiment probe", model_uri=model_uri, dataset=dataset, generator=generator,
+    command = command_line("shapca experiment probe", model_uri=model_uri, dataset=dataset, generator=generator,
                        split=split, batch_size=batch_size, permutations=permutations)
     text = json.dumps(result | {"model_uri": model_uri, "dataset": dataset, "generator": generator,
                                 "command": command}, indent=2)
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text + "\n", encoding="utf-8")
-    typer.echo(text)
-
-
-def step(
-    config: ConfigOption = Path("configs/default.yaml"),
-    override: OverrideOption = None,
-    repeats: Annotated[int, typer.Option(help="timed steps (medians, min, max over these)")] = 10,
-    warmup: Annotated[int, typer.Option(help="untimed steps first")] = 2,
-    threads: Annotated[int, typer.Option(help="torch CPU threads")] = 2,
-    output: Annotated[Path | None, typer.Option(help="also write the JSON here")] = None,
-    variant: Annotated[list[str] | None, typer.Option(
-        help="name:section.field=value,... profiled on top of the base and --override, repeatable; the first is "
-             "the baseline of the ratios (e.g. 'text:model.context_mode=none,model.alignment=none' 'full:')",
-    )] = None,
-) -> None:
-    """Per-phase cost of one CPU training step on a real batch; JSON on stdout.
-
-    Phases: text encoder, context encoder, Shapley + contrastive, fusion, head, backward, optimizer. With --variant,
-    one profile per variant, one after the other, and each one's median step over the first one's."""
-    from components.config import load_config
-    from components.benchmarks.step_profile import parse_variant, run_step_profile, run_step_variants
-
-    overrides = ["train.device=cpu", *(override or [])]
-    command = _command("shapca bench step", config=config, repeats=repeats, warmup=warmup, threads=threads)
-    command += "".join(f" --override {shlex.quote(o)}" for o in override or [])
-    if variant:
-        try:
-            parsed = dict(parse_variant(v) for v in variant)
-        except ValueError as error:
-            raise typer.BadParameter(str(error)) from error
-        if len(parsed) != len(variant):
-            raise typer.BadParameter("--variant names must differ")
-        configs = {name: load_config(config, [*overrides, *extra]) for name, extra in parsed.items()}
-        result = run_step_variants(configs, repeats=repeats, warmup=warmup, threads=threads)
-        result["command"] = command + "".join(f" --variant {shlex.quote(v)}" for v in variant)
-    else:
-        profile = run_step_profile(load_config(config, overrides), repeats=repeats, warmup=warmup, threads=threads)
-        result = profile.as_dict() | {"command": command}
-    text = json.dumps(result, indent=2)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text + "\n", encoding="utf-8")
@@ -190,10 +133,3 @@ def add_commands(app: typer.Typer) -> None:
     group.command("report", epilog="Example: shapca experiment report --output docs/RESULTS.md")(report)
     group.command("probe", epilog="Example: shapca experiment probe --model-uri models:/shapca-twitter2017/1 "
                                   "--split dev")(probe)
-    # `step` joins the `bench` group that cli/bench.py registers (modules register in name order, so it
-    # exists by now); should that module ever go, the group is created here.
-    bench = next((g.typer_instance for g in app.registered_groups if g.name == "bench"), None)
-    if bench is None:
-        bench = typer.Typer(help="Benchmarks.", no_args_is_help=True, epilog="Example: shapca bench step")
-        app.add_typer(bench, name="bench")
-    bench.command("step", epilog="Example: shapca bench step --repeats 5 --output perf/step.json")(step)

@@ -27,6 +27,7 @@ def train(
 ) -> None:
     """Train one model, log it to MLflow and (by default) register and promote it."""
     from components.config import config_hash, load_config
+    from components.data.metrics import SELECTION_METRIC_KEY
     from components.runs.registration import register_and_promote
     from components.runs.training_run import train_and_log
 
@@ -37,7 +38,7 @@ def train(
         out = cfg.train.output_dir / config_hash(cfg)
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"output_dir": out})})
     result = train_and_log(cfg, resume=resume)
-    summary = {"run_id": result.run_id, "model_uri": result.model_uri, "dev_f1": result.dev_metric,
+    summary = {"run_id": result.run_id, "model_uri": result.model_uri, SELECTION_METRIC_KEY: result.dev_metric,
                "test_f1": result.test_metrics.get("test_f1"), "wall_seconds": round(result.wall_seconds, 1)}
     if register and cfg.tracking.register_model:
         version, decision = register_and_promote(result, cfg)

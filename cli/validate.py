@@ -4,13 +4,11 @@ expectation, write the full GX results as JSON, and exit 1 when a blocking expec
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Optional, get_args
 
 import typer
 
 from cli._choices import ContextGenerator, Dataset
-
-DATASET_NAMES = ("twitter2015", "twitter2017", "mnre", "mnre-joint")
 
 
 def validate(
@@ -46,7 +44,7 @@ def validate(
     from components.data.records import DataFormatError
     from components.validation import open_gx_workspace, render_report, validate_dataset
 
-    names = list(DATASET_NAMES) if all_datasets else [dataset]
+    names = list(get_args(Dataset)) if all_datasets else [dataset]
     gx_workspace = open_gx_workspace()  # one GX workspace for the whole command: it is the slow part to start
     failed = []
     for name in names:

@@ -13,9 +13,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from components.data.datasets import DatasetName
 from components.model.config import ShapCAConfig
 
-DatasetName = Literal["twitter2015", "twitter2017", "mnre", "mnre-joint"]
 
 
 class DataConfig(BaseModel):

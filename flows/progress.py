@@ -15,8 +15,10 @@ from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging.handlers import APILogHandler
 
+from components.data.metrics import SELECTION_METRIC_KEY
+
 LIBRARY_LOGGER = "components"
-HEADLINE = ("train_loss", "train_align_loss", "dev_precision", "dev_recall", "dev_f1")
+HEADLINE = ("train_loss", "train_align_loss", "dev_precision", "dev_recall", SELECTION_METRIC_KEY)
 
 
 @contextlib.contextmanager

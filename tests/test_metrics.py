@@ -13,7 +13,7 @@ from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sklearn.metrics import precision_recall_fscore_support
 
 from components.data.bio import bio_to_spans
-from components.data.records import Span, Triple
+from components.data.records import NerExample, Span, Triple
 from components.data.metrics import (
     Scores,
     confusion_matrix,
@@ -21,12 +21,16 @@ from components.data.metrics import (
     span_scores,
     triple_scores,
 )
+from components.model.heads import head_class
 
 
 def scores_from_tags(gold_tags, pred_tags) -> Scores:
-    """BIO tag sequences scored the way evaluation scores NER: chunks by bio_to_spans, then span_scores."""
-    return span_scores([bio_to_spans(t, i) for i, t in enumerate(gold_tags)],
-                       [bio_to_spans(t, i) for i, t in enumerate(pred_tags)])
+    """BIO tag sequences scored by what evaluation calls, the NER head's `score`: gold as records, predictions as the
+    (span, type, score) triples its decoder chunks from the tags it decodes (bio_to_spans, as CrfTagger.decode)."""
+    examples = [NerExample(f"s{i}", f"img{i}", [f"w{j}" for j in range(len(tags))], list(tags))
+                for i, tags in enumerate(gold_tags)]
+    predictions = [[(span, kind, 1.0) for kind, span in bio_to_spans(tags, i)] for i, tags in enumerate(pred_tags)]
+    return head_class("ner").score(examples, predictions)
 
 
 def test_length_mismatches_are_errors():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from components.data.datasets import labels, load_contexts, load_split
+from components.data.datasets import DATASETS, labels, load_contexts, load_split
 from components.data.example_dataset import ExampleDataset
 from components.data.records import Span, Triple
 from components.model.config import ShapCAConfig
@@ -20,7 +20,7 @@ def _run(dataset: str, data_dir):
     examples = load_split(dataset, "train", data_dir, limit=BATCH)
     assert len(examples) == BATCH
     contexts = load_contexts("blip2", dataset, data_dir).contexts
-    task = {"twitter2017": "ner", "mnre": "re", "mnre-joint": "joint"}[dataset]
+    task = DATASETS[dataset].task
     torch.manual_seed(0)
     model = ShapCA.from_config(ShapCAConfig(), task, labels(dataset)).train()  # the default: MiniLM, fusion, shapley
     batch = model.processor(ExampleDataset(examples, contexts))

@@ -3,6 +3,9 @@ given here does not exist, so reaching the load would fail differently)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from typer.testing import CliRunner
 
@@ -40,3 +43,13 @@ def test_an_oversized_line_is_refused_without_reading_the_model(tmp_path):
     flat = "".join(result.output.replace("│", " ").split())
     assert f"{source.name}:1:lineis{size + 13}bytes,overthelimitof" in flat, result.output
     assert ServingLimits().max_field_chars * 8 < size  # the limit is the model's own, not this test's
+
+
+def test_the_input_checks_load_no_model_code(tmp_path, project_root):
+    """The checks before the load read the serving limits only: no task heads, so no torch (a bad file fails fast)."""
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "Obama visits Paris"}\n', encoding="utf-8")
+    code = ("import sys; from pathlib import Path; from cli.train import read_prediction_rows; "
+            f"rows = read_prediction_rows(Path({str(source)!r})); print(len(rows), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=project_root)
+    assert out.stdout.split() == ["1", "False"], out.stderr

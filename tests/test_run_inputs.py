@@ -118,11 +118,11 @@ def test_split_digest_covers_every_row_and_label():
     from components.data.records import NerExample
 
     rows = [NerExample(f"train-{i}", f"img{i}", ["Paris", "rocks"], ["B-LOC", "O"]) for i in range(12001)]
-    base = frame_digest(split_frame(rows))
-    assert frame_digest(split_frame(rows)) == base
+    base = frame_digest(split_frame("ner", rows))
+    assert frame_digest(split_frame("ner", rows)) == base
     # MLflow's own pandas digest reads only the first 10,000 rows; ours changes with a label past them too.
     relabelled = rows[:-1] + [NerExample("train-12000", "img12000", ["Paris", "rocks"], ["B-PER", "O"])]
-    assert frame_digest(split_frame(relabelled)) != base
+    assert frame_digest(split_frame("ner", relabelled)) != base
 
 
 def test_the_logged_model_carries_the_best_dev_and_the_test_metrics(runs):

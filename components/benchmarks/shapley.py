@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from components.config import TrainConfig
-from components.data.datasets import load_contexts, load_split
+from components.config import DataConfig, TrainConfig
+from components.data.datasets import get_spec
 from components.data.example_dataset import ExampleDataset
 from components.data.records import NerExample
 from components.machine import machine_description, torch_description
@@ -47,6 +47,7 @@ from components.model.alignment import cosine_of_sum
 from components.model.config import ShapCAConfig
 from components.model.shapca import ShapCA
 from components.model.shapley import coverage_shapley, exact_shapley, monte_carlo_shapley, random_orders
+from components.training.data import load_training_data
 from components.training.step import build_optimizer, build_scheduler, train_step
 
 
@@ -152,11 +153,12 @@ def _coverage_row(n: int, t: int, repeats: int, loop_repeats: int, exact_limit: 
 
 
 def _step_batch(model, data_dir: Path | None, batch_size: int):
-    """A real twitter2017 batch with its BLIP-2 contexts when the data is there; synthetic tweets otherwise."""
-    if data_dir is not None and (Path(data_dir) / "twitter2017" / "train.txt").is_file():
-        examples = load_split("twitter2017", "train", Path(data_dir), limit=batch_size)
-        contexts = load_contexts("blip2", "twitter2017", Path(data_dir)).contexts
-        return model.processor(ExampleDataset(examples, contexts)), "twitter2017 train + blip2 contexts"
+    """A real twitter2017 batch with its BLIP-2 contexts, loaded as a run loads them, when the data is there;
+    synthetic tweets otherwise."""
+    if data_dir is not None and (Path(data_dir) / get_spec("twitter2017").files["train"]).is_file():
+        data = load_training_data(DataConfig(dataset="twitter2017", data_dir=Path(data_dir), context_generator="blip2",
+                                             max_examples={"train": batch_size, "dev": 1, "test": 1}))
+        return model.processor(data.example_dataset(data.splits["train"])), "twitter2017 train + blip2 contexts"
     words = "the new album from the band is out today and fans across the city line up to buy it".split()
     examples = [
         NerExample(f"synthetic-{i}", f"img-{i}", (words * 2)[i % 5 : i % 5 + 24], ["O"] * 24) for i in range(batch_size)

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from components.data.conll import read_conll
 from components.data.context_files import ContextReadResult, read_blip2, read_mplug_owl
@@ -21,9 +21,11 @@ from components.data.records import NO_RELATION, ContextSet, Example, ReadResult
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "dev", "test")
-Task = Literal["ner", "re", "joint"]
-Generator = Literal["blip2", "mplug-owl"]
+Split = Literal["train", "dev", "test"]
+SPLITS: tuple[str, ...] = get_args(Split)
+Task = Literal["ner", "re", "joint"]  # the keys of the task registries (model heads, validation suites)
+Generator = Literal["blip2", "mplug-owl"]  # the published context sets
+DatasetName = Literal["twitter2015", "twitter2017", "mnre", "mnre-joint"]  # the keys of DATASETS
 
 # The 23 MNRE relation labels: "None" first, then the 22 relations sorted.
 MNRE_RELATIONS = [

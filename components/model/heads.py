@@ -3,9 +3,11 @@ task registry that maps a task name to its head class.
 
 A head class is everything the project knows about its task: its label names and ids (`label_ids`, the one place the
 id order is built), the words the encoder reads (`input_words`), the label tensors of a batch (`encode_labels`), the
-loss (`forward`), the predictions (`predict`), their scoring against gold records (`score`, `confusion`) and their JSON
-form for consumers (`to_json`). The model, the processor, evaluation, validation and serving ask the registry
-(`head_class(task)`) instead of branching on the task.
+loss (`forward`), the predictions (`predict`), their scoring against gold records (`score`, `confusion`), their JSON
+form for consumers (`to_json`), the serving row it takes (`serving_spans`, `serving_record`, `serving_example`) and
+the label columns of a run's logged datasets (`label_columns`). The model, the processor, evaluation, tracking and
+serving ask the registry (`head_class(task)`) instead of branching on the task; data validation, which loads no model
+(nor torch), asks its own per-task registry of checks (TASK_SUITES, components/validation/suites.py).
 
 - NerHead (MNER): first-sub-token word states -> tag emissions -> linear-chain CRF (pytorch-crf); Viterbi decoding,
   a span's score is the mean CRF marginal of its decoded tags.
@@ -17,6 +19,7 @@ form for consumers (`to_json`). The model, the processor, evaluation, validation
 
 from __future__ import annotations
 
+import json
 from collections.abc import Hashable, Iterable
 from typing import ClassVar
 
@@ -110,6 +113,10 @@ def paired_labels(
     return gold_labels, pred_labels
 
 
+def json_spans(spans: Iterable[Span]) -> str:
+    return json.dumps([[s.start, s.end] for s in spans])
+
+
 def check_span(example, span: Span, what: str) -> None:
     if not span.fits(len(example.tokens)):
         raise ValueError(
@@ -132,6 +139,7 @@ class TaskHead(nn.Module):
     special_tokens: ClassVar[tuple[str, ...]] = ()  # added to the text tokenizer, with embeddings of their own
     serving_spans: ClassVar[tuple[str, ...]] = ()  # the [start, end) span columns a serving row must carry
     warns_on_cut: ClassVar[bool] = True  # a tagger drops the words past the window; RE fails the example instead
+    target_column: ClassVar[str]  # the gold-label column of `label_columns`: a run's MLflow dataset target
 
     @classmethod
     def check_labels(cls, labels: list[str]) -> list[str]:
@@ -159,9 +167,19 @@ class TaskHead(nn.Module):
         raise NotImplementedError
 
     @classmethod
+    def label_columns(cls, example) -> dict[str, str]:
+        """The example's gold labels as string columns (a run's MLflow dataset of a split, components/tracking)."""
+        raise NotImplementedError
+
+    @classmethod
     def serving_record(cls, row_id: str, tokens: list[str], spans: dict[str, Span], labels: list[str]):
         """A consumer's row as the record the processor takes; its gold labels are placeholders prediction ignores."""
         raise NotImplementedError
+
+    @classmethod
+    def serving_example(cls) -> dict[str, object]:
+        """One consumer row of this task (its text and `serving_spans`): the model signature's input example."""
+        return {"text": "Obama visits the Golden Gate Bridge in San Francisco"}
 
     @classmethod
     def score(cls, examples: list, predictions: list) -> Scores:
@@ -182,6 +200,7 @@ class NerHead(TaskHead):
     task = "ner"
     description = "multimodal named entity recognition (BIO tags per token)"
     example_type = NerExample
+    target_column = "tags"
 
     def __init__(self, dim: int, labels: list[str], config):
         super().__init__()
@@ -219,6 +238,10 @@ class NerHead(TaskHead):
         return self.tagger.decode(emissions, batch.word_mask)
 
     @classmethod
+    def label_columns(cls, example):
+        return {"tags": " ".join(example.tags)}
+
+    @classmethod
     def serving_record(cls, row_id, tokens, spans, labels):
         return NerExample(id=row_id, image_id=row_id, tokens=tokens, tags=[OUTSIDE] * len(tokens))
 
@@ -249,6 +272,7 @@ class ReHead(TaskHead):
     task = "re"
     description = "multimodal relation extraction (one relation per head/tail entity pair)"
     example_type = ReExample
+    target_column = "relation"
     # Entity markers, wrapped around the head and tail spans; whole tokens with embeddings of their own.
     HEAD_START, HEAD_END, TAIL_START, TAIL_END = "<h>", "</h>", "<t>", "</t>"
     special_tokens = (HEAD_START, HEAD_END, TAIL_START, TAIL_END)
@@ -317,6 +341,15 @@ class ReHead(TaskHead):
         return [(self.relations[i], p) for i, p in zip(label.tolist(), prob.tolist())]
 
     @classmethod
+    def label_columns(cls, example):
+        return {"head": json_spans([example.head]), "tail": json_spans([example.tail]), "relation": example.relation}
+
+    @classmethod
+    def serving_example(cls):
+        # the pair "Obama", "the Golden Gate Bridge"
+        return {"text": "Obama visits the Golden Gate Bridge", "head": [0, 1], "tail": [2, 5]}
+
+    @classmethod
     def serving_record(cls, row_id, tokens, spans, labels):
         # The relation is a placeholder: the model's first label, which every RE model has.
         return ReExample(id=row_id, image_id=row_id, tokens=tokens, head=spans["head"], tail=spans["tail"],
@@ -360,6 +393,7 @@ class JointHead(TaskHead):
     task = "joint"
     description = "joint multimodal entity and relation extraction (entity spans and relation triples)"
     example_type = JointExample
+    target_column = "triples"
 
     def __init__(self, dim: int, labels: list[str], config):
         super().__init__()
@@ -443,6 +477,11 @@ class JointHead(TaskHead):
             if k != 0:
                 out[b].append((Triple(h, self.classes[k], t), p))
         return out
+
+    @classmethod
+    def label_columns(cls, example):
+        triples = [[t.head.start, t.head.end, t.relation, t.tail.start, t.tail.end] for t in example.triples]
+        return {"entities": json_spans(example.entities), "triples": json.dumps(triples)}
 
     @classmethod
     def serving_record(cls, row_id, tokens, spans, labels):

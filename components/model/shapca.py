@@ -24,7 +24,6 @@ import copy
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from safetensors.torch import load_model, save_model
@@ -32,6 +31,7 @@ from torch import Tensor, nn
 from transformers import AutoImageProcessor, AutoTokenizer
 
 from components.common.versioned_json import read_versioned_json, write_versioned_json
+from components.data.datasets import Task
 from components.model.alignment import ContrastiveAlignment, Projected, Tokens
 from components.model.batch import Batch
 from components.model.config import ShapCAConfig
@@ -48,7 +48,6 @@ from components.model.fusion import AdaptiveFusion, FusionOutput
 from components.model.heads import head_class
 from components.model.processor import ShapCAProcessor
 
-Task = Literal["ner", "re", "joint"]
 CONFIG_FILE = "config.json"
 FORMAT, FORMAT_VERSION = "shapca", 2  # 2: task, labels and tokenizers are the processor's (processor.json)
 ENCODER_DIRS = {"text": "text_encoder", "context": "context_encoder", "image": "image_encoder"}

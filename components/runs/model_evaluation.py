@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mlflow
-
 from components.config import DataConfig
 from components.tracking.mlflow_setup import setup_tracking
+from components.tracking.pyfunc_model import load_shapca
 from components.tracking.run_logging import start_run
 from components.training.data import load_training_data
 from components.training.evaluate import evaluate_split
@@ -18,7 +17,7 @@ def evaluate_model_uri(model_uri: str, dataset: str, split: str = "test", data_d
                        limit: int | None = None) -> dict[str, float]:
     """Score any logged or registered model (e.g. `models:/shapca-twitter2017@champion`) and log it as a run."""
     setup = setup_tracking(experiment)
-    model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
+    model = load_shapca(model_uri)
     data_cfg = DataConfig(dataset=dataset, data_dir=data_dir, context_generator=context_generator,  # type: ignore[arg-type]
                           max_examples={s: limit for s in ("train", "dev", "test")} if limit else None)
     data = load_training_data(data_cfg)

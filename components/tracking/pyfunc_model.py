@@ -32,7 +32,6 @@ import mlflow.pyfunc
 import pandas as pd
 
 from components.data.records import Span
-from components.model.heads import head_class
 
 MODEL_ARTIFACT = "model"  # the artifact key under which `ShapCA.save_pretrained` output travels
 
@@ -174,6 +173,11 @@ def _image(row_id: str, value: Any, limits: ServingLimits):
         raise ValueError(f"image {error.reason}") from error
 
 
+def load_shapca(model_uri: str):
+    """The ShapCA model inside a logged or registered pyfunc model (e.g. `models:/shapca-twitter2017@champion`)."""
+    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
+
+
 class ShapCAPyfunc(mlflow.pyfunc.PythonModel):
     # Class-level defaults so that a wrapper built in-process (tests, `evaluate`) is bounded too; load_context resolves
     # the model_config and the operator's environment.
@@ -271,16 +275,14 @@ def signature_and_example(task: str):
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
+    from components.model.heads import head_class  # here: `shapca predict` checks its input without torch
+
     columns = [ColSpec(AnyType(), "text"), ColSpec("string", "context", required=False),
                ColSpec(AnyType(), "image", required=False)]
-    example: dict[str, list] = {"text": ["Obama visits the Golden Gate Bridge in San Francisco"],
-                                "context": ["a man in a suit standing in front of a red bridge"]}
-    span_columns = head_class(task).serving_spans
-    if span_columns:  # RE: the pair "Obama", "the Golden Gate Bridge"
-        spans = {"head": [0, 1], "tail": [2, 5]}
-        columns += [ColSpec(AnyType(), name) for name in span_columns]
-        example = {"text": ["Obama visits the Golden Gate Bridge"]} | {name: [spans[name]] for name in span_columns} | {
-            "context": example["context"]}
+    head = head_class(task)
+    columns += [ColSpec(AnyType(), name) for name in head.serving_spans]
+    example = {name: [value] for name, value in head.serving_example().items()}
+    example["context"] = ["a man in a suit standing in front of a red bridge"]
     # batch_size travels as a request param (predict checks its range against the serving limits).
     params = ParamSchema([ParamSpec("batch_size", "long", 32)])
     return ModelSignature(inputs=Schema(columns), params=params), pd.DataFrame(example)

@@ -19,7 +19,6 @@ machine that reaches the tracking server.
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 import pandas as pd
 from mlflow.data.dataset_source import DatasetSource
 
-from components.data.records import ContextSet, JointExample, NerExample, ReExample
+from components.data.records import ContextSet
 
 DIGEST_CHARS = 32  # MLflow's dataset digest column holds 36 characters
 CONTEXT_ARTIFACT_DIR = "contexts"
@@ -74,28 +73,14 @@ class DvcDataSource(DatasetSource):
         return cls(source_dict["dvc_file"], source_dict["md5"], source_dict["paths"])
 
 
-def _spans(spans) -> str:
-    return json.dumps([[s.start, s.end] for s in spans])
+def split_frame(task: str, examples: list) -> pd.DataFrame:
+    """One row per example, every column a string or number (so MLflow can profile it and derive a schema): id, image,
+    text, size and the gold labels as the task's head writes them (`TaskHead.label_columns`)."""
+    from components.model.heads import head_class  # here: data validation logs through this module without torch
 
-
-def split_frame(examples: list) -> pd.DataFrame:
-    """One row per example, every column a string or number (so MLflow can profile it and derive a schema).
-
-    NER: ``tags`` (space-joined BIO tags); RE: ``head``/``tail`` spans and ``relation``; joint: ``entities`` and
-    ``triples`` as JSON."""
-    rows = []
-    for e in examples:
-        row: dict[str, Any] = {"id": e.id, "image_id": e.image_id, "text": " ".join(e.tokens), "n_tokens": len(e.tokens)}
-        if isinstance(e, NerExample):
-            row["tags"] = " ".join(e.tags)
-        elif isinstance(e, ReExample):
-            row |= {"head": _spans([e.head]), "tail": _spans([e.tail]), "relation": e.relation}
-        elif isinstance(e, JointExample):
-            row["entities"] = _spans(e.entities)
-            row["triples"] = json.dumps([[t.head.start, t.head.end, t.relation, t.tail.start, t.tail.end]
-                                         for t in e.triples])
-        rows.append(row)
-    return pd.DataFrame(rows)
+    head = head_class(task)
+    return pd.DataFrame([{"id": e.id, "image_id": e.image_id, "text": " ".join(e.tokens), "n_tokens": len(e.tokens)}
+                         | head.label_columns(e) for e in examples])
 
 
 def frame_digest(frame: pd.DataFrame) -> str:
@@ -106,9 +91,6 @@ def frame_digest(frame: pd.DataFrame) -> str:
 
 def context_digest(contexts: ContextSet) -> str:
     return contexts.content_hash()[:DIGEST_CHARS]
-
-
-_TARGETS = {"ner": "tags", "re": "relation", "joint": "triples"}
 
 
 @dataclass
@@ -142,12 +124,14 @@ def build_run_inputs(
     ``context_source`` is the context-set file a run was pointed at instead (``data.context_file``)."""
     import mlflow.data
 
+    from components.model.heads import head_class
+
     datasets = {}
     for split, examples in splits.items():
-        frame = split_frame(examples)
+        frame = split_frame(task, examples)
         datasets[split] = mlflow.data.from_pandas(
             frame, source=DvcDataSource(dvc_file, data_md5, [split_files[split]]), name=f"{dataset}-{split}",
-            digest=frame_digest(frame), targets=_TARGETS[task] if len(frame) else None,
+            digest=frame_digest(frame), targets=head_class(task).target_column if len(frame) else None,
         )
     context_dataset = None
     if contexts is not None:

@@ -12,13 +12,11 @@ from components.config import DataConfig
 from components.contexts.config import DEFAULT_MAX_PIXELS
 from components.common.images import ImageProblem, decode_image
 from components.contexts.config import ContextsConfig
-from components.data.datasets import DATASETS, get_spec, labels, load_split
+from components.data.datasets import DATASETS, SPLITS, get_spec, labels, load_split
 from components.data.example_dataset import ExampleDataset
 from components.data.records import ContextSet, Example
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "dev", "test")
 
 
 class ImageFolder:

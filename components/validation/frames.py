@@ -13,7 +13,8 @@ split that also is in train), the property is computed here into a column, so th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -38,21 +39,17 @@ def bio_mentions(tags: Sequence[str]) -> list[tuple[str, bool]]:
     return [(entity_type, tags[span.start].startswith("I-")) for entity_type, span in bio_to_spans(tags)]
 
 
-TASK_COLUMNS = {
-    "ner": ["n_tags"],
-    "re": ["relation", "head_in_bounds", "tail_in_bounds", "distinct_spans"],
-    "joint": ["n_entities", "n_triples"],
-}
-
-
 def sentences_frame(
-    task: str,
+    task_columns: Sequence[str],
+    task_row: Callable[[Any], dict[str, Any]],
     examples: Sequence[NerExample | ReExample | JointExample],
     contexts: dict[str, str] | None,
     train_sentences: set[str] | None = None,
     train_examples: set[str] | None = None,
 ) -> pd.DataFrame:
-    """One row per example. ``train_*`` (for dev/test) are the train split's sentence and example keys."""
+    """One row per example. ``task_columns`` and ``task_row`` are the task's own columns and their values for one
+    example (its ``TASK_SUITES`` entry, components/validation/suites.py). ``train_*`` (for dev/test) are the train
+    split's sentence and example keys."""
     rows = []
     for ex in examples:
         context = contexts.get(ex.image_id) if contexts is not None else None
@@ -67,21 +64,10 @@ def sentences_frame(
         if train_sentences is not None:
             row["text_in_train"] = sentence_key(ex.tokens) in train_sentences
             row["example_in_train"] = example_key(ex.tokens, ex.image_id) in train_examples
-        if isinstance(ex, NerExample):
-            row["n_tags"] = len(ex.tags)
-        elif isinstance(ex, ReExample):
-            n = len(ex.tokens)
-            row.update(
-                relation=ex.relation,
-                head_in_bounds=ex.head.fits(n),
-                tail_in_bounds=ex.tail.fits(n),
-                distinct_spans=ex.head != ex.tail,
-            )
-        elif isinstance(ex, JointExample):
-            row.update(n_entities=len(ex.entities), n_triples=len(ex.triples))
+        row.update(task_row(ex))
         rows.append(row)
     # Explicit columns: an empty split still has every column a suite refers to, so only its size check fails.
-    columns = ["id", "image_id", "n_tokens", "empty_tokens", "has_context", "context", *TASK_COLUMNS[task]]
+    columns = ["id", "image_id", "n_tokens", "empty_tokens", "has_context", "context", *task_columns]
     if train_sentences is not None:
         columns += ["text_in_train", "example_in_train"]
     frame = pd.DataFrame(rows, columns=columns)

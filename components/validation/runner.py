@@ -247,7 +247,7 @@ def validate_examples(
     gx_workspace: GxWorkspace | None = None,
 ) -> ValidationReport:
     """Validate already-read splits (``read_split`` results) and contexts; see ``validate_dataset``."""
-    has_published_set = contexts is not None and context_generator in spec.context_files
+    has_published_set = contexts is not None and spec.publishes_contexts(context_generator)
     if contexts is None:
         coverage, coverage_blocking = None, False
     elif min_context_coverage is not None:
@@ -284,15 +284,16 @@ def validate_examples(
         _run(gx_workspace, "problems", F.problems_frame(read.problems), f"{prefix}.problems", S.problem_expectations(),
              split, rows, results, problem_examples(read.problems))
         is_train = split == "train"
+        task_suites = S.TASK_SUITES[spec.task]
         sentences = F.sentences_frame(
-            spec.task,
-            read.examples, context_texts, None if is_train else train_sentences, None if is_train else train_examples
+            task_suites.sentence_columns, task_suites.sentence_row, read.examples, context_texts,
+            None if is_train else train_sentences, None if is_train else train_examples,
         )
         # The sentence suite depends on the contexts (coverage checks): one per generator.
         _run(gx_workspace, "sentences", sentences, f"{prefix}.sentences-{context_generator}",
              S.sentence_expectations(spec, split, policy),
              split, rows, results)
-        for kind, frame, expectations in S.TASK_SUITES[spec.task].record_frames(spec, read.examples, policy):
+        for kind, frame, expectations in task_suites.record_frames(spec, read.examples, policy):
             _run(gx_workspace, kind, frame, f"{prefix}.{kind}", expectations, split, rows, results)
         split_stats = _split_stats(spec, read.examples, context_texts)
         split_stats["reader_problems"] = len(read.problems)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from components.data.bio import bio_tags
-from components.data.datasets import MNRE_RELATIONS, DatasetSpec
+from components.data.datasets import DatasetSpec
 from components.data.records import NO_RELATION
 from components.validation import frames as F
 
@@ -120,6 +120,12 @@ def problem_expectations() -> list:
 
 class TaskSuites:
     unit: ClassVar[str] = "sentences"
+    sentence_columns: ClassVar[tuple[str, ...]] = ()  # the task's own columns of the sentences frame
+
+    @classmethod
+    def sentence_row(cls, example) -> dict[str, Any]:
+        """The values of `sentence_columns` for one example."""
+        return {}
 
     @classmethod
     def sentence_expectations(cls, spec: DatasetSpec) -> list:
@@ -136,6 +142,12 @@ class TaskSuites:
 
 
 class NerSuites(TaskSuites):
+    sentence_columns = ("n_tags",)
+
+    @classmethod
+    def sentence_row(cls, example):
+        return {"n_tags": len(example.tags)}
+
     @classmethod
     def sentence_expectations(cls, spec):
         import great_expectations.expectations as gxe
@@ -162,11 +174,18 @@ class NerSuites(TaskSuites):
 
 class ReSuites(TaskSuites):
     unit = "instances"
+    sentence_columns = ("relation", "head_in_bounds", "tail_in_bounds", "distinct_spans")
+
+    @classmethod
+    def sentence_row(cls, example):
+        n = len(example.tokens)
+        return dict(relation=example.relation, head_in_bounds=example.head.fits(n),
+                    tail_in_bounds=example.tail.fits(n), distinct_spans=example.head != example.tail)
 
     @classmethod
     def sentence_expectations(cls, spec):
         return [
-            _all_in("relation", list(MNRE_RELATIONS), "relation in label set"),
+            _all_in("relation", list(spec.labels), "relation in label set"),
             _all_in("head_in_bounds", [True], "head span inside sentence"),
             _all_in("tail_in_bounds", [True], "tail span inside sentence"),
             _all_in("distinct_spans", [True], "head span != tail span"),
@@ -183,6 +202,12 @@ class ReSuites(TaskSuites):
 
 
 class JointSuites(TaskSuites):
+    sentence_columns = ("n_entities", "n_triples")
+
+    @classmethod
+    def sentence_row(cls, example):
+        return {"n_entities": len(example.entities), "n_triples": len(example.triples)}
+
     @classmethod
     def sentence_expectations(cls, spec):
         import great_expectations.expectations as gxe

@@ -8,6 +8,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from components.config import SEED_KEY, identity_from_params, identity_hash
+from components.data.metrics import SELECTION_METRIC_KEY
 from components.experiments.ablation.lookup import (
     DEFAULT_EXPERIMENT,
     TAG_PREFIX,
@@ -48,12 +49,12 @@ def duration_seconds(run) -> float | None:
 
 def _epochs_run(client, run) -> int:
     """Epochs the run trained: its history.json artifact (complete, also for a resumed run, whose MLflow metrics
-    start at the resumed epoch); the steps of its dev_f1 metric where that artifact is missing."""
+    start at the resumed epoch); the steps of its selection metric (dev_f1) where that artifact is missing."""
     try:
         history = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/history.json")["history"]
         return len({h["epoch"] for h in history})
     except (MlflowException, OSError, KeyError, TypeError, ValueError):
-        return len({m.step for m in client.get_metric_history(run.info.run_id, "dev_f1")})
+        return len({m.step for m in client.get_metric_history(run.info.run_id, SELECTION_METRIC_KEY)})
 
 
 def _per_type(metrics: dict[str, float]) -> dict[str, float]:

@@ -56,13 +56,17 @@ def parse_variants(text: str) -> list[Variant]:
     return chosen
 
 
+# Datasets whose issue-7 grid is fixed whatever the generator (variant keys); the others follow the generator.
+_DATASET_GRIDS: dict[str, tuple[str, ...]] = {"twitter2015": ("text", "shapca")}
+
+
 def default_variants(dataset: str, generator: str) -> list[Variant]:
     """The grid of issue 7: all five on Twitter-2017 with BLIP-2, concat vs full with mPLUG-Owl, text vs full on
     Twitter-2015, text only where no published contexts describe the images (MNRE and mnre-joint)."""
     if not get_spec(dataset).publishes_contexts():
         return [VARIANTS["text"]]
-    if dataset == "twitter2015":
-        return [VARIANTS["text"], VARIANTS["shapca"]]
+    if dataset in _DATASET_GRIDS:
+        return [VARIANTS[key] for key in _DATASET_GRIDS[dataset]]
     if generator == "mplug-owl":
         return [VARIANTS["concat"], VARIANTS["shapca"]]
     return list(VARIANTS.values())
