@@ -1,7 +1,7 @@
 """`shapca experiment ablation|report|probe`: the ablation grid, docs/RESULTS.md from its MLflow runs, and a model's
 alignment sharpness.
 
-    shapca experiment ablation --dataset twitter2017 --seeds 3                      # variants 1-5, BLIP-2 contexts
+    shapca experiment ablation --dataset twitter2017 --seeds 3                      # variants 1-7, BLIP-2 contexts
     shapca experiment ablation --dataset twitter2017 --seeds 3 --generator mplug-owl  # variants 2 and 5
     shapca experiment ablation --dataset twitter2015 --seeds 3                      # variants 1 and 5
     shapca experiment ablation --dataset mnre --seeds 3                             # text only
@@ -30,8 +30,8 @@ def ablation(
     seeds: Annotated[int, typer.Option(help="seeds per variant: base train.seed + 0, 1, ...")] = 3,
     epochs: Annotated[int | None, typer.Option(help="train.epochs for every run (default: the config's)")] = None,
     variants: Annotated[str | None, typer.Option(
-        help="comma-separated numbers or names: 1 text, 2 concat, 3 fusion, 4 infonce, 5 shapca "
-             "(default: the issue-7 grid for this dataset and generator)")] = None,
+        help="comma-separated numbers or names: 1 text, 2 concat, 3 fusion, 4 infonce, 5 shapca, 6 coverage, 7 maxsim "
+             "(default: the grid for this dataset and generator)")] = None,
     generator: Annotated[Generator | None, typer.Option(help="context generator")] = None,
     config: ConfigOption = Path("configs/default.yaml"),
     override: OverrideOption = None,

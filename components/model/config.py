@@ -18,7 +18,8 @@ class ShapCAConfig(BaseModel):
     context_encoder: str | None = None  # None: contexts share the text encoder's weights
     # k: contexts get their own copy of the encoder (of context_encoder, if set) with only the top k layers trained
     # and the rest frozen, its output computed once per context and cached (context_cache.py; fusion mode only).
-    # None: the context encoder trains whole, as the text encoder does.
+    # None: the context encoder trains whole, as the text encoder does. Other context modes have no context encoder of
+    # their own and ignore it, so `model.context_mode=none` works on top of a config that sets it.
     context_trainable_layers: int | None = Field(None, ge=0)
     context_cache_entries: int = Field(8192, ge=0)  # contexts the frozen part's cache holds (0: no cache)
     image_encoder: Path | None = None  # a local HF vision model (CLIP vision, ViT, SigLIP); None: no images
@@ -52,10 +53,5 @@ class ShapCAConfig(BaseModel):
             raise ValueError(
                 f"model.alignment={self.alignment!r} aligns contexts with texts and images, but model.context_mode="
                 "'none' reads no contexts: set model.alignment=none too"
-            )
-        if self.context_trainable_layers is not None and self.context_mode != "fusion":
-            raise ValueError(
-                f"model.context_trainable_layers={self.context_trainable_layers} splits the context encoder, which "
-                f"only model.context_mode='fusion' has (got {self.context_mode!r}): leave it unset (None)"
             )
         return self

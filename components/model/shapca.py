@@ -119,7 +119,8 @@ class ShapCA(nn.Module):
             # tokens the head added (RE's entity markers) get embeddings of their own
             self.text_encoder.resize_token_embeddings(len(self.tokenizer))
         self._takes_token_types = "token_type_ids" in inspect.signature(self.text_encoder.forward).parameters
-        if config.context_trainable_layers is not None and not isinstance(context_encoder, CachedContextEncoder):
+        split_context = config.context_mode == "fusion" and config.context_trainable_layers is not None
+        if split_context and not isinstance(context_encoder, CachedContextEncoder):
             # a copy, so the text encoder keeps training whole (from_pretrained passes the saved copy)
             base = context_encoder if context_encoder is not None else copy.deepcopy(self.text_encoder)
             self.context_encoder = CachedContextEncoder(

@@ -1,4 +1,8 @@
-"""The five ablation variants and the config of one grid point (variant, seed) on top of a base config."""
+"""The ablation variants and the config of one grid point (variant, seed) on top of a base config.
+
+Variants 1-5 are the paper's ablation (issue 7); 6 and 7 are Shap-CA with the token coverage game (issue 12), whose
+Shapley values are not a rescaled cosine. Every Shapley variant names its game, so a base config's game never leaks in.
+"""
 
 from __future__ import annotations
 
@@ -31,8 +35,14 @@ VARIANTS: dict[str, Variant] = {
                 ("model.context_mode=concat", "model.alignment=none")),
         Variant(3, "fusion", "fusion, no alignment", ("model.context_mode=fusion", "model.alignment=none")),
         Variant(4, "infonce", "fusion + InfoNCE on cosine", ("model.context_mode=fusion", "model.alignment=infonce")),
-        Variant(5, "shapca", "full Shap-CA (fusion + Shapley InfoNCE)",
-                ("model.context_mode=fusion", "model.alignment=shapley")),
+        Variant(5, "shapca", "full Shap-CA (fusion + Shapley InfoNCE), cosine-of-sum game",
+                ("model.context_mode=fusion", "model.alignment=shapley", "model.shapley_game=cosine_of_sum")),
+        Variant(6, "coverage", "Shap-CA, token coverage game, pooled covers",
+                ("model.context_mode=fusion", "model.alignment=shapley", "model.shapley_game=token_coverage",
+                 "model.coverage_scores=pooled")),
+        Variant(7, "maxsim", "Shap-CA, token coverage game, MaxSim covers",
+                ("model.context_mode=fusion", "model.alignment=shapley", "model.shapley_game=token_coverage",
+                 "model.coverage_scores=maxsim")),
     )
 }
 _BY_NUMBER = {v.number: v for v in VARIANTS.values()}
@@ -56,13 +66,15 @@ def parse_variants(text: str) -> list[Variant]:
     return chosen
 
 
-# Datasets whose issue-7 grid is fixed whatever the generator (variant keys); the others follow the generator.
-_DATASET_GRIDS: dict[str, tuple[str, ...]] = {"twitter2015": ("text", "shapca")}
+# The issue-12 comparison: text only, plain InfoNCE and the three Shapley games (variants 1, 4, 5, 6, 7).
+_GAME_COMPARISON = ("text", "infonce", "shapca", "coverage", "maxsim")
+# Datasets whose grid is fixed whatever the generator (variant keys); the others follow the generator.
+_DATASET_GRIDS: dict[str, tuple[str, ...]] = {"twitter2015": _GAME_COMPARISON}
 
 
 def default_variants(dataset: str, generator: str) -> list[Variant]:
-    """The grid of issue 7: all five on Twitter-2017 with BLIP-2, concat vs full with mPLUG-Owl, text vs full on
-    Twitter-2015, text only where no published contexts describe the images (MNRE and mnre-joint)."""
+    """All seven variants on Twitter-2017 with BLIP-2, concat vs full with mPLUG-Owl, the game comparison (1, 4, 5, 6,
+    7) on Twitter-2015, text only where no published contexts describe the images (MNRE and mnre-joint)."""
     if not get_spec(dataset).publishes_contexts():
         return [VARIANTS["text"]]
     if dataset in _DATASET_GRIDS:
