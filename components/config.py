@@ -62,7 +62,7 @@ class TrackingConfig(BaseModel):
     register_model: bool = True  # register the model as `shapca-<dataset>` and decide the champion alias
     log_model: bool = True  # log the pyfunc model (~90 MB with MiniLM); registration needs it
     # A challenger must beat the champion's dev metric by at least this. 0.01 = one dev-F1 point: the seed std of dev
-    # F1 in docs/RESULTS.md is 0.23-0.71 points, so two single runs differ by ~1.0 point (sqrt(2) * 0.71) by chance.
+    # F1 in docs/RESULTS.md is 0.09-0.54 points, so two single runs differ by ~0.8 point (sqrt(2) * 0.54) by chance.
     min_delta: float = 0.01
     min_dev_metric: float | None = None  # optional quality floor: a version below it never becomes champion
     # Quick runs and tests: let a version scored on a capped dev split (data.max_examples.dev) be promoted; it is still

@@ -256,8 +256,9 @@ def _step_section(items: list[tuple[Path, dict]]) -> list[str]:
 def _step_variants_section(items: list[tuple[Path, dict]]) -> list[str]:
     lines = ["", "## Training step by variant (`shapca bench step --variant`)"]
     for path, data in items:
-        lines += ["", f"Source `{path.name}`: `{data.get('command', 'shapca bench step')}`; the variants ran one after "
-                      f"the other in one process; ratio = median step over `{data['baseline']}`'s.", "",
+        machine = f" on {data['machine']}" if data.get("machine") else ""
+        lines += ["", f"Source `{path.name}`: `{data.get('command', 'shapca bench step')}`{machine}; the variants ran one "
+                      f"after the other in one process; ratio = median step over `{data['baseline']}`'s.", "",
                   "| variant | context encoder (ms) | backward (ms) | whole step (ms) | ratio |", "|---|---|---|---|---|"]
         for name, profile in data["variants"].items():
             context = profile["phases"].get("context_encoder")

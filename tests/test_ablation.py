@@ -203,8 +203,8 @@ def test_an_interrupted_point_resumes_its_run_from_the_checkpoint(tmp_path, tiny
 
 def test_grid_arguments_are_checked():
     assert [v.key for v in parse_variants("1,shapca,2,1")] == ["text", "shapca", "concat"]
-    with pytest.raises(ValueError, match="unknown ablation variant '7'"):
-        parse_variants("1,7")
+    with pytest.raises(ValueError, match="unknown ablation variant '8'"):
+        parse_variants("1,8")
     base = load_config("configs/default.yaml")
     with pytest.raises(ValueError, match="model.alignment is what the ablation variants set"):
         point_config(base, VARIANTS["text"], 1, overrides=["model.alignment=none"])
@@ -222,6 +222,24 @@ def test_grid_arguments_are_checked():
     assert config_hash(mplug, include_seed=False) == config_hash(
         point_config(base, VARIANTS["concat"], 3, generator="mplug-owl", epochs=5, overrides=["model.permutations=16"]),
         include_seed=False)
+
+
+def test_each_shapley_variant_names_its_game_whatever_the_base_says():
+    from components.experiments.ablation.variants import default_variants
+
+    coverage_base = load_config("configs/default.yaml", ["model.shapley_game=token_coverage",
+                                                         "model.coverage_scores=maxsim"])
+    games = {key: point_config(coverage_base, VARIANTS[key], 1).model for key in ("shapca", "coverage", "maxsim")}
+    assert (games["shapca"].shapley_game, games["shapca"].alignment) == ("cosine_of_sum", "shapley")
+    assert (games["coverage"].shapley_game, games["coverage"].coverage_scores) == ("token_coverage", "pooled")
+    assert (games["maxsim"].shapley_game, games["maxsim"].coverage_scores) == ("token_coverage", "maxsim")
+    with pytest.raises(ValueError, match="model.shapley_game is what the ablation variants set"):
+        point_config(coverage_base, VARIANTS["text"], 1, overrides=["model.shapley_game=cosine_of_sum"])
+    # text only on top of a default that freezes the context encoder below its top layer: k is moot there
+    assert point_config(load_config("configs/default.yaml"), VARIANTS["text"], 1).model.context_mode == "none"
+    assert [v.key for v in default_variants("twitter2015", "blip2")] == ["text", "infonce", "shapca", "coverage",
+                                                                          "maxsim"]
+    assert len(default_variants("twitter2017", "blip2")) == 7
 
 
 def test_a_runs_identity_is_read_back_from_its_params_without_the_measured_ones():
