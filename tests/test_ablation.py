@@ -155,7 +155,7 @@ def test_summary_and_rendered_table_come_from_the_mlflow_runs(grid, monkeypatch)
         assert f"`{run.info.run_id}`" in text.split("## Runs")[1]
     configs = text.split("## Configs")[1]
     assert "`model.context_mode=none`" in configs and "`train.epochs=1`" in configs
-    assert "`model.alignment=shapley`" not in configs  # the default: not a difference
+    assert "`model.context_trainable_layers=1`" not in configs  # the default: not a difference
 
     # The command renders the same from the store.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", grid["uri"])

@@ -93,7 +93,8 @@ def test_probe_is_reproducible_and_k_can_be_changed(tiny_bert_dir, data_dir):
 
 @pytest.mark.parametrize("coverage", ["pooled", "maxsim"])
 def test_probe_of_the_token_coverage_game_scores_what_training_scores(tiny_bert_dir, data_dir, coverage):
-    model, data = _model_and_data(tiny_bert_dir, data_dir, shapley_game="token_coverage", coverage_scores=coverage)
+    model, data = _model_and_data(tiny_bert_dir, data_dir, alignment="shapley", shapley_game="token_coverage",
+                                  coverage_scores=coverage)
     result = probe_alignment(model, data, "dev", batch_size=8)
     assert (result.game, result.permutations, result.targets) == (f"token_coverage/{coverage}", None, 24)
     assert -1.0 <= result.shapley_cosine_correlation <= 1.0 and result.shapley_cosine_scale > 0

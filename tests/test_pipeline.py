@@ -35,6 +35,7 @@ def trained(tmp_path_factory, tiny_bert_dir, data_dir):
     cfg = load_config("configs/default.yaml", [
         f"data.data_dir={data_dir}", "data.max_examples={train: 32, dev: 16, test: 16}",
         f"model.text_encoder={tiny_bert_dir}", "model.align_dim=16", "model.permutations=8",
+        "model.alignment=shapley",  # the Shapley game's run logs the heatmap too (the default aligns by plain InfoNCE)
         "train.batch_size=8", "train.epochs=2", f"train.output_dir={root / 'out'}", "tracking.experiment=pipeline-test",
         "tracking.allow_partial_dev=true",  # a capped dev split: promotable only because this test allows it
     ])

@@ -12,6 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from cli import app
+from components.config import load_config
 from components.data.datasets import labels, load_contexts, load_split
 from components.model.config import ShapCAConfig
 from components.model.shapca import ShapCA
@@ -88,7 +89,8 @@ def test_bench_step_command_and_the_performance_document(tiny_bert_dir, data_dir
     ])
     assert done.exit_code == 0, done.output
     step = json.loads(step_json.read_text())
-    assert step["config"]["model.alignment"] == "shapley" and step["config"]["train.batch_size"] == "8"
+    default = load_config("configs/default.yaml").model
+    assert step["config"]["model.alignment"] == default.alignment and step["config"]["train.batch_size"] == "8"
     assert step["batch_source"] == "twitter2017 train, first 8 + blip2 contexts"
     assert "--override model.align_dim=16" in step["command"]
 
@@ -128,7 +130,7 @@ def test_bench_step_variants_profile_each_override_set_and_their_ratios(tiny_ber
         "bench", "step", "--override", f"model.text_encoder={tiny_bert_dir}", "--override", "model.align_dim=16",
         "--override", "train.batch_size=4", "--override", f"data.data_dir={data_dir}", "--repeats", "2",
         "--warmup", "1", "--output", str(output),
-        "--variant", "text:model.context_mode=none,model.alignment=none", "--variant", "full:",
+        "--variant", "text:model.context_mode=none,model.alignment=none", "--variant", "full:model.context_trainable_layers=null",
         "--variant", "k0:model.context_trainable_layers=0",
     ])
     assert done.exit_code == 0, done.output

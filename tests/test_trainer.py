@@ -53,8 +53,10 @@ def test_resumed_run_ends_where_an_uninterrupted_run_ends(tmp_path, tiny_bert_di
     assert not (checkpoints / "last.old").exists()
 
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    # The frozen context states are cached from the batch that first met each context; the resumed process starts
+    # with an empty cache and recomputes them in other batches, whose padding changes float rounding (~1e-7 relative).
     for a, b in zip(full.history, resumed.history):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-6)
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6, abs=1e-6)
     full_state, resumed_state = full.model.state_dict(), resumed.model.state_dict()
     assert full_state.keys() == resumed_state.keys()
     for key in full_state:
