@@ -3,7 +3,7 @@ alignment sharpness.
 
     shapca experiment ablation --dataset twitter2017 --seeds 3                      # variants 1-7, BLIP-2 contexts
     shapca experiment ablation --dataset twitter2017 --seeds 3 --generator mplug-owl  # variants 2 and 5
-    shapca experiment ablation --dataset twitter2015 --seeds 3                      # variants 1 and 5
+    shapca experiment ablation --dataset twitter2015 --seeds 2                      # variants 1, 4, 5, 6, 7
     shapca experiment ablation --dataset mnre --seeds 3                             # text only
     shapca experiment report --output docs/RESULTS.md
     shapca experiment probe --model-uri models:/shapca-twitter2017/1       # alignment sharpness, fusion gates
