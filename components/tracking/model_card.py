@@ -29,8 +29,8 @@ RESULTS_FINDINGS = (
     "the alignment loss but do not reach the tagger at inference.",
     "With the paper's cosine-of-sum game the Shapley scores are rescaled cosines (r = 0.996); the token coverage game's "
     "are not (r = 0.83-0.86), and it trains a better tagger than the cosine-of-sum game on dev.",
-    "The gap to UMT (85.09 on Twitter-2017) is MiniLM-L6 at 3 CPU epochs without images against BERT-base with "
-    "ResNet-152 on the real images, not a result about the method.",
+    "The gap to UMT (85.09 on Twitter-2017) is the encoder, not the method: the same recipe with all-mpnet-base-v2 "
+    "(model.text_encoder=mpnet, 110M parameters, 6.5x a MiniLM-L6 step on CPU) reaches 88.26 test micro-F1 (one seed).",
 )
 
 
