@@ -13,6 +13,7 @@ The hashes and where they come from: docs/research/encoder-survey.md. Nothing he
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import os
 import shutil
@@ -60,8 +61,6 @@ class PackagedModule:
     install_hint: str
 
     def locate(self) -> Path:
-        import importlib
-
         try:
             package = importlib.import_module(self.module)
         except ImportError as err:
