@@ -29,8 +29,11 @@ data: $(VENV)/.installed
 run: setup
 	$(BIN)/shapca run
 
-# The import layers first (pyproject.toml [tool.importlinter]; a second), then the suite.
+# Lint and format check (pyproject.toml [tool.ruff]) and the import layers ([tool.importlinter]) first: seconds; then
+# the suite.
 test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 

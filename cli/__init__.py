@@ -9,9 +9,12 @@ import pkgutil
 
 import typer
 
-app = typer.Typer(help="Shap-CA: train, track and serve multimodal information extraction.", no_args_is_help=True,
-                  epilog="Example: shapca validate --dataset twitter2017 && shapca train -o train.epochs=1  "
-                         "(every command's --help ends with an example)")
+app = typer.Typer(
+    help="Shap-CA: train, track and serve multimodal information extraction.",
+    no_args_is_help=True,
+    epilog="Example: shapca validate --dataset twitter2017 && shapca train -o train.epochs=1  "
+    "(every command's --help ends with an example)",
+)
 
 
 @app.callback()
@@ -23,6 +26,7 @@ def main() -> None:
     library = logging.getLogger("components")
     library.addHandler(handler)
     library.setLevel(logging.INFO)
+
 
 for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
     if _module.name.startswith("_"):  # __main__ runs the app; it registers nothing

@@ -29,10 +29,13 @@ def step(
     warmup: Annotated[int, typer.Option(help="untimed steps first")] = 2,
     threads: Annotated[int, typer.Option(help="torch CPU threads")] = 2,
     output: Annotated[Path | None, typer.Option(help="also write the JSON here")] = None,
-    variant: Annotated[list[str] | None, typer.Option(
-        help="name:section.field=value,... profiled on top of the base and --override, repeatable; the first is "
-             "the baseline of the ratios (e.g. 'text:model.context_mode=none,model.alignment=none' 'full:')",
-    )] = None,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="name:section.field=value,... profiled on top of the base and --override, repeatable; the first is "
+            "the baseline of the ratios (e.g. 'text:model.context_mode=none,model.alignment=none' 'full:')",
+        ),
+    ] = None,
 ) -> None:
     """Per-phase cost of one CPU training step on a real batch; JSON on stdout.
 
@@ -88,18 +91,32 @@ def add_commands(app: typer.Typer) -> None:
         from components.benchmarks.shapley import run_shapley_benchmark
 
         result = run_shapley_benchmark(
-            ns=_ints(ns), ks=_ints(ks), dim=dim, seeds=tuple(range(seeds)), repeats=repeats, loop_repeats=loop_repeats,
-            data_dir=data_dir, threads=threads, include_step=not skip_step, coverage_ns=_ints(coverage_ns),
-            coverage_ts=_ints(coverage_ts), coverage_exact_limit=coverage_exact_limit,
+            ns=_ints(ns),
+            ks=_ints(ks),
+            dim=dim,
+            seeds=tuple(range(seeds)),
+            repeats=repeats,
+            loop_repeats=loop_repeats,
+            data_dir=data_dir,
+            threads=threads,
+            include_step=not skip_step,
+            coverage_ns=_ints(coverage_ns),
+            coverage_ts=_ints(coverage_ts),
+            coverage_exact_limit=coverage_exact_limit,
         )
         typer.echo(json.dumps(result, indent=2))
 
     @bench.command("serve", epilog="Example: shapca bench serve --requests 40 --output docs/perf/serve-new.json")
     def serve(
-        model_uri: str = typer.Option("", help="a logged or registered model; default: a fresh MiniLM NER model "
-                                               "(random heads) logged to a temporary sqlite store"),
+        model_uri: str = typer.Option(
+            "",
+            help="a logged or registered model; default: a fresh MiniLM NER model "
+            "(random heads) logged to a temporary sqlite store",
+        ),
         tracking_uri: str = typer.Option("", help="the store of --model-uri"),
-        code_root: Path = typer.Option(None, help="checkout whose `components` logs and serves the model (another commit)"),
+        code_root: Path = typer.Option(
+            None, help="checkout whose `components` logs and serves the model (another commit)"
+        ),
         requests: int = typer.Option(40, help="timed sequential 4-row requests"),
         encoder: str = typer.Option("minilm", help="text encoder of the default model: minilm or a local directory"),
         output: Path = typer.Option(None, help="also write the JSON here"),
@@ -122,13 +139,19 @@ def add_commands(app: typer.Typer) -> None:
             finally:
                 server.stop()
         where = code_root or Path.cwd()
-        commit = subprocess.run(["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True).stdout.strip()
-        document = {"kind": "serve_benchmark", "model": model_uri if tracking_uri else "", "encoder": encoder,
-                    "server_commit": commit, "machine": machine_description(), **dataclasses.asdict(result)}
+        commit = subprocess.run(
+            ["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        document = {
+            "kind": "serve_benchmark",
+            "model": model_uri if tracking_uri else "",
+            "encoder": encoder,
+            "server_commit": commit,
+            "machine": machine_description(),
+            **dataclasses.asdict(result),
+        }
         text = json.dumps(document, indent=2)
         if output is not None:
             output.parent.mkdir(parents=True, exist_ok=True)
             output.write_text(text + "\n")
         typer.echo(text)
-

@@ -13,7 +13,6 @@ generate-contexts flow in flows/ runs the same steps as sharded tasks for large 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -22,24 +21,24 @@ from cli._choices import Backend, Dataset, Device, Dtype
 
 def contexts(
     dataset: Dataset = typer.Option("twitter2017", help="the benchmark whose images get contexts"),
-    generator: Optional[str] = typer.Option(
+    generator: str | None = typer.Option(
         None, help="precomputed: blip2 or mplug-owl; hf/openai: the set's name (default: the model's name)"
     ),
     backend: Backend = typer.Option("precomputed", help="import published contexts, or run a local/served LMM"),
-    model_path: Optional[Path] = typer.Option(None, help="hf: a local model directory (save_pretrained output)"),
-    model: Optional[str] = typer.Option(None, help="openai: the served model name"),
-    base_url: Optional[str] = typer.Option(None, help="openai: the server's base URL, e.g. http://127.0.0.1:8000/v1"),
-    api_key_env: Optional[str] = typer.Option(None, help="openai: NAME of the env variable holding the API key"),
-    image_dir: Optional[Path] = typer.Option(None, help="hf/openai: directory of <image_id>.jpg files"),
+    model_path: Path | None = typer.Option(None, help="hf: a local model directory (save_pretrained output)"),
+    model: str | None = typer.Option(None, help="openai: the served model name"),
+    base_url: str | None = typer.Option(None, help="openai: the server's base URL, e.g. http://127.0.0.1:8000/v1"),
+    api_key_env: str | None = typer.Option(None, help="openai: NAME of the env variable holding the API key"),
+    image_dir: Path | None = typer.Option(None, help="hf/openai: directory of <image_id>.jpg files"),
     data_dir: Path = typer.Option(Path("data"), help="the DVC-materialised benchmark data"),
     cache_dir: Path = typer.Option(Path(".cache/contexts"), help="cache records and published sets"),
-    prompt: Optional[str] = typer.Option(None, help="hf/openai: the instruction sent with each image"),
-    max_new_tokens: Optional[int] = typer.Option(None, help="hf/openai: the longest context, in tokens"),
-    batch_size: Optional[int] = typer.Option(None, help="hf: images per generate() call"),
-    concurrency: Optional[int] = typer.Option(None, help="openai: requests in flight"),
-    device: Optional[Device] = typer.Option(None, help="hf: where the model runs"),
-    dtype: Optional[Dtype] = typer.Option(None, help="hf: weights' precision (auto: bf16 on GPU)"),
-    max_pixels: Optional[int] = typer.Option(None, help="decompression-bomb guard: the largest image, in pixels"),
+    prompt: str | None = typer.Option(None, help="hf/openai: the instruction sent with each image"),
+    max_new_tokens: int | None = typer.Option(None, help="hf/openai: the longest context, in tokens"),
+    batch_size: int | None = typer.Option(None, help="hf: images per generate() call"),
+    concurrency: int | None = typer.Option(None, help="openai: requests in flight"),
+    device: Device | None = typer.Option(None, help="hf: where the model runs"),
+    dtype: Dtype | None = typer.Option(None, help="hf: weights' precision (auto: bf16 on GPU)"),
+    max_pixels: int | None = typer.Option(None, help="decompression-bomb guard: the largest image, in pixels"),
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
     """Generate or import image contexts through the cache; print hits, misses, failures, coverage and the set."""
@@ -67,5 +66,8 @@ def contexts(
 
 
 def add_commands(app: typer.Typer) -> None:
-    app.command("contexts", epilog="Example: shapca contexts --dataset twitter2017 --generator blip2  (or --backend hf "
-                                    "--model-path models/llava-1.5-7b-hf --image-dir images/)")(contexts)
+    app.command(
+        "contexts",
+        epilog="Example: shapca contexts --dataset twitter2017 --generator blip2  (or --backend hf "
+        "--model-path models/llava-1.5-7b-hf --image-dir images/)",
+    )(contexts)

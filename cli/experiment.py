@@ -29,9 +29,13 @@ def ablation(
     dataset: Annotated[Dataset, typer.Option(help="the benchmark of the grid")],
     seeds: Annotated[int, typer.Option(help="seeds per variant: base train.seed + 0, 1, ...")] = 3,
     epochs: Annotated[int | None, typer.Option(help="train.epochs for every run (default: the config's)")] = None,
-    variants: Annotated[str | None, typer.Option(
-        help="comma-separated numbers or names: 1 text, 2 concat, 3 fusion, 4 infonce, 5 shapca, 6 coverage, 7 maxsim "
-             "(default: the grid for this dataset and generator)")] = None,
+    variants: Annotated[
+        str | None,
+        typer.Option(
+            help="comma-separated numbers or names: 1 text, 2 concat, 3 fusion, 4 infonce, 5 shapca, 6 coverage, "
+            "7 maxsim (default: the grid for this dataset and generator)"
+        ),
+    ] = None,
     generator: Annotated[Generator | None, typer.Option(help="context generator")] = None,
     config: ConfigOption = Path("configs/default.yaml"),
     override: OverrideOption = None,
@@ -49,9 +53,18 @@ def ablation(
     try:
         chosen = parse_variants(variants) if variants else None
         base = load_config(config)
-        rows = run_ablation(dataset, seeds, base, epochs=epochs, overrides=override or [], generator=generator,
-                            variants=chosen, experiment=experiment, output_root=output_root,
-                            keep_checkpoints=keep_checkpoints)
+        rows = run_ablation(
+            dataset,
+            seeds,
+            base,
+            epochs=epochs,
+            overrides=override or [],
+            generator=generator,
+            variants=chosen,
+            experiment=experiment,
+            output_root=output_root,
+            keep_checkpoints=keep_checkpoints,
+        )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
     typer.echo(json.dumps([row.__dict__ for row in rows], indent=2))
@@ -61,11 +74,13 @@ def report(
     output: Annotated[Path, typer.Option(help="markdown file to write")] = Path("docs/RESULTS.md"),
     experiment: ExperimentOption = "shapca-ablation",
     group: Annotated[str | None, typer.Option(help="only this group, e.g. twitter2017/blip2")] = None,
-    all_settings: Annotated[bool, typer.Option(
-        help="one row per setting; default: per (group, variant) only the setting with the newest run")] = False,
-    baseline: Annotated[
-        Path, typer.Option(help="config the settings are compared with")
-    ] = Path("configs/default.yaml"),
+    all_settings: Annotated[
+        bool,
+        typer.Option(help="one row per setting; default: per (group, variant) only the setting with the newest run"),
+    ] = False,
+    baseline: Annotated[Path, typer.Option(help="config the settings are compared with")] = Path(
+        "configs/default.yaml"
+    ),
 ) -> None:
     """Render the ablation's MLflow runs as markdown: mean ± std per variant, per-type F1, runs and configs."""
     from components.config import config_identity, load_config
@@ -78,10 +93,18 @@ def report(
     runs = collect_ablation_runs(experiment, group)
     summaries = summarize_runs(runs, latest_setting_only=not all_settings)
     baseline_identity = {k: v for k, v in config_identity(load_config(baseline)).items() if k != "train.seed"}
-    command = command_line("shapca experiment report", output=output, experiment=experiment, group=group,
-                       baseline=baseline) + (" --all-settings" if all_settings else "")
-    text = render_results_markdown(summaries, runs, experiment=experiment, tracking_uri=setup.tracking_uri,
-                                   command=command, baseline=baseline_identity, baseline_name=str(baseline))
+    command = command_line(
+        "shapca experiment report", output=output, experiment=experiment, group=group, baseline=baseline
+    ) + (" --all-settings" if all_settings else "")
+    text = render_results_markdown(
+        summaries,
+        runs,
+        experiment=experiment,
+        tracking_uri=setup.tracking_uri,
+        command=command,
+        baseline=baseline_identity,
+        baseline_name=str(baseline),
+    )
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text, encoding="utf-8")
     typer.echo(f"{len(summaries)} settings from {len(runs)} runs -> {output}")
@@ -114,10 +137,18 @@ def probe(
         result = probe_alignment(model, data, split, batch_size, permutations=permutations).as_dict()
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
-    command = command_line("shapca experiment probe", model_uri=model_uri, dataset=dataset, generator=generator,
-                       split=split, batch_size=batch_size, permutations=permutations)
-    text = json.dumps(result | {"model_uri": model_uri, "dataset": dataset, "generator": generator,
-                                "command": command}, indent=2)
+    command = command_line(
+        "shapca experiment probe",
+        model_uri=model_uri,
+        dataset=dataset,
+        generator=generator,
+        split=split,
+        batch_size=batch_size,
+        permutations=permutations,
+    )
+    text = json.dumps(
+        result | {"model_uri": model_uri, "dataset": dataset, "generator": generator, "command": command}, indent=2
+    )
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text + "\n", encoding="utf-8")
@@ -125,11 +156,16 @@ def probe(
 
 
 def add_commands(app: typer.Typer) -> None:
-    group = typer.Typer(help="Ablation grid and the results report.", no_args_is_help=True,
-                        epilog="Example: shapca experiment ablation --dataset twitter2017 --seeds 3")
+    group = typer.Typer(
+        help="Ablation grid and the results report.",
+        no_args_is_help=True,
+        epilog="Example: shapca experiment ablation --dataset twitter2017 --seeds 3",
+    )
     app.add_typer(group, name="experiment")
-    group.command("ablation", epilog="Example: shapca experiment ablation --dataset twitter2017 --seeds 3 "
-                                     "--variants text,shapca")(ablation)
+    group.command(
+        "ablation", epilog="Example: shapca experiment ablation --dataset twitter2017 --seeds 3 --variants text,shapca"
+    )(ablation)
     group.command("report", epilog="Example: shapca experiment report --output docs/RESULTS.md")(report)
-    group.command("probe", epilog="Example: shapca experiment probe --model-uri models:/shapca-twitter2017/1 "
-                                  "--split dev")(probe)
+    group.command(
+        "probe", epilog="Example: shapca experiment probe --model-uri models:/shapca-twitter2017/1 --split dev"
+    )(probe)

@@ -28,8 +28,8 @@ def run(
     ] = None,
 ) -> None:
     """Validate the data, import the contexts, train and test, register and promote; print what came out."""
-    from components.config import load_config
     from components.common.project_root import find_project_root
+    from components.config import load_config
 
     root = find_project_root()
     config_path = (config or root / "configs" / "default.yaml").resolve()

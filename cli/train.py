@@ -21,9 +21,13 @@ def train(
     override: OverrideOption = None,
     resume: Annotated[bool, typer.Option(help="continue from the output directory's last checkpoint")] = False,
     register: Annotated[bool, typer.Option(help="register the model and decide the champion alias")] = True,
-    per_config_dir: Annotated[bool, typer.Option(
-        help="write under <train.output_dir>/<config hash>/ (default), so trainings of different configs never share "
-             "best/, last/ or the run id; --no-per-config-dir uses train.output_dir itself")] = True,
+    per_config_dir: Annotated[
+        bool,
+        typer.Option(
+            help="write under <train.output_dir>/<config hash>/ (default), so trainings of different configs never "
+            "share best/, last/ or the run id; --no-per-config-dir uses train.output_dir itself"
+        ),
+    ] = True,
 ) -> None:
     """Train one model, log it to MLflow and (by default) register and promote it."""
     from components.config import config_hash, load_config
@@ -38,8 +42,13 @@ def train(
         out = cfg.train.output_dir / config_hash(cfg)
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"output_dir": out})})
     result = train_and_log(cfg, resume=resume)
-    summary = {"run_id": result.run_id, "model_uri": result.model_uri, SELECTION_METRIC_KEY: result.dev_metric,
-               "test_f1": result.test_metrics.get("test_f1"), "wall_seconds": round(result.wall_seconds, 1)}
+    summary = {
+        "run_id": result.run_id,
+        "model_uri": result.model_uri,
+        SELECTION_METRIC_KEY: result.dev_metric,
+        "test_f1": result.test_metrics.get("test_f1"),
+        "wall_seconds": round(result.wall_seconds, 1),
+    }
     if register and cfg.tracking.register_model:
         version, decision = register_and_promote(result, cfg)
         summary |= {"version": version, "alias": decision.alias, "reason": decision.reason}
@@ -78,8 +87,10 @@ def read_prediction_rows(path: Path) -> list[dict]:
     with path.open("rb") as fh:
         for number, raw in enumerate(fh, start=1):
             if len(raw) > max_bytes:
-                raise typer.BadParameter(f"{path}:{number}: line is {len(raw)} bytes, over the limit of {max_bytes} "
-                                         "(the longest row the model accepts)")
+                raise typer.BadParameter(
+                    f"{path}:{number}: line is {len(raw)} bytes, over the limit of {max_bytes} "
+                    "(the longest row the model accepts)"
+                )
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as error:
@@ -132,10 +143,15 @@ def predict(
 
 
 def add_commands(app: typer.Typer) -> None:
-    app.command(epilog="Example: shapca train -c configs/default.yaml -o train.epochs=1 "
-                       "-o 'data.max_examples={train: 64, dev: 32, test: 32}'")(train)
-    app.command(epilog="Example: shapca evaluate --model models:/shapca-twitter2017@champion --dataset twitter2017 "
-                       "--split test")(evaluate)
-    app.command(epilog="Example: shapca predict --model models:/shapca-twitter2017@champion --input tweets.jsonl "
-                       "--output predictions.jsonl  (a line: {\"text\": \"Obama visits Paris\", \"context\": "
-                       "\"a man near a tower\"})")(predict)
+    app.command(
+        epilog="Example: shapca train -c configs/default.yaml -o train.epochs=1 "
+        "-o 'data.max_examples={train: 64, dev: 32, test: 32}'"
+    )(train)
+    app.command(
+        epilog="Example: shapca evaluate --model models:/shapca-twitter2017@champion --dataset twitter2017 --split test"
+    )(evaluate)
+    app.command(
+        epilog="Example: shapca predict --model models:/shapca-twitter2017@champion --input tweets.jsonl "
+        '--output predictions.jsonl  (a line: {"text": "Obama visits Paris", "context": '
+        '"a man near a tower"})'
+    )(predict)

@@ -4,7 +4,7 @@ expectation, write the full GX results as JSON, and exit 1 when a blocking expec
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, get_args
+from typing import get_args
 
 import typer
 
@@ -12,11 +12,11 @@ from cli._choices import ContextGenerator, Dataset
 
 
 def validate(
-    dataset: Optional[Dataset] = typer.Option(None, "--dataset", "-d", help="The dataset to validate."),
+    dataset: Dataset | None = typer.Option(None, "--dataset", "-d", help="The dataset to validate."),
     all_datasets: bool = typer.Option(False, "--all", help="Validate all four datasets."),
     data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Where `dvc pull` materialised the data."),
     context_generator: ContextGenerator = typer.Option("blip2", "--context-generator", help="Whose contexts to check."),
-    output: Optional[Path] = typer.Option(
+    output: Path | None = typer.Option(
         None,
         "--output",
         "-o",
@@ -25,7 +25,7 @@ def validate(
     max_bio_error_rate: float = typer.Option(
         0.05, "--max-bio-error-rate", help="Fail when more than this share of a split's mentions start with I-."
     ),
-    min_context_coverage: Optional[float] = typer.Option(
+    min_context_coverage: float | None = typer.Option(
         None,
         "--min-context-coverage",
         help="Make coverage blocking at this share (default: 100%, blocking for blip2 on the Twitter sets).",
@@ -77,5 +77,8 @@ def validate(
 
 
 def add_commands(app: typer.Typer) -> None:
-    app.command("validate", epilog="Example: shapca validate --dataset twitter2017  (then open the printed Data Docs "
-                                    "file:// URL in a browser)")(validate)
+    app.command(
+        "validate",
+        epilog="Example: shapca validate --dataset twitter2017  (then open the printed Data Docs "
+        "file:// URL in a browser)",
+    )(validate)

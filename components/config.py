@@ -17,7 +17,6 @@ from components.data.datasets import DatasetName
 from components.model.config import ShapCAConfig
 
 
-
 class DataConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

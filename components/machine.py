@@ -22,7 +22,8 @@ def _proc_field(path: str, key: str) -> str | None:
 
 
 def machine_description() -> str:
-    """CPU model, cores, memory, OS and Python, e.g. ``AMD EPYC 7B13, 2 cores, 8 GiB RAM, Linux x86_64, python 3.11.9``."""
+    """CPU model, cores, memory, OS and Python, e.g.
+    ``AMD EPYC 7B13, 2 cores, 8 GiB RAM, Linux x86_64, python 3.11.9``."""
     cpu = _proc_field("/proc/cpuinfo", "model name") or platform.processor() or "unknown CPU"
     mem_total = _proc_field("/proc/meminfo", "MemTotal")  # "16318540 kB"
     memory = ""

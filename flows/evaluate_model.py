@@ -1,7 +1,7 @@
 """The evaluate-model flow: score any registered version of Shap-CA on any split of any dataset.
 
-    models:/<name>/<version> or models:/<name>@<alias> -> evaluate-model-uri (loads the pyfunc from MLflow, scores
-    the split, logs an evaluation run in the `shapca-evaluations` experiment) -> markdown artifact -> metrics
+models:/<name>/<version> or models:/<name>@<alias> -> evaluate-model-uri (loads the pyfunc from MLflow, scores
+the split, logs an evaluation run in the `shapca-evaluations` experiment) -> markdown artifact -> metrics
 """
 
 from __future__ import annotations
@@ -29,8 +29,11 @@ def evaluate_model(
     model_uri = registered_model_uri(model_name or registered_model_name(dataset), version)
     metrics = evaluate(model_uri, dataset, split, data_dir, context_generator)
     title = f"{model_uri} on {dataset}/{split}"
-    create_markdown_artifact(metrics_markdown(title, metrics), key=f"evaluation-{dataset}-{split}",
-                             description=f"Scores of {model_uri} on {dataset}/{split}")
+    create_markdown_artifact(
+        metrics_markdown(title, metrics),
+        key=f"evaluation-{dataset}-{split}",
+        description=f"Scores of {model_uri} on {dataset}/{split}",
+    )
     get_run_logger().info("%s: %s", title, metrics)
     return {"model_uri": model_uri, "dataset": dataset, "split": split, "metrics": metrics}
 

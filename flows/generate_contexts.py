@@ -28,8 +28,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
-from prefect.utilities.annotations import unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import unmapped
 
 from components.contexts import steps
 from components.contexts.config import ContextsConfig
@@ -76,8 +76,9 @@ def generate_contexts_flow(
     name = f"{config.dataset}-{config.generator_name()}"
     split_ids = list_image_ids(config, limit_per_split)
     shards = shard_image_ids(split_ids, num_shards or config.num_shards)
-    progress_id = create_progress_artifact(0.0, key=_artifact_key(f"contexts-progress-{name}"),
-                                           description=f"shards of {name} done")
+    progress_id = create_progress_artifact(
+        0.0, key=_artifact_key(f"contexts-progress-{name}"), description=f"shards of {name} done"
+    )
     futures = generate_shard.map(unmapped(config), shards)  # a pydantic model iterates its fields: unmapped
     reports, done = [], 0
     for future in as_completed(futures):

@@ -41,10 +41,18 @@ class TrainingOutcome:
     def of(cls, run: TrainRunResult, registered_model: str, registered) -> TrainingOutcome:
         """`registered`: (version, PromotionDecision) from register-and-promote, or None."""
         version, decision = registered if registered is not None else (None, None)
-        return cls(run.run_id, run.model_uri, run.metric_name, run.dev_metric, dict(run.test_metrics),
-                   registered_model, None if version is None else str(version),
-                   getattr(decision, "alias", None), getattr(decision, "reason", None),
-                   getattr(decision, "previous_champion", None))
+        return cls(
+            run.run_id,
+            run.model_uri,
+            run.metric_name,
+            run.dev_metric,
+            dict(run.test_metrics),
+            registered_model,
+            None if version is None else str(version),
+            getattr(decision, "alias", None),
+            getattr(decision, "reason", None),
+            getattr(decision, "previous_champion", None),
+        )
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -71,8 +79,10 @@ class TrainingOutcome:
     def text(self) -> str:
         rows, extra = self._metric_rows()
         lines = [f"  {'':<12s}" + "".join(f"{c:>11s}" for c in METRIC_COLUMNS)]
-        lines += [f"  {group:<12s}" + "".join(f"{_cell(c, v):>11s}" for c, v in zip(METRIC_COLUMNS, values))
-                  for group, values in rows]
+        lines += [
+            f"  {group:<12s}" + "".join(f"{_cell(c, v):>11s}" for c, v in zip(METRIC_COLUMNS, values, strict=False))
+            for group, values in rows
+        ]
         lines += [f"  {name}: {value:g}" for name, value in sorted(extra.items())]
         table = "\n".join(lines)
         return (
@@ -85,16 +95,27 @@ class TrainingOutcome:
     def markdown(self) -> str:
         rows, extra = self._metric_rows()
         table = [f"| test | {' | '.join(METRIC_COLUMNS)} |", "| --- |" + " ---: |" * len(METRIC_COLUMNS)]
-        table += [f"| {group} | " + " | ".join(_cell(c, v) for c, v in zip(METRIC_COLUMNS, values)) + " |"
-                  for group, values in rows]
+        table += [
+            f"| {group} | " + " | ".join(_cell(c, v) for c, v in zip(METRIC_COLUMNS, values, strict=False)) + " |"
+            for group, values in rows
+        ]
         previous = f"v{self.previous_champion}" if self.previous_champion else "none"
-        return "\n".join([
-            f"# Shap-CA training: {self.decision_line()}", "",
-            f"- MLflow run: `{self.run_id}`", f"- model: `{self.model_uri}`",
-            f"- champion before this run: {previous}",
-            f"- {self.metric_name} (dev, best epoch): {self.dev_metric:.4f}",
-            *[f"- test {name}: {value:g}" for name, value in sorted(extra.items())], "", *table,
-        ]) + "\n"
+        return (
+            "\n".join(
+                [
+                    f"# Shap-CA training: {self.decision_line()}",
+                    "",
+                    f"- MLflow run: `{self.run_id}`",
+                    f"- model: `{self.model_uri}`",
+                    f"- champion before this run: {previous}",
+                    f"- {self.metric_name} (dev, best epoch): {self.dev_metric:.4f}",
+                    *[f"- test {name}: {value:g}" for name, value in sorted(extra.items())],
+                    "",
+                    *table,
+                ]
+            )
+            + "\n"
+        )
 
 
 METRIC_COLUMNS = ("precision", "recall", "f1", "support")

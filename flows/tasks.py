@@ -58,8 +58,16 @@ def _validation_code_key(task_run: TaskRunContext, inputs: dict) -> str:  # Pref
 
 # MLflow error codes worth another try (its HTTP client has already retried 429/5xx answers by then).
 TRANSIENT_MLFLOW_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED", "ABORTED"}
-TRANSIENT_S3_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
-                      "ServiceUnavailable", "503", "500"}
+TRANSIENT_S3_CODES = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "InternalError",
+    "ServiceUnavailable",
+    "503",
+    "500",
+}
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -94,8 +102,13 @@ VALIDATION_CACHE = INPUTS + TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=_validat
 TRAINING_CACHE = (INPUTS - "resume") + TASK_SOURCE + RUN_ID
 
 
-@task(name="check-data-version", retries=2, retry_delay_seconds=10, retry_condition_fn=_retry_if_transient,
-      cache_policy=NO_CACHE)
+@task(
+    name="check-data-version",
+    retries=2,
+    retry_delay_seconds=10,
+    retry_condition_fn=_retry_if_transient,
+    cache_policy=NO_CACHE,
+)
 def check_data_version(project_root: Path) -> DataVersion:
     return ensure_data_matches_pointer(project_root)
 
@@ -121,17 +134,26 @@ def train(cfg: ExperimentConfig, resume: bool = False) -> TrainRunResult:
         return train_and_log(cfg, resume=resume, on_epoch_end=EpochProgress(cfg.data.dataset, cfg.train.epochs))
 
 
-@task(name="register-and-promote", retries=3, retry_delay_seconds=10, retry_condition_fn=_retry_if_transient,
-      cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
+@task(
+    name="register-and-promote",
+    retries=3,
+    retry_delay_seconds=10,
+    retry_condition_fn=_retry_if_transient,
+    cache_policy=INPUTS + TASK_SOURCE,
+    persist_result=True,
+)
 def register_model(run: TrainRunResult, cfg: ExperimentConfig):
     return register_and_promote(run, cfg)
 
 
-@task(name="evaluate-model-uri", retries=2, retry_delay_seconds=10, retry_condition_fn=_retry_if_transient,
-      cache_policy=NO_CACHE)
-def evaluate(
-    model_uri: str, dataset: str, split: str, data_dir: Path, context_generator: str
-) -> dict[str, float]:
+@task(
+    name="evaluate-model-uri",
+    retries=2,
+    retry_delay_seconds=10,
+    retry_condition_fn=_retry_if_transient,
+    cache_policy=NO_CACHE,
+)
+def evaluate(model_uri: str, dataset: str, split: str, data_dir: Path, context_generator: str) -> dict[str, float]:
     return evaluate_model_uri(model_uri, dataset, split, data_dir, context_generator=context_generator)
 
 

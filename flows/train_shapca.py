@@ -60,8 +60,11 @@ def train_shapca(
     run = train(cfg, resume=flow_run.run_count > 1)
     registered = register_model(run, cfg) if cfg.tracking.register_model else None  # (version, decision)
     outcome = TrainingOutcome.of(run, registered_model_name(cfg.data.dataset), registered)
-    create_markdown_artifact(outcome.markdown(), key=f"training-{cfg.data.dataset}",
-                             description=f"Shap-CA on {cfg.data.dataset}: test metrics and the registry decision")
+    create_markdown_artifact(
+        outcome.markdown(),
+        key=f"training-{cfg.data.dataset}",
+        description=f"Shap-CA on {cfg.data.dataset}: test metrics and the registry decision",
+    )
     get_run_logger().info("%s", outcome.text())
     return outcome
 

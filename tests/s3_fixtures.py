@@ -1,7 +1,7 @@
 """An S3 endpoint for tests: moto's standalone server on 127.0.0.1, reached through real boto3, DVC and MLflow.
 
-Import the fixtures into a test module (`from s3_fixtures import moto_endpoint, s3_env  # noqa: F401`; pytest puts
-tests/ on sys.path because it has no __init__.py).
+conftest.py registers this module as a plugin (`pytest_plugins`), so every test module can ask for `moto_endpoint`
+and `s3_env`; import `S3TestEnv` for annotations (pytest puts tests/ on sys.path because it has no __init__.py).
 The server runs in a thread of the test process, so subprocesses (dvc) reach it over real HTTP too.
 """
 

@@ -8,16 +8,15 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from cli import app
-from components.config import load_config
-from components.tracking.mlflow_setup import setup_tracking
-from components.tracking.run_logging import start_run
-from components.config import config_hash, config_identity
+from components.config import config_hash, config_identity, load_config
 from components.experiments.ablation.collect import collect_ablation_runs
 from components.experiments.ablation.grid import run_ablation
 from components.experiments.ablation.lookup import find_finished_run
 from components.experiments.ablation.report import render_results_markdown
 from components.experiments.ablation.summary import summarize_runs
 from components.experiments.ablation.variants import VARIANTS, parse_variants, point_config
+from components.tracking.mlflow_setup import setup_tracking
+from components.tracking.run_logging import start_run
 
 EXPERIMENT = "ablation-test"
 
@@ -27,18 +26,21 @@ class Interrupted(Exception):
 
 
 def _base(tmp_path, tiny_bert_dir, data_dir, *extra):
-    return load_config("configs/default.yaml", [
-        f"data.data_dir={data_dir}",
-        "data.max_examples={train: 32, dev: 16, test: 16}",
-        f"model.text_encoder={tiny_bert_dir}",
-        "model.align_dim=16",
-        "model.permutations=8",
-        "train.batch_size=16",
-        "train.device=cpu",
-        "train.lr_encoder=1e-3",
-        f"train.output_dir={tmp_path / 'outputs'}",
-        *extra,
-    ])
+    return load_config(
+        "configs/default.yaml",
+        [
+            f"data.data_dir={data_dir}",
+            "data.max_examples={train: 32, dev: 16, test: 16}",
+            f"model.text_encoder={tiny_bert_dir}",
+            "model.align_dim=16",
+            "model.permutations=8",
+            "train.batch_size=16",
+            "train.device=cpu",
+            "train.lr_encoder=1e-3",
+            f"train.output_dir={tmp_path / 'outputs'}",
+            *extra,
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,16 +51,25 @@ def grid(tmp_path_factory, tiny_bert_dir, data_dir):
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
         base = _base(tmp_path, tiny_bert_dir, data_dir)
         first = run_ablation("twitter2017", 1, base, epochs=1, variants=parse_variants("1"), experiment=EXPERIMENT)
-        second = run_ablation("twitter2017", 1, base, epochs=1, variants=parse_variants("1,shapca"),
-                              experiment=EXPERIMENT)
-        third = run_ablation("twitter2017", 1, base, epochs=1, variants=parse_variants("text,5"),
-                             experiment=EXPERIMENT)
+        second = run_ablation(
+            "twitter2017", 1, base, epochs=1, variants=parse_variants("1,shapca"), experiment=EXPERIMENT
+        )
+        third = run_ablation("twitter2017", 1, base, epochs=1, variants=parse_variants("text,5"), experiment=EXPERIMENT)
         setup = setup_tracking(EXPERIMENT)
         client = MlflowClient(setup.tracking_uri)
         runs = client.search_runs([setup.experiment_id])
         collected = collect_ablation_runs(EXPERIMENT)
-        yield {"base": base, "first": first, "second": second, "third": third, "runs": runs, "collected": collected,
-               "setup": setup, "tmp_path": tmp_path, "uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+        yield {
+            "base": base,
+            "first": first,
+            "second": second,
+            "third": third,
+            "runs": runs,
+            "collected": collected,
+            "setup": setup,
+            "tmp_path": tmp_path,
+            "uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        }
 
 
 def test_each_point_is_one_tagged_finished_run(grid):
@@ -119,7 +130,9 @@ def test_summary_and_rendered_table_come_from_the_mlflow_runs(grid, monkeypatch)
     collected = grid["collected"]
     summaries = summarize_runs(collected)
     assert [(s.group, s.number, s.variant) for s in summaries] == [
-        ("twitter2017/blip2", 1, "text"), ("twitter2017/blip2", 5, "shapca")]
+        ("twitter2017/blip2", 1, "text"),
+        ("twitter2017/blip2", 5, "shapca"),
+    ]
     metrics = {r.data.tags["ablation.variant"]: r.data.metrics for r in grid["runs"]}
     for s in summaries:
         assert s.seeds == [13] and len(s.run_ids) == 1
@@ -133,8 +146,14 @@ def test_summary_and_rendered_table_come_from_the_mlflow_runs(grid, monkeypatch)
         assert len(s.commits) == 1
 
     baseline = {k: v for k, v in config_identity(load_config("configs/default.yaml")).items() if k != "train.seed"}
-    text = render_results_markdown(summaries, collected, experiment=EXPERIMENT, tracking_uri=grid["uri"],
-                                   command="shapca experiment report", baseline=baseline)
+    text = render_results_markdown(
+        summaries,
+        collected,
+        experiment=EXPERIMENT,
+        tracking_uri=grid["uri"],
+        command="shapca experiment report",
+        baseline=baseline,
+    )
     section = text.split("## twitter2017 · contexts: blip2")[1].split("## Runs")[0]
     text_row = next(line for line in section.splitlines() if line.startswith("| 1 | text only"))
     assert f"| {100 * metrics['text']['test_f1']:.2f} |" in text_row
@@ -212,23 +231,27 @@ def test_grid_arguments_are_checked():
         point_config(base, VARIANTS["shapca"], 1, dataset="mnre")
     cfg = point_config(base, VARIANTS["text"], 1, dataset="mnre")
     assert cfg.data.dataset == "mnre" and cfg.model.context_mode == "none"
-    mplug = point_config(base, VARIANTS["concat"], 2, generator="mplug-owl", epochs=5,
-                         overrides=["model.permutations=16"])
+    mplug = point_config(
+        base, VARIANTS["concat"], 2, generator="mplug-owl", epochs=5, overrides=["model.permutations=16"]
+    )
     assert (mplug.data.context_generator, mplug.train.epochs, mplug.train.seed) == ("mplug-owl", 5, 2)
     assert mplug.model.permutations == 16 and mplug.model.context_mode == "concat"
     assert mplug.train.output_dir.parts[-3:] == ("twitter2017-mplug-owl", "concat", "seed2")
-    assert config_hash(mplug) != config_hash(point_config(base, VARIANTS["concat"], 3, generator="mplug-owl", epochs=5,
-                                                          overrides=["model.permutations=16"]))
+    assert config_hash(mplug) != config_hash(
+        point_config(base, VARIANTS["concat"], 3, generator="mplug-owl", epochs=5, overrides=["model.permutations=16"])
+    )
     assert config_hash(mplug, include_seed=False) == config_hash(
         point_config(base, VARIANTS["concat"], 3, generator="mplug-owl", epochs=5, overrides=["model.permutations=16"]),
-        include_seed=False)
+        include_seed=False,
+    )
 
 
 def test_each_shapley_variant_names_its_game_whatever_the_base_says():
     from components.experiments.ablation.variants import default_variants
 
-    coverage_base = load_config("configs/default.yaml", ["model.shapley_game=token_coverage",
-                                                         "model.coverage_scores=maxsim"])
+    coverage_base = load_config(
+        "configs/default.yaml", ["model.shapley_game=token_coverage", "model.coverage_scores=maxsim"]
+    )
     games = {key: point_config(coverage_base, VARIANTS[key], 1).model for key in ("shapca", "coverage", "maxsim")}
     assert (games["shapca"].shapley_game, games["shapca"].alignment) == ("cosine_of_sum", "shapley")
     assert (games["coverage"].shapley_game, games["coverage"].coverage_scores) == ("token_coverage", "pooled")
@@ -237,8 +260,13 @@ def test_each_shapley_variant_names_its_game_whatever_the_base_says():
         point_config(coverage_base, VARIANTS["text"], 1, overrides=["model.shapley_game=cosine_of_sum"])
     # text only on top of a default that freezes the context encoder below its top layer: k is moot there
     assert point_config(load_config("configs/default.yaml"), VARIANTS["text"], 1).model.context_mode == "none"
-    assert [v.key for v in default_variants("twitter2015", "blip2")] == ["text", "infonce", "shapca", "coverage",
-                                                                          "maxsim"]
+    assert [v.key for v in default_variants("twitter2015", "blip2")] == [
+        "text",
+        "infonce",
+        "shapca",
+        "coverage",
+        "maxsim",
+    ]
     assert len(default_variants("twitter2017", "blip2")) == 7
 
 
@@ -247,7 +275,12 @@ def test_a_runs_identity_is_read_back_from_its_params_without_the_measured_ones(
 
     cfg = load_config("configs/default.yaml", ["model.image_encoder=/some/vit"])
     identity = config_identity(cfg)
-    measured = {"data.train_size": "3373", "data.dev_image_coverage": "0.93", "data.test_context_coverage": "1.0",
-                "lineage.git_commit": "abc", "train_seconds": "12"}
+    measured = {
+        "data.train_size": "3373",
+        "data.dev_image_coverage": "0.93",
+        "data.test_context_coverage": "1.0",
+        "lineage.git_commit": "abc",
+        "train_seconds": "12",
+    }
     assert identity_from_params({**identity, **measured}) == identity
     assert identity_hash(identity_from_params({**identity, **measured})) == identity_hash(identity)

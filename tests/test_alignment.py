@@ -178,16 +178,26 @@ def test_coverage_game_is_the_game_over_the_masked_samples_and_their_real_tokens
     assert torch.equal(phi[:, ~mask], torch.zeros(6, 2, dtype=torch.float64))
     for j in mask.nonzero().squeeze(1).tolist():  # target j: the definition on its real tokens and the kept players
         length = int(targets.mask[j].sum())
-        scores = torch.stack([
-            targets.tokens[j, :length] @ players.pooled[k] if kind == "pooled"
-            else (targets.tokens[j, :length] @ players.tokens[k, : int(players.mask[k].sum())].T).amax(dim=-1)
-            for k in mask.nonzero().squeeze(1).tolist()
-        ])  # (kept players, real tokens)
+        scores = torch.stack(
+            [
+                targets.tokens[j, :length] @ players.pooled[k]
+                if kind == "pooled"
+                else (targets.tokens[j, :length] @ players.tokens[k, : int(players.mask[k].sum())].T).amax(dim=-1)
+                for k in mask.nonzero().squeeze(1).tolist()
+            ]
+        )  # (kept players, real tokens)
         torch.testing.assert_close(phi[mask, j], coverage_shapley(scores), rtol=0, atol=1e-12)
     # Efficiency per target: the kept contexts share v_j(kept) = mean over real tokens of the best cover.
-    torch.testing.assert_close(phi.sum(dim=0)[mask], coverage_scores(
-        Projected(players.pooled[mask], players.tokens[mask], players.mask[mask]), targets, kind
-    ).amax(dim=1).mul(targets.mask).sum(-1).div(targets.mask.sum(-1))[mask], rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        phi.sum(dim=0)[mask],
+        coverage_scores(Projected(players.pooled[mask], players.tokens[mask], players.mask[mask]), targets, kind)
+        .amax(dim=1)
+        .mul(targets.mask)
+        .sum(-1)
+        .div(targets.mask.sum(-1))[mask],
+        rtol=0,
+        atol=1e-12,
+    )
 
 
 @pytest.mark.parametrize("kind", ["pooled", "maxsim"])
@@ -210,8 +220,9 @@ def test_alignment_module_plays_the_coverage_game_in_every_direction(kind):
     """Contexts <-> texts and contexts <-> image patches: each direction's loss is the coverage InfoNCE of the projected
     tokens, and each one alone sends gradients into both projections it reads."""
     torch.manual_seed(2)
-    module = ContrastiveAlignment(12, 10, 8, 6, "shapley", temperature=0.1, game="token_coverage",
-                                  coverage=kind).double()
+    module = ContrastiveAlignment(
+        12, 10, 8, 6, "shapley", temperature=0.1, game="token_coverage", coverage=kind
+    ).double()
     n = 5
     text, context, image = torch.randn(n, 12).double(), torch.randn(n, 10).double(), torch.randn(n, 8).double()
     lengths = lambda t, real: torch.arange(t)[None, :] < torch.tensor(real)[:, None]  # noqa: E731 (n, t) bool
@@ -220,8 +231,16 @@ def test_alignment_module_plays_the_coverage_game_in_every_direction(kind):
     image_tokens = Tokens(torch.randn(n, 3, 8).double(), torch.ones(n, 3, dtype=torch.bool))
     has_context = torch.tensor([1, 1, 1, 0, 1], dtype=torch.bool)
     has_image = torch.tensor([1, 0, 1, 1, 1], dtype=torch.bool)
-    out = module(text, context, has_context, image, has_image, text_tokens=text_tokens,
-                 context_tokens=context_tokens, image_tokens=image_tokens)
+    out = module(
+        text,
+        context,
+        has_context,
+        image,
+        has_image,
+        text_tokens=text_tokens,
+        context_tokens=context_tokens,
+        image_tokens=image_tokens,
+    )
     t = module.project(module.proj_text, text, text_tokens)
     c = module.project(module.proj_context, context, context_tokens)
     v = module.project(module.proj_image, image, image_tokens)
@@ -233,14 +252,20 @@ def test_alignment_module_plays_the_coverage_game_in_every_direction(kind):
         "context->image": _infonce_over_targets(coverage_game(c, v, both, kind), both, 0.1),
         "image->context": _infonce_over_targets(coverage_game(v, c, both, kind), both, 0.1),
     }
-    assert out.loss_ct.item() == pytest.approx((directions["context->text"] + directions["text->context"]).item() / 2,
-                                               abs=1e-12)
-    assert out.loss_ci.item() == pytest.approx((directions["context->image"] + directions["image->context"]).item() / 2,
-                                               abs=1e-12)
+    assert out.loss_ct.item() == pytest.approx(
+        (directions["context->text"] + directions["text->context"]).item() / 2, abs=1e-12
+    )
+    assert out.loss_ci.item() == pytest.approx(
+        (directions["context->image"] + directions["image->context"]).item() / 2, abs=1e-12
+    )
     torch.testing.assert_close(out.shapley_ct, coverage_game(c, t, has_context, kind).detach(), rtol=0, atol=0)
     assert torch.isfinite(out.loss_ct) and torch.isfinite(out.loss_ci)
-    reads = {"context->text": ("proj_context", "proj_text"), "text->context": ("proj_text", "proj_context"),
-             "context->image": ("proj_context", "proj_image"), "image->context": ("proj_image", "proj_context")}
+    reads = {
+        "context->text": ("proj_context", "proj_text"),
+        "text->context": ("proj_text", "proj_context"),
+        "context->image": ("proj_context", "proj_image"),
+        "image->context": ("proj_image", "proj_context"),
+    }
     for name, loss in directions.items():
         module.zero_grad()
         loss.backward(retain_graph=True)
@@ -261,8 +286,9 @@ def test_padded_tokens_do_not_change_the_coverage_loss():
     has_context = torch.ones(4, dtype=torch.bool)
 
     def loss(ts: torch.Tensor, cs: torch.Tensor) -> float:
-        return module(text, context, has_context, text_tokens=Tokens(ts, text_mask),
-                      context_tokens=Tokens(cs, context_mask)).loss_ct.item()
+        return module(
+            text, context, has_context, text_tokens=Tokens(ts, text_mask), context_tokens=Tokens(cs, context_mask)
+        ).loss_ct.item()
 
     other_text = torch.where(text_mask[..., None], text_states, 50 * torch.randn(4, 4, 12).double())
     other_context = torch.where(context_mask[..., None], context_states, 50 * torch.randn(4, 3, 10).double())

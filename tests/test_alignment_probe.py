@@ -16,9 +16,13 @@ from components.training.data import load_training_data
 
 
 def test_statistics_of_a_known_score_matrix():
-    scores = torch.tensor([[0.9, 0.1, 0.5],
-                           [0.2, 0.3, 0.6],   # column 1: candidate 2 beats the own context
-                           [0.1, 0.35, 0.4]])  # column 2: candidate 1 beats the own context
+    scores = torch.tensor(
+        [
+            [0.9, 0.1, 0.5],
+            [0.2, 0.3, 0.6],  # column 1: candidate 2 beats the own context
+            [0.1, 0.35, 0.4],
+        ]
+    )  # column 2: candidate 1 beats the own context
     acc = _Accumulator(tau=0.5)
     acc.add(scores)
     stats = acc.stats()
@@ -45,8 +49,13 @@ def test_an_empty_accumulator_has_no_statistics():
 
 
 def _model_and_data(tiny_bert_dir, data_dir, **model):
-    overrides = [f"data.data_dir={data_dir}", "data.max_examples={train: 8, dev: 24, test: 8}",
-                 f"model.text_encoder={tiny_bert_dir}", "model.align_dim=16", "model.permutations=8"]
+    overrides = [
+        f"data.data_dir={data_dir}",
+        "data.max_examples={train: 8, dev: 24, test: 8}",
+        f"model.text_encoder={tiny_bert_dir}",
+        "model.align_dim=16",
+        "model.permutations=8",
+    ]
     overrides += [f"model.{key}={value}" for key, value in model.items()]
     cfg = load_config("configs/default.yaml", overrides)
     data = load_training_data(cfg.data)
@@ -93,8 +102,9 @@ def test_probe_is_reproducible_and_k_can_be_changed(tiny_bert_dir, data_dir):
 
 @pytest.mark.parametrize("coverage", ["pooled", "maxsim"])
 def test_probe_of_the_token_coverage_game_scores_what_training_scores(tiny_bert_dir, data_dir, coverage):
-    model, data = _model_and_data(tiny_bert_dir, data_dir, alignment="shapley", shapley_game="token_coverage",
-                                  coverage_scores=coverage)
+    model, data = _model_and_data(
+        tiny_bert_dir, data_dir, alignment="shapley", shapley_game="token_coverage", coverage_scores=coverage
+    )
     result = probe_alignment(model, data, "dev", batch_size=8)
     assert (result.game, result.permutations, result.targets) == (f"token_coverage/{coverage}", None, 24)
     assert -1.0 <= result.shapley_cosine_correlation <= 1.0 and result.shapley_cosine_scale > 0

@@ -21,8 +21,19 @@ COMMANDS = list(_commands(typer.main.get_command(app)))
 
 def test_the_tree_holds_every_command():
     names = {" ".join(p) for p in COMMANDS}
-    assert {"train", "evaluate", "predict", "validate", "contexts", "run", "bench shapley", "bench step",
-            "experiment ablation", "experiment report", "experiment probe"} <= names
+    assert {
+        "train",
+        "evaluate",
+        "predict",
+        "validate",
+        "contexts",
+        "run",
+        "bench shapley",
+        "bench step",
+        "experiment ablation",
+        "experiment report",
+        "experiment probe",
+    } <= names
 
 
 @pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "shapca")
@@ -35,14 +46,24 @@ def test_every_help_shows_an_example(path):
     assert f"shapca {' '.join(path)}".strip() in example
 
 
-@pytest.mark.parametrize("args, option, choices", [
-    (["validate", "--dataset", "twitter2019"], "--dataset", "'twitter2015', 'twitter2017', 'mnre', 'mnre-joint'"),
-    (["validate", "--dataset", "mnre", "--context-generator", "llava"], "--context-generator",
-     "'blip2', 'mplug-owl', 'none'"),
-    (["evaluate", "--model", "m", "--dataset", "twitter2017", "--split", "valid"], "--split", "'train', 'dev', 'test'"),
-    (["contexts", "--backend", "vllm"], "--backend", "'precomputed', 'hf', 'openai'"),
-    (["experiment", "probe", "--model-uri", "m", "--generator", "llava"], "--generator", "'blip2', 'mplug-owl'"),
-])
+@pytest.mark.parametrize(
+    "args, option, choices",
+    [
+        (["validate", "--dataset", "twitter2019"], "--dataset", "'twitter2015', 'twitter2017', 'mnre', 'mnre-joint'"),
+        (
+            ["validate", "--dataset", "mnre", "--context-generator", "llava"],
+            "--context-generator",
+            "'blip2', 'mplug-owl', 'none'",
+        ),
+        (
+            ["evaluate", "--model", "m", "--dataset", "twitter2017", "--split", "valid"],
+            "--split",
+            "'train', 'dev', 'test'",
+        ),
+        (["contexts", "--backend", "vllm"], "--backend", "'precomputed', 'hf', 'openai'"),
+        (["experiment", "probe", "--model-uri", "m", "--generator", "llava"], "--generator", "'blip2', 'mplug-owl'"),
+    ],
+)
 def test_closed_sets_are_choices_that_name_the_allowed_values(args, option, choices):
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 2

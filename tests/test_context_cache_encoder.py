@@ -24,8 +24,11 @@ NER = [
     NerExample("b", "img1", ["Spurs", "play", "in", "San", "Antonio"], ["B-ORG", "O", "O", "B-LOC", "I-LOC"]),
     NerExample("c", "img2", ["Watching", "Star", "Wars", "again"], ["O", "B-MISC", "I-MISC", "O"]),
 ]
-CONTEXTS = {"img0": "a basketball player holding a trophy", "img1": "a city street at night",
-            "img2": "a crowd in an arena, cheering"}  # three lengths: the batch pads two of them
+CONTEXTS = {
+    "img0": "a basketball player holding a trophy",
+    "img1": "a city street at night",
+    "img2": "a crowd in an arena, cheering",
+}  # three lengths: the batch pads two of them
 
 
 def _model(tiny_bert_dir, **overrides) -> ShapCA:
@@ -44,7 +47,7 @@ def test_the_frozen_part_gets_no_gradient_and_no_optimizer_slot(tiny_bert_dir, k
     context = model.context_encoder
     assert isinstance(context, CachedContextEncoder) and context.encoder is not model.text_encoder
     model(_batch(model)).loss.backward()
-    top = {id(p) for layer in context.encoder.encoder.layer[2 - k:] for p in layer.parameters()}
+    top = {id(p) for layer in context.encoder.encoder.layer[2 - k :] for p in layer.parameters()}
     frozen = [p for p in context.parameters() if id(p) not in top]
     assert frozen and all(not p.requires_grad and p.grad is None for p in frozen)
     assert all(p.grad is not None for p in context.parameters() if id(p) in top)
@@ -150,21 +153,27 @@ def test_the_default_is_todays_shared_encoder_bit_for_bit(tiny_bert_dir):
     assert torch.equal(out.loss, explicit(batch).loss) and torch.equal(out.logits, explicit(batch).logits)
     # The shared path: the context's pooled vector is the text encoder's own output on the context tokens.
     with torch.no_grad():
-        states = default.text_encoder(input_ids=batch.context_input_ids,
-                                      attention_mask=batch.context_attention_mask).last_hidden_state
+        states = default.text_encoder(
+            input_ids=batch.context_input_ids, attention_mask=batch.context_attention_mask
+        ).last_hidden_state
         assert torch.equal(default.encode(batch).context, mean_pool(states, batch.context_attention_mask))
 
 
 def test_unsupported_choices_are_clear_errors(tiny_bert_dir):
     vit = ViTModel(ViTConfig(hidden_size=16, intermediate_size=24, num_hidden_layers=1, num_attention_heads=2))
-    with pytest.raises(ValueError, match=r"layers=1 needs an encoder whose layers run one by one \(bert, mpnet\), got 'vit'"):
+    with pytest.raises(
+        ValueError, match=r"layers=1 needs an encoder whose layers run one by one \(bert, mpnet\), got 'vit'"
+    ):
         CachedContextEncoder(vit, 1, 8)
     assert CachedContextEncoder(vit, 0, 8).split is None  # fully frozen works for any encoder
     with pytest.raises(ValueError, match="context_trainable_layers=3 exceeds the encoder's 2 layers"):
         _model(tiny_bert_dir, context_trainable_layers=3)
     # Only the fusion has a context encoder to split: the other modes ignore k (a default config may set it).
     for mode in ("concat", "none"):
-        assert _model(tiny_bert_dir, context_trainable_layers=0, context_mode=mode, alignment="none").context_encoder is None
+        assert (
+            _model(tiny_bert_dir, context_trainable_layers=0, context_mode=mode, alignment="none").context_encoder
+            is None
+        )
 
 
 def test_the_pyfunc_serves_a_saved_cached_model(tiny_bert_dir, tmp_path):

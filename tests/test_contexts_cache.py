@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageStat
 
+from components.common.images import ImageProblem, read_image
 from components.contexts.base import GenerationFailure, GeneratorSpec, ImageGenerator
 from components.contexts.cache import ContextCache, ContextRecord, cache_key
 from components.contexts.context_set import read_context_set, write_context_set
 from components.contexts.generate import generate_contexts
-from components.common.images import ImageProblem, read_image
 from components.data.records import ContextSet, DataFormatError
 
 
@@ -45,8 +45,9 @@ def _png_header_only(path: Path, width: int, height: int) -> None:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) +
-                     chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture()
@@ -176,7 +177,8 @@ def test_an_image_a_generator_skips_is_a_failure_not_a_silent_gap(tmp_path: Path
         def generate(self, items):
             yield from super().generate([item for item in items if item.image_id != "img1"])
 
-    report = generate_contexts(["img0", "img1", "img2"], Skipping(image_dir), ContextCache(tmp_path / "c"),
-                               progress=False)
+    report = generate_contexts(
+        ["img0", "img1", "img2"], Skipping(image_dir), ContextCache(tmp_path / "c"), progress=False
+    )
     assert sorted(report.contexts) == ["img0", "img2"]
     assert [(f.image_id, f.reason) for f in report.failures] == [("img1", "no result: the generator skipped it")]

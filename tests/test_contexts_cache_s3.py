@@ -9,7 +9,7 @@ from dataclasses import asdict
 import boto3
 import pytest
 from PIL import Image
-from s3_fixtures import S3TestEnv, moto_endpoint, s3_env  # noqa: F401
+from s3_fixtures import S3TestEnv
 from test_contexts_cache import PixelStatsGenerator
 
 from components.contexts.cache import ContextCache, ContextRecord, S3ContextCache, cache_key, open_cache
@@ -17,8 +17,9 @@ from components.contexts.generate import generate_contexts
 
 
 def _record(key: str, text: str = "a red bridge") -> ContextRecord:
-    return ContextRecord(key=key, image_id="img0", generator="g", text=text, input={"image_sha256": "0" * 64},
-                         created_at=1.0)
+    return ContextRecord(
+        key=key, image_id="img0", generator="g", text=text, input={"image_sha256": "0" * 64}, created_at=1.0
+    )
 
 
 def test_open_cache_picks_the_store_by_location(s3_env: S3TestEnv, tmp_path):

@@ -43,22 +43,43 @@ def build_tiny_llava(path: Path, seed: int = 0) -> None:
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
         extra_special_tokens={"image_token": "<image>"},
     )
     image_processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     processor = LlavaProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=8, vision_feature_select_strategy="default",
-        num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE,
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE,
     )
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(
-            hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32,
-            patch_size=8, projection_dim=16,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+            projection_dim=16,
         ),
         text_config=LlamaConfig(
-            vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-            num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+            vocab_size=len(vocab),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
         ),
         image_token_id=vocab["<image>"],
         vision_feature_select_strategy="default",
@@ -137,8 +158,9 @@ def test_hf_backend_generates_what_greedy_decoding_gives_and_caches_it(tiny_mode
     assert len(set(report.contexts.values())) > 1, "different images should steer the random model differently"
 
     # Batching does not change the text (left padding, same prompt): one image per batch gives the same contexts.
-    single = generate_contexts(ids, _generator(tiny_model, images, batch_size=1), ContextCache(tmp_path / "c2"),
-                               progress=False)
+    single = generate_contexts(
+        ids, _generator(tiny_model, images, batch_size=1), ContextCache(tmp_path / "c2"), progress=False
+    )
     assert single.contexts == report.contexts
 
     # A rerun is all cache hits and never loads the weights.
@@ -161,8 +183,9 @@ def test_generator_id_tracks_the_model_and_the_parameters(tiny_model: Path, tmp_
     base = _generator(tiny_model, images)
     assert _generator(renamed, images).spec.generator_id == base.spec.generator_id
     assert _generator(other, images).spec.generator_id != base.spec.generator_id
-    longer = HFGenerator(HFSettings(model_path=tiny_model), PROMPT, GenerationSettings(max_new_tokens=7), images,
-                         10_000_000, 5_000_000)
+    longer = HFGenerator(
+        HFSettings(model_path=tiny_model), PROMPT, GenerationSettings(max_new_tokens=7), images, 10_000_000, 5_000_000
+    )
     assert longer.spec.params != base.spec.params
     with pytest.raises(FileNotFoundError, match="not a directory"):
         model_fingerprint(tmp_path / "nope")

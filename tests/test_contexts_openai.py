@@ -79,9 +79,20 @@ class ChatServer:
                     if nth <= server.fail_500.get(sha, 0):
                         return self._reply(500, {"error": "overloaded"})
                     content = describe(image_bytes) + f" ({header.removeprefix('data:').split(';')[0]})"
-                    self._reply(200, {"id": "x", "object": "chat.completion",
-                                      "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                                                   "finish_reason": "stop"}]})
+                    self._reply(
+                        200,
+                        {
+                            "id": "x",
+                            "object": "chat.completion",
+                            "choices": [
+                                {
+                                    "index": 0,
+                                    "message": {"role": "assistant", "content": content},
+                                    "finish_reason": "stop",
+                                }
+                            ],
+                        },
+                    )
                     with server.lock:
                         server.answered[sha] += 1
                 finally:
@@ -136,10 +147,18 @@ def test_openai_backend_contract_concurrency_retries_timeouts(tmp_path: Path, mo
         server.slow_once[shas["im3"]] = 1.0  # first attempt times out, the retry answers
         server.slow[shas["im4"]] = 1.0  # always too slow: a timeout failure
         server.reject_400.add(shas["im5"])  # a client error: not retried
-        settings = OpenAISettings(base_url=server.base_url, model="tiny-lmm", api_key_env="SHAPCA_TEST_KEY",
-                                  concurrency=3, timeout_s=0.4, max_retries=2, backoff_s=0.01)
-        generator = OpenAIGenerator(settings, "Describe.", GenerationSettings(max_new_tokens=32), tmp_path / "images",
-                                    10_000_000, 5_000_000)
+        settings = OpenAISettings(
+            base_url=server.base_url,
+            model="tiny-lmm",
+            api_key_env="SHAPCA_TEST_KEY",
+            concurrency=3,
+            timeout_s=0.4,
+            max_retries=2,
+            backoff_s=0.01,
+        )
+        generator = OpenAIGenerator(
+            settings, "Describe.", GenerationSettings(max_new_tokens=32), tmp_path / "images", 10_000_000, 5_000_000
+        )
         cache = ContextCache(tmp_path / "cache", fsync=True)
         ids = list(shas) + ["gone"]
         report = generate_contexts(ids, generator, cache, progress=False)
@@ -193,8 +212,9 @@ def test_requests_are_concurrent_and_bounded(tmp_path: Path, monkeypatch):
     with ChatServer(delay_s=0.1) as server:
         settings = OpenAISettings(base_url=server.base_url, model="m", concurrency=3, timeout_s=5)
         generator = OpenAIGenerator(settings, "p", GenerationSettings(), tmp_path / "images", 10_000_000, 5_000_000)
-        report = generate_contexts([f"im{i}" for i in range(12)], generator, ContextCache(tmp_path / "c"),
-                                   progress=False)
+        report = generate_contexts(
+            [f"im{i}" for i in range(12)], generator, ContextCache(tmp_path / "c"), progress=False
+        )
         assert report.misses == 12
         assert 2 <= server.max_in_flight <= 3  # concurrent, and never more than `concurrency` at once
         assert set(server.auth_headers) == {None}  # no key in the environment: no Authorization header at all
@@ -206,8 +226,9 @@ def test_server_down_stops_the_run_with_a_clear_error(tmp_path: Path):
         url = server.base_url
     # The server is shut: connections are refused.
     settings = OpenAISettings(base_url=url, model="m", concurrency=1, timeout_s=0.5, max_retries=1, backoff_s=0.01)
-    generator = OpenAIGenerator(settings, "p", GenerationSettings(), tmp_path / "images", 10_000_000, 5_000_000,
-                                max_consecutive_failures=2)
+    generator = OpenAIGenerator(
+        settings, "p", GenerationSettings(), tmp_path / "images", 10_000_000, 5_000_000, max_consecutive_failures=2
+    )
     with pytest.raises(ServerUnavailable, match="2 requests in a row failed"):
         generate_contexts(["im0", "im1", "im2"], generator, ContextCache(tmp_path / "cache"), progress=False)
 

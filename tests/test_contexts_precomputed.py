@@ -30,10 +30,10 @@ def imported(tmp_path_factory, data_dir: Path):
     """All four imports into one cache, then all four again."""
     cache_dir = tmp_path_factory.mktemp("contexts-cache")
     first, second = {}, {}
-    for (dataset, generator) in README_COVERAGE:
+    for dataset, generator in README_COVERAGE:
         cfg = ContextsConfig(dataset=dataset, generator=generator, data_dir=data_dir, cache_dir=cache_dir)
         first[dataset, generator] = run_contexts(cfg, progress=False)
-    for (dataset, generator) in README_COVERAGE:
+    for dataset, generator in README_COVERAGE:
         cfg = ContextsConfig(dataset=dataset, generator=generator, data_dir=data_dir, cache_dir=cache_dir)
         second[dataset, generator] = run_contexts(cfg, progress=False)
     return cache_dir, first, second

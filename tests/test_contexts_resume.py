@@ -11,8 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from components.contexts.cache import ContextCache
 from test_contexts_openai import ChatServer, make_images  # same directory: pytest puts it on sys.path
+
+from components.contexts.cache import ContextCache
 
 NUM_IMAGES = 24
 CONCURRENCY = 2
@@ -25,21 +26,26 @@ from components.contexts.config import GenerationSettings, OpenAISettings
 from components.contexts.generate import generate_contexts
 from components.contexts.openai_compat import OpenAIGenerator
 
-base_url, image_dir, cache_dir, n = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
-settings = OpenAISettings(base_url=base_url, model="slow-lmm", concurrency=%d, timeout_s=10, max_retries=0)
+base_url, image_dir, cache_dir = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+n, concurrency = int(sys.argv[4]), int(sys.argv[5])
+settings = OpenAISettings(base_url=base_url, model="slow-lmm", concurrency=concurrency, timeout_s=10, max_retries=0)
 generator = OpenAIGenerator(settings, "Describe.", GenerationSettings(), image_dir, 10_000_000, 5_000_000)
 report = generate_contexts([f"im{i}" for i in range(n)], generator, ContextCache(cache_dir, fsync=True),
                            chunk_size=8, progress=False)
 print(json.dumps({"hits": report.hits, "misses": report.misses, "failures": len(report.failures)}))
-""" % CONCURRENCY
+"""
 
 
 def _start(server: ChatServer, images: Path, cache: Path, project_root: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(project_root)}
     env.pop("OPENAI_API_KEY", None)
     return subprocess.Popen(
-        [sys.executable, "-c", RUN, server.base_url, str(images), str(cache), str(NUM_IMAGES)],
-        cwd=project_root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-c", RUN, server.base_url, str(images), str(cache), str(NUM_IMAGES), str(CONCURRENCY)],
+        cwd=project_root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

@@ -89,8 +89,9 @@ def test_efficiency_symmetry_and_shared_credit():
     alone = coverage_shapley(torch.tensor([[0.9], [0.2]], dtype=torch.float64))
     shared = coverage_shapley(torch.tensor([[0.9], [0.2], [0.9]], dtype=torch.float64))
     torch.testing.assert_close(alone, torch.tensor([0.1 + 0.7, 0.1], dtype=torch.float64), rtol=0, atol=1e-15)
-    torch.testing.assert_close(shared, torch.tensor([0.2 / 3 + 0.35, 0.2 / 3, 0.2 / 3 + 0.35], dtype=torch.float64),
-                               rtol=0, atol=1e-15)
+    torch.testing.assert_close(
+        shared, torch.tensor([0.2 / 3 + 0.35, 0.2 / 3, 0.2 / 3 + 0.35], dtype=torch.float64), rtol=0, atol=1e-15
+    )
 
 
 def test_monte_carlo_estimator_converges_to_the_closed_form():
@@ -114,8 +115,9 @@ def test_gradcheck():
     scores = _scores((2, 5, 4), 4).requires_grad_()  # distinct values: the sort's order is locally constant
     mask = torch.tensor([[1, 1, 0, 1], [1, 0, 1, 1]], dtype=torch.bool)
     assert torch.autograd.gradcheck(coverage_shapley, (scores,))
-    assert torch.autograd.gradcheck(lambda s: coverage_shapley(s, mask, torch.tensor([1, 0, 1, 1, 1]).bool()),
-                                    (scores,))
+    assert torch.autograd.gradcheck(
+        lambda s: coverage_shapley(s, mask, torch.tensor([1, 0, 1, 1, 1]).bool()), (scores,)
+    )
 
 
 def test_token_mask_leaves_padding_out_of_the_mean():
@@ -132,8 +134,9 @@ def test_token_mask_leaves_padding_out_of_the_mean():
 
 def test_players_outside_the_game_get_zero_and_change_nobody():
     scores = -_scores((4, 7, 5), 6).abs()  # all negative: a zero-score stand-in would not be a null player here
-    present = torch.tensor([[1, 1, 0, 1, 0, 1, 1], [1, 1, 1, 1, 1, 1, 1], [0, 0, 0, 1, 0, 0, 0],
-                            [0, 0, 0, 0, 0, 0, 0]], dtype=torch.bool)  # (targets, N)
+    present = torch.tensor(
+        [[1, 1, 0, 1, 0, 1, 1], [1, 1, 1, 1, 1, 1, 1], [0, 0, 0, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0]], dtype=torch.bool
+    )  # (targets, N)
     junk = scores.masked_fill(~present[..., None], 5.0)  # absent players' scores must not matter
     phi = coverage_shapley(junk, player_mask=present)
     for j in range(4):
@@ -167,8 +170,18 @@ def test_rejects_a_vector():
 def test_benchmark_rows_time_the_closed_form_against_enumeration():
     from components.benchmarks.shapley import run_shapley_benchmark
 
-    result = run_shapley_benchmark(ns=(4,), ks=(2,), seeds=(0,), repeats=2, loop_repeats=1, include_step=False,
-                                   progress=False, coverage_ns=(6, 20), coverage_ts=(5,), coverage_exact_limit=6)
+    result = run_shapley_benchmark(
+        ns=(4,),
+        ks=(2,),
+        seeds=(0,),
+        repeats=2,
+        loop_repeats=1,
+        include_step=False,
+        progress=False,
+        coverage_ns=(6, 20),
+        coverage_ts=(5,),
+        coverage_exact_limit=6,
+    )
     small, large = result["coverage_rows"]
     assert (small["n"], small["t"], large["n"]) == (6, 5, 20)
     assert small["closed_form_ms"] > 0 and small["brute_force_ms"] > 0

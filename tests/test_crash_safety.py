@@ -8,6 +8,7 @@ import torch
 from mlflow import MlflowClient
 
 from components.config import ExperimentConfig, config_hash
+from components.runs.run_dir import RUN_ID_FILE, ResumeRefused, claim_output_dir, run_to_continue
 from components.tracking.mlflow_setup import setup_tracking
 from components.training.checkpoint import (
     TrainerState,
@@ -16,7 +17,6 @@ from components.training.checkpoint import (
     save_checkpoint,
     write_atomically,
 )
-from components.runs.run_dir import RUN_ID_FILE, ResumeRefused, claim_output_dir, run_to_continue
 
 
 def _checkpoint(directory, config_hash_: str) -> None:

@@ -14,12 +14,22 @@ def test_two_ranks_train_on_different_data_and_log_once(tmp_path, tiny_bert_dir,
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    cfg = load_config("configs/default.yaml", [
-        f"data.data_dir={data_dir}", "data.max_examples={train: 32, dev: 8, test: 8}",
-        f"model.text_encoder={tiny_bert_dir}", "model.align_dim=16", "model.permutations=4",
-        "train.batch_size=8", "train.epochs=1", "train.device=cpu", "train.num_gpus=2",
-        f"train.output_dir={tmp_path / 'out'}", "tracking.experiment=ddp-test",
-    ])
+    cfg = load_config(
+        "configs/default.yaml",
+        [
+            f"data.data_dir={data_dir}",
+            "data.max_examples={train: 32, dev: 8, test: 8}",
+            f"model.text_encoder={tiny_bert_dir}",
+            "model.align_dim=16",
+            "model.permutations=4",
+            "train.batch_size=8",
+            "train.epochs=1",
+            "train.device=cpu",
+            "train.num_gpus=2",
+            f"train.output_dir={tmp_path / 'out'}",
+            "tracking.experiment=ddp-test",
+        ],
+    )
     result = train_and_log(cfg)
 
     # The shards the trainer's sampler gives each rank (same lengths, seed and epoch as the training above).

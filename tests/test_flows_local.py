@@ -49,8 +49,9 @@ def _task_states(flow_run_id) -> dict[str, str]:
     return {re.sub(r"-[0-9a-f]{3}$", "", r.name): r.state.name for r in runs}
 
 
-def test_validate_data_passes_on_real_twitter2017_publishes_report_and_caches(prefect_backend, project_root,
-                                                                               data_dir, monkeypatch):
+def test_validate_data_passes_on_real_twitter2017_publishes_report_and_caches(
+    prefect_backend, project_root, data_dir, monkeypatch
+):
     from flows.validate_data import validate_data
 
     monkeypatch.chdir(project_root)
@@ -82,21 +83,26 @@ def _write_conll(path: Path, tweets: list[tuple[str, list[tuple[str, str]]]]) ->
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def test_validate_data_fails_with_the_readable_report_on_a_bad_tag(prefect_backend, tmp_path, monkeypatch,
-                                                                    project_root):
+def test_validate_data_fails_with_the_readable_report_on_a_bad_tag(
+    prefect_backend, tmp_path, monkeypatch, project_root
+):
     from flows.validate_data import DataValidationFailed, validate_data
 
     monkeypatch.chdir(project_root)
     data = tmp_path / "data"
-    _write_conll(data / "twitter2017" / "train.txt", [
-        ("17_06_1", [("Trump", "B-PER"), ("visits", "O"), ("Paris", "B-LOC")]),
-        ("17_06_2", [("Go", "O"), ("Warriors", "B-FOO")]),  # not one of PER LOC ORG MISC
-    ])
+    _write_conll(
+        data / "twitter2017" / "train.txt",
+        [
+            ("17_06_1", [("Trump", "B-PER"), ("visits", "O"), ("Paris", "B-LOC")]),
+            ("17_06_2", [("Go", "O"), ("Warriors", "B-FOO")]),  # not one of PER LOC ORG MISC
+        ],
+    )
     _write_conll(data / "twitter2017" / "valid.txt", [("17_06_3", [("Apple", "B-ORG"), ("rocks", "O")])])
     _write_conll(data / "twitter2017" / "test.txt", [("17_06_4", [("Hi", "O"), ("London", "B-LOC")])])
 
-    state = validate_data(dataset="twitter2017", context_generator="none", data_dir=data,
-                          check_published_sizes=False, return_state=True)
+    state = validate_data(
+        dataset="twitter2017", context_generator="none", data_dir=data, check_published_sizes=False, return_state=True
+    )
     assert state.is_failed()
     error = state.result(raise_on_failure=False)
     assert isinstance(error, DataValidationFailed)
@@ -120,8 +126,9 @@ def _real_subset(data_dir: Path, out: Path, tweets: int) -> tuple[Path, int]:
     return out, sum(line.endswith("\tB-" + t) for line in test.splitlines() for t in ("PER", "LOC", "ORG", "MISC"))
 
 
-def test_shapca_run_trains_registers_and_prints_the_outcome(prefect_backend, project_root, data_dir, tmp_path,
-                                                            monkeypatch):
+def test_shapca_run_trains_registers_and_prints_the_outcome(
+    prefect_backend, project_root, data_dir, tmp_path, monkeypatch
+):
     from mlflow import MlflowClient
     from typer.testing import CliRunner
 
@@ -131,10 +138,16 @@ def test_shapca_run_trains_registers_and_prints_the_outcome(prefect_backend, pro
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     monkeypatch.chdir(tmp_path)  # `shapca run` finds the project itself (SHAPCA_PROJECT_ROOT)
     monkeypatch.setenv("SHAPCA_PROJECT_ROOT", str(project_root))
-    overrides = ["train.device=cpu", "train.precision=fp32", "train.epochs=1", "train.batch_size=16",
-                 "model.permutations=8", "data.max_examples={train: 32, dev: 16, test: 16}",
-                 "tracking.allow_partial_dev=true",  # the capped dev split may promote (registry rule, issue 14)
-                 f"train.output_dir={tmp_path / 'outputs'}"]
+    overrides = [
+        "train.device=cpu",
+        "train.precision=fp32",
+        "train.epochs=1",
+        "train.batch_size=16",
+        "model.permutations=8",
+        "data.max_examples={train: 32, dev: 16, test: 16}",
+        "tracking.allow_partial_dev=true",  # the capped dev split may promote (registry rule, issue 14)
+        f"train.output_dir={tmp_path / 'outputs'}",
+    ]
     result = CliRunner().invoke(app, ["run", *[arg for o in overrides for arg in ("-o", o)]])
     assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
 

@@ -82,8 +82,18 @@ def test_cli_imports_and_prints_coverage(data_dir: Path, tmp_path: Path):
     app = typer.Typer()
     app.callback()(lambda: None)
     add_commands(app)
-    args = ["contexts", "--dataset", "twitter2017", "--generator", "blip2", "--data-dir", str(data_dir),
-            "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    args = [
+        "contexts",
+        "--dataset",
+        "twitter2017",
+        "--generator",
+        "blip2",
+        "--data-dir",
+        str(data_dir),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--no-progress",
+    ]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "0 cache hits, 4819 generated" in first.output

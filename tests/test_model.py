@@ -21,8 +21,8 @@ from components.data.example_dataset import ExampleDataset
 from components.data.records import JointExample, NerExample, ReExample, Span, Triple
 from components.model.config import ShapCAConfig
 from components.model.encoders import resolve_encoder_path
-from components.model.packaged_encoders import PACKAGED_ENCODERS, packaged_encoder_path, verify_sha256
 from components.model.heads import ReHead, crf_marginals
+from components.model.packaged_encoders import PACKAGED_ENCODERS, packaged_encoder_path, verify_sha256
 from components.model.processor import ShapCAProcessor
 from components.model.shapca import ShapCA, ShapCAOutput
 
@@ -36,42 +36,74 @@ def encoders(tmp_path_factory, tiny_bert_dir, tiny_clip_dir) -> dict[str, Path]:
     """Tiny random encoders: the suite's BERT and CLIP vision tower (conftest) and a ViT made here."""
     vit = tmp_path_factory.mktemp("tiny-vit")
     torch.manual_seed(0)
-    ViTModel(ViTConfig(hidden_size=16, intermediate_size=24, num_hidden_layers=1, num_attention_heads=2,
-                       image_size=32, patch_size=16)).save_pretrained(vit)
+    ViTModel(
+        ViTConfig(
+            hidden_size=16,
+            intermediate_size=24,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=16,
+        )
+    ).save_pretrained(vit)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(vit)
     return {"bert": tiny_bert_dir, "clip": tiny_clip_dir, "vit": vit}
 
 
 def _config(encoders, **overrides) -> ShapCAConfig:
-    base = dict(text_encoder=str(encoders["bert"]), align_dim=16, fusion_heads=4, pair_hidden=24, dropout=0.1,
-                permutations=8)
+    base = dict(
+        text_encoder=str(encoders["bert"]), align_dim=16, fusion_heads=4, pair_hidden=24, dropout=0.1, permutations=8
+    )
     return ShapCAConfig(**{**base, **overrides})
 
 
 NER = [
-    NerExample("train-0", "img0", ["Kawhi", "Leonard", "wins", "the", "fan", "vote", "\u200d"],
-               ["B-PER", "I-PER", "O", "O", "O", "O", "O"]),
+    NerExample(
+        "train-0",
+        "img0",
+        ["Kawhi", "Leonard", "wins", "the", "fan", "vote", "\u200d"],
+        ["B-PER", "I-PER", "O", "O", "O", "O", "O"],
+    ),
     NerExample("train-1", "img1", ["Spurs", "play", "in", "San", "Antonio"], ["B-ORG", "O", "O", "B-LOC", "I-LOC"]),
     NerExample("train-2", "img2", ["#", "NBA", "final", "tonight"], ["O", "B-ORG", "O", "O"]),
     NerExample("train-3", "img3", ["Watching", "Star", "Wars", "again"], ["O", "B-MISC", "I-MISC", "O"]),
 ]
 RE = [
-    ReExample("train-0", "img0", ["Kawhi", "Leonard", "plays", "for", "the", "Spurs"], Span(0, 2), Span(5, 6),
-              "/per/org/member_of"),
-    ReExample("train-1", "img1", ["Tony", "lives", "in", "Paris"], Span(0, 1), Span(3, 4),
-              "/per/loc/place_of_residence"),
+    ReExample(
+        "train-0",
+        "img0",
+        ["Kawhi", "Leonard", "plays", "for", "the", "Spurs"],
+        Span(0, 2),
+        Span(5, 6),
+        "/per/org/member_of",
+    ),
+    ReExample(
+        "train-1", "img1", ["Tony", "lives", "in", "Paris"], Span(0, 1), Span(3, 4), "/per/loc/place_of_residence"
+    ),
     ReExample("train-2", "img2", ["Tony", "and", "Tim", "at", "the", "game"], Span(2, 3), Span(0, 1), "None"),
 ]
 JOINT = [
-    JointExample("train-0", "img0", ["Kawhi", "Leonard", "plays", "for", "the", "Spurs", "in", "Texas"],
-                 [Span(0, 2), Span(5, 6), Span(7, 8)],
-                 [Triple(Span(0, 2), "/per/org/member_of", Span(5, 6))]),
-    JointExample("train-1", "img1", ["Tony", "lives", "in", "Paris"], [Span(0, 1), Span(3, 4)],
-                 [Triple(Span(0, 1), "/per/loc/place_of_residence", Span(3, 4))]),
+    JointExample(
+        "train-0",
+        "img0",
+        ["Kawhi", "Leonard", "plays", "for", "the", "Spurs", "in", "Texas"],
+        [Span(0, 2), Span(5, 6), Span(7, 8)],
+        [Triple(Span(0, 2), "/per/org/member_of", Span(5, 6))],
+    ),
+    JointExample(
+        "train-1",
+        "img1",
+        ["Tony", "lives", "in", "Paris"],
+        [Span(0, 1), Span(3, 4)],
+        [Triple(Span(0, 1), "/per/loc/place_of_residence", Span(3, 4))],
+    ),
     JointExample("train-2", "img2", ["Nothing", "to", "see"], [], []),
 ]
-CONTEXTS = {"img0": "a basketball player holding a trophy", "img1": "a city street at night",
-            "img2": "a crowd in an arena"}
+CONTEXTS = {
+    "img0": "a basketball player holding a trophy",
+    "img1": "a city street at night",
+    "img2": "a crowd in an arena",
+}
 TASKS = {"ner": (NER_TYPES, NER), "re": (RELATIONS, RE), "joint": (RELATIONS[1:], JOINT)}
 
 
@@ -101,7 +133,7 @@ def test_predictions_have_the_promised_shapes(encoders):
     ner = ShapCA.from_config(_config(encoders), "ner", NER_TYPES)
     preds = ner.predict(ner.processor(ExampleDataset(NER, CONTEXTS)))
     assert len(preds) == len(NER) and ner.training  # predict restores the training mode
-    for example, found in zip(NER, preds):
+    for example, found in zip(NER, preds, strict=False):
         for span, kind, score in found:
             assert isinstance(span, Span) and 0 <= span.start < span.end <= len(example.tokens)
             assert kind in NER_TYPES and 0.0 < score <= 1.0
@@ -112,7 +144,7 @@ def test_predictions_have_the_promised_shapes(encoders):
     preds = joint.predict(joint.processor(ExampleDataset(JOINT, CONTEXTS)))
     assert len(preds) == len(JOINT)
     for found in preds:
-        for triple, score in found:
+        for triple, _score in found:
             assert isinstance(triple, Triple) and triple.relation in RELATIONS[1:] and triple.head != triple.tail
 
 
@@ -158,7 +190,11 @@ def test_save_and_load_are_exact_inverses_without_the_encoder_paths(encoders, tm
     assert out.loss.item() == out_loaded.loss.item()
     assert model.predict(batch) == loaded.predict(reloaded_batch)
     assert {p.name for p in (tmp_path / "saved").iterdir()} >= {
-        "config.json", "processor.json", "model.safetensors", "text_encoder", "image_encoder"
+        "config.json",
+        "processor.json",
+        "model.safetensors",
+        "text_encoder",
+        "image_encoder",
     }
     # The processor on its own: save and load are exact inverses, and its label ids are the head's.
     model.processor.save_pretrained(tmp_path / "processor")
@@ -174,7 +210,7 @@ def test_a_processor_file_whose_label_ids_disagree_with_its_head_is_refused(enco
     model.processor.save_pretrained(tmp_path)
     meta = json.loads((tmp_path / "processor.json").read_text())
     tags = list(meta["label_ids"]["tags"])
-    meta["label_ids"]["tags"] = dict(zip(tags, reversed(range(len(tags)))))  # the same tags, other ids
+    meta["label_ids"]["tags"] = dict(zip(tags, reversed(range(len(tags))), strict=False))  # the same tags, other ids
     (tmp_path / "processor.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="label ids"):
         ShapCAProcessor.from_pretrained(tmp_path)
@@ -197,7 +233,8 @@ def test_a_directory_saved_before_the_processor_still_loads(encoders, tmp_path, 
     assert (loaded.task, loaded.labels, loaded.processor.label_ids) == (task, labels, model.processor.label_ids)
     images = _images(["img0", "img2"])
     assert loaded.predict(loaded.processor(ExampleDataset(examples, CONTEXTS, images))) == model.predict(
-        model.processor(ExampleDataset(examples, CONTEXTS, images)))
+        model.processor(ExampleDataset(examples, CONTEXTS, images))
+    )
     processor_file = tmp_path / "saved" / "processor.json"
     model.processor.save_pretrained(tmp_path / "saved")
     processor_meta = json.loads(processor_file.read_text())
@@ -323,8 +360,13 @@ def test_processor_builds_gold_entity_pairs(encoders):
     batch = model.processor(ExampleDataset(JOINT))
     pairs = {
         (b, tuple(h), tuple(t)): label
-        for b, h, t, label in zip(batch.pair_sample.tolist(), batch.pair_head.tolist(), batch.pair_tail.tolist(),
-                                  batch.pair_label.tolist())
+        for b, h, t, label in zip(
+            batch.pair_sample.tolist(),
+            batch.pair_head.tolist(),
+            batch.pair_tail.tolist(),
+            batch.pair_label.tolist(),
+            strict=False,
+        )
     }
     assert len(pairs) == 3 * 2 + 2 * 1  # ordered pairs of distinct entities: 3 in sentence 0, 2 in sentence 1
     classes = ["None", *RELATIONS[1:]]
@@ -388,7 +430,7 @@ def test_crf_marginals_match_enumeration():
             s = s + sum(crf.transitions[path[t - 1], path[t]] for t in range(1, length))
             scores.append(s)
         probs = torch.stack(scores).softmax(0)
-        for path, p in zip(paths, probs):
+        for path, p in zip(paths, probs, strict=False):
             for t in range(length):
                 expected[t, path[t]] += p
         torch.testing.assert_close(marginals[b, :length].detach(), expected.detach(), rtol=1e-5, atol=1e-6)
@@ -411,8 +453,13 @@ def test_token_coverage_game_trains_end_to_end(encoders, coverage, context_mode)
     """model.shapley_game=token_coverage on the tiny BERT (and CLIP for images): the alignment reads token states
     without padding and special tokens, and its loss sends gradients into the encoders and every projection."""
     images = context_mode == "fusion"  # images with the fusion model; the concat model reads text and context only
-    config = _config(encoders, shapley_game="token_coverage", coverage_scores=coverage, context_mode=context_mode,
-                     image_encoder=encoders["clip"] if images else None)
+    config = _config(
+        encoders,
+        shapley_game="token_coverage",
+        coverage_scores=coverage,
+        context_mode=context_mode,
+        image_encoder=encoders["clip"] if images else None,
+    )
     model = ShapCA.from_config(config, "ner", NER_TYPES).train()
     contexts = {"img0": CONTEXTS["img0"], "img1": CONTEXTS["img1"], "img3": "a poster of a film"}  # img2: none
     batch = model.processor(ExampleDataset(NER, contexts, _images(["img0", "img1", "img3"]) if images else None))

@@ -21,10 +21,16 @@ def _problems(path: Path) -> list[str]:
             found += [f"{path}:{node.lineno}: imports {a.name}" for a in node.names if a.name.split(".")[0] in PICKLERS]
         elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in PICKLERS:
             found.append(f"{path}:{node.lineno}: imports from {node.module}")
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load" and (
-                isinstance(node.func.value, ast.Name) and node.func.value.id == "torch"):
-            safe = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
-                       for k in node.keywords)
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "load"
+            and (isinstance(node.func.value, ast.Name) and node.func.value.id == "torch")
+        ):
+            safe = any(
+                k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                for k in node.keywords
+            )
             if not safe:
                 found.append(f"{path}:{node.lineno}: torch.load without weights_only=True")
     return found
@@ -38,8 +44,13 @@ def test_no_source_file_unpickles(project_root):
 def test_the_check_sees_what_it_forbids(tmp_path):
     bad = tmp_path / "bad.py"
     unsafe = "weights_only" + "=False"  # assembled, so that this test file itself holds no unsafe call
-    bad.write_text("import pickle\nfrom joblib import load\nimport torch\ntorch.load('x')\n"
-                   f"torch.load('y', {unsafe})\ntorch.load('z', weights_only=True)\n")
+    bad.write_text(
+        "import pickle\nfrom joblib import load\nimport torch\ntorch.load('x')\n"
+        f"torch.load('y', {unsafe})\ntorch.load('z', weights_only=True)\n"
+    )
     assert [p.split(": ", 1)[1] for p in _problems(bad)] == [
-        "imports pickle", "imports from joblib", "torch.load without weights_only=True",
-        "torch.load without weights_only=True"]
+        "imports pickle",
+        "imports from joblib",
+        "torch.load without weights_only=True",
+        "torch.load without weights_only=True",
+    ]

@@ -2,7 +2,8 @@
 distributions is found through their RECORDs, joined, unpacked once into the encoder cache and checked against its
 pinned sha256; and an MPNet-architecture encoder (all-mpnet-base-v2's: no token types, <s>/</s> specials, relative
 positions) trains and round-trips through ShapCA. The distributions and the MPNet here are tiny fakes built in the test;
-the real all-mpnet-base-v2 is 405 MB of wheels and stays an opt-in (`make setup-mpnet`). The tiny MPNet is conftest's."""
+the real all-mpnet-base-v2 is 405 MB of wheels and stays an opt-in (`make setup-mpnet`). The tiny MPNet is
+conftest's."""
 
 from __future__ import annotations
 
@@ -38,13 +39,13 @@ def _zip_bytes(members: dict[str, bytes]) -> bytes:
 
 def _split(data: bytes, n: int) -> list[bytes]:
     size = -(-len(data) // n)
-    return [data[i * size:(i + 1) * size] for i in range(n)]
+    return [data[i * size : (i + 1) * size] for i in range(n)]
 
 
 MEMBERS = {
     "tiny-model/model.safetensors": WEIGHTS,
     "tiny-model/config.json": b"{}",
-    "tiny-model/1_Pooling/config.json": b"{\"pooling_mode_mean_tokens\": true}",
+    "tiny-model/1_Pooling/config.json": b'{"pooling_mode_mean_tokens": true}',
     "tiny-model/desktop.ini": b"[.ShellClassInfo]",
     "tiny-model/1_Pooling/desktop.ini": b"[.ShellClassInfo]",
     "README-outside.txt": b"not part of the model",
@@ -80,7 +81,7 @@ def test_unpack_refuses_a_member_that_escapes_the_folder(tmp_path):
 
 def _install_fake_parts(site: Path, names: list[str], chunks: list[bytes]) -> None:
     """Write installed distributions (dist-info with a RECORD) the way pip lays out the real part wheels."""
-    for n, (name, chunk) in enumerate(zip(names, chunks), start=1):
+    for n, (name, chunk) in enumerate(zip(names, chunks, strict=False), start=1):
         package = name.replace("-", "_")
         data = site / package / "input" / f"tiny-model.zip.{n:03d}"
         data.parent.mkdir(parents=True)
@@ -94,8 +95,11 @@ def _install_fake_parts(site: Path, names: list[str], chunks: list[bytes]) -> No
 def test_a_split_zip_encoder_is_found_unpacked_once_and_checked(tmp_path, monkeypatch):
     names = ["shapca-fake-part-001", "shapca-fake-part-002"]
     spec = SplitZipPackages(
-        weights_sha256=hashlib.sha256(WEIGHTS).hexdigest(), distributions=tuple(names),
-        part_suffix="tiny-model.zip.", model_dir="tiny-model", install_hint="run `make setup-fake`",
+        weights_sha256=hashlib.sha256(WEIGHTS).hexdigest(),
+        distributions=tuple(names),
+        part_suffix="tiny-model.zip.",
+        model_dir="tiny-model",
+        install_hint="run `make setup-fake`",
     )
     monkeypatch.setitem(packaged_encoders.PACKAGED_ENCODERS, "fake", spec)
     monkeypatch.setenv(ENCODER_CACHE_ENV, str(tmp_path / "cache"))
@@ -128,8 +132,15 @@ CONTEXTS = {"img0": "a basketball player holding a trophy", "img1": "a city stre
 
 @pytest.mark.parametrize("context_mode", ["fusion", "concat"])
 def test_an_mpnet_encoder_trains_and_round_trips(tiny_mpnet_dir, tmp_path, context_mode):
-    config = ShapCAConfig(text_encoder=str(tiny_mpnet_dir), context_mode=context_mode, alignment="shapley",
-                          shapley_game="token_coverage", align_dim=16, fusion_heads=4, context_trainable_layers=1)
+    config = ShapCAConfig(
+        text_encoder=str(tiny_mpnet_dir),
+        context_mode=context_mode,
+        alignment="shapley",
+        shapley_game="token_coverage",
+        align_dim=16,
+        fusion_heads=4,
+        context_trainable_layers=1,
+    )
     model = ShapCA.from_config(config, "ner", ["PER", "LOC", "ORG", "MISC"]).train()
     batch = model.processor(ExampleDataset(NER, CONTEXTS))
     assert batch.token_type_ids is None  # MPNet takes none; the model must not pass them

@@ -32,13 +32,23 @@ def trained(tmp_path_factory, tiny_bert_dir, data_dir):
     uri = f"sqlite:///{root / 'mlflow.db'}"
     old = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = uri
-    cfg = load_config("configs/default.yaml", [
-        f"data.data_dir={data_dir}", "data.max_examples={train: 32, dev: 16, test: 16}",
-        f"model.text_encoder={tiny_bert_dir}", "model.align_dim=16", "model.permutations=8",
-        "model.alignment=shapley",  # the Shapley game's run logs the heatmap too (the default aligns by plain InfoNCE)
-        "train.batch_size=8", "train.epochs=2", f"train.output_dir={root / 'out'}", "tracking.experiment=pipeline-test",
-        "tracking.allow_partial_dev=true",  # a capped dev split: promotable only because this test allows it
-    ])
+    cfg = load_config(
+        "configs/default.yaml",
+        [
+            f"data.data_dir={data_dir}",
+            "data.max_examples={train: 32, dev: 16, test: 16}",
+            f"model.text_encoder={tiny_bert_dir}",
+            "model.align_dim=16",
+            "model.permutations=8",
+            # the Shapley game's run logs the heatmap too (the default aligns by plain InfoNCE)
+            "model.alignment=shapley",
+            "train.batch_size=8",
+            "train.epochs=2",
+            f"train.output_dir={root / 'out'}",
+            "tracking.experiment=pipeline-test",
+            "tracking.allow_partial_dev=true",  # a capped dev split: promotable only because this test allows it
+        ],
+    )
     result = train_and_log(cfg)
     version, decision = register_and_promote(result, cfg)
     yield {"cfg": cfg, "result": result, "version": version, "decision": decision, "uri": uri, "root": root}
@@ -55,7 +65,11 @@ def test_the_run_records_config_lineage_metrics_and_artifacts(trained):
     assert params["data.dataset"] == "twitter2017" and params["model.alignment"] == "shapley"
     assert params["lineage.data_version"].endswith(".dir")
     assert {i.dataset.name for i in run.inputs.dataset_inputs} == {  # lineage of the data: tests/test_run_inputs.py
-        "twitter2017-train", "twitter2017-dev", "twitter2017-test", "twitter2017-contexts-blip2"}
+        "twitter2017-train",
+        "twitter2017-dev",
+        "twitter2017-test",
+        "twitter2017-contexts-blip2",
+    }
     assert any(k.startswith("lineage.encoder.text/") for k in params)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "dev_f1")] == [1, 2]
     assert {"test_f1", "test_precision", "test_recall", "best_dev_f1"} <= set(run.data.metrics)
@@ -77,12 +91,18 @@ def test_champion_predicts_and_bad_rows_get_errors_not_a_crash(trained):
     import mlflow
 
     model = mlflow.pyfunc.load_model(MODEL)
-    frame = pd.DataFrame({
-        "text": ["Obama visits the Golden Gate Bridge in San Francisco", "", ["RT", "@user", ":", "Paris", "rocks"],
-                 "a tweet with an unreadable image"],
-        "context": ["a man in a suit near a red bridge", None, "the eiffel tower at night", None],
-        "image": [None, None, None, b"not an image"],
-    })
+    frame = pd.DataFrame(
+        {
+            "text": [
+                "Obama visits the Golden Gate Bridge in San Francisco",
+                "",
+                ["RT", "@user", ":", "Paris", "rocks"],
+                "a tweet with an unreadable image",
+            ],
+            "context": ["a man in a suit near a red bridge", None, "the eiffel tower at night", None],
+            "image": [None, None, None, b"not an image"],
+        }
+    )
     out = model.predict(frame)
     assert len(out) == 4
     assert out[0]["error"] is None and isinstance(out[0]["entities"], list)
@@ -97,9 +117,11 @@ def test_shapca_predict_writes_one_line_per_input(trained, tmp_path):
     source.write_text('{"text": "Messi scores for Barcelona"}\n{"text": ""}\n')
     target = tmp_path / "out.jsonl"
     done = subprocess.run(
-        [sys.executable, "-m", "cli", "predict", "--model", MODEL, "--input", str(source),
-         "--output", str(target)],
-        capture_output=True, text=True, env=os.environ | {"MLFLOW_TRACKING_URI": trained["uri"]}, timeout=300,
+        [sys.executable, "-m", "cli", "predict", "--model", MODEL, "--input", str(source), "--output", str(target)],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"MLFLOW_TRACKING_URI": trained["uri"]},
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in target.read_text().splitlines()]
@@ -122,12 +144,30 @@ def _free_port() -> int:
 def test_mlflow_models_serve_answers_invocations(trained):
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", MODEL, "--env-manager", "local",
-         "--host", "127.0.0.1", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            MODEL,
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         # mlflow execs `uvicorn` by name: the environment's bin directory must be on PATH even when it is not activated
-        env=os.environ | {"MLFLOW_TRACKING_URI": trained["uri"],
-                          "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        env=os.environ
+        | {
+            "MLFLOW_TRACKING_URI": trained["uri"],
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     try:
         deadline = time.time() + 120
@@ -137,11 +177,13 @@ def test_mlflow_models_serve_answers_invocations(trained):
                 break
             except OSError:
                 if time.time() > deadline or server.poll() is not None:
-                    pytest.fail(f"server did not come up: {server.stderr.read().decode()[-2000:] if server.poll() is not None else 'timeout'}")
+                    why = server.stderr.read().decode()[-2000:] if server.poll() is not None else "timeout"
+                    pytest.fail(f"server did not come up: {why}")
                 time.sleep(1)
         body = json.dumps({"dataframe_records": [{"text": "Obama visits Paris"}, {"text": ""}]}).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+        )
         answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
         predictions = answer["predictions"]
         assert len(predictions) == 2 and predictions[0]["error"] is None and predictions[1]["error"]

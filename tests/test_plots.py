@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.tracking.plots import confusion_matrix_png, shapley_heatmap_png, truncate_label
 from components.data.metrics import confusion_matrix
+from components.tracking.plots import confusion_matrix_png, shapley_heatmap_png, truncate_label
 
 
 def _pixels(path):
@@ -44,6 +44,7 @@ def test_shapley_heatmap_png_reads_the_sign(tmp_path):
     np.fill_diagonal(phi, 0.8)  # own contexts help, the others hurt
     mixed = _pixels(shapley_heatmap_png(phi, contexts, texts, tmp_path / "phi.png"))
     positive = _pixels(shapley_heatmap_png(np.abs(phi), contexts, texts, tmp_path / "phi_pos.png"))
+
     # RdBu_r centred on 0: negative cells are blue, positive ones red. Only the colour bar is blue in the
     # all-positive map, so the 30 negative cells make the mixed map far bluer; the 6 positive cells are red in both.
     def blueness(px):

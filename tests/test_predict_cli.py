@@ -16,19 +16,32 @@ from components.tracking.pyfunc_model import ServingLimits
 def _predict(tmp_path, content: bytes):
     source = tmp_path / "in.jsonl"
     source.write_bytes(content)
-    result = CliRunner().invoke(app, ["predict", "--model", "models:/does-not-exist/1", "--input", str(source),
-                                      "--output", str(tmp_path / "out.jsonl")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            "--model",
+            "models:/does-not-exist/1",
+            "--input",
+            str(source),
+            "--output",
+            str(tmp_path / "out.jsonl"),
+        ],
+    )
     return source, result
 
 
-@pytest.mark.parametrize("content, message", [
-    (b'{"text": "ok"}\n{"text": "caf\xe9"}\n', ":2: not valid UTF-8 (byte 0xe9 at column 14)"),
-    (b"", ": no input: expected one JSON object per line"),
-    (b"\n  \n", ": no input: expected one JSON object per line"),
-    (b'{"txt": "a"}\n{"body": "b"}\n', ": no line has a 'text' field (line 1 has ['txt'])"),
-    (b'{"text": "a"}\n[1, 2]\n', ":2: expected a JSON object, got list"),
-    (b'{"text": "a"\n', ":1: not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b'{"text": "ok"}\n{"text": "caf\xe9"}\n', ":2: not valid UTF-8 (byte 0xe9 at column 14)"),
+        (b"", ": no input: expected one JSON object per line"),
+        (b"\n  \n", ": no input: expected one JSON object per line"),
+        (b'{"txt": "a"}\n{"body": "b"}\n', ": no line has a 'text' field (line 1 has ['txt'])"),
+        (b'{"text": "a"}\n[1, 2]\n', ":2: expected a JSON object, got list"),
+        (b'{"text": "a"\n', ":1: not valid JSON"),
+    ],
+)
 def test_bad_input_is_named_by_file_and_line(tmp_path, content, message):
     source, result = _predict(tmp_path, content)
     assert result.exit_code == 2
@@ -49,7 +62,9 @@ def test_the_input_checks_load_no_model_code(tmp_path, project_root):
     """The checks before the load read the serving limits only: no task heads, so no torch (a bad file fails fast)."""
     source = tmp_path / "in.jsonl"
     source.write_text('{"text": "Obama visits Paris"}\n', encoding="utf-8")
-    code = ("import sys; from pathlib import Path; from cli.train import read_prediction_rows; "
-            f"rows = read_prediction_rows(Path({str(source)!r})); print(len(rows), 'torch' in sys.modules)")
+    code = (
+        "import sys; from pathlib import Path; from cli.train import read_prediction_rows; "
+        f"rows = read_prediction_rows(Path({str(source)!r})); print(len(rows), 'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=project_root)
     assert out.stdout.split() == ["1", "False"], out.stderr

@@ -34,11 +34,13 @@ def test_re_row_past_the_token_window_errors_alone(tiny_bert_dir):
     config = ShapCAConfig(text_encoder=str(tiny_bert_dir), align_dim=16, permutations=4, max_text_tokens=16)
     wrapper = _pyfunc(ShapCA.from_config(config, "re", RELATIONS))
     long_text = " ".join(["word"] * 40) + " Tony lives in Paris"
-    frame = pd.DataFrame({
-        "text": ["Tony lives in Paris", long_text, "Kawhi plays for the Spurs", "Tony lives in Paris"],
-        "head": [[0, 1], [40, 41], [0, 1], [0, 9]],
-        "tail": [[3, 4], [43, 44], [4, 5], [3, 4]],
-    })
+    frame = pd.DataFrame(
+        {
+            "text": ["Tony lives in Paris", long_text, "Kawhi plays for the Spurs", "Tony lives in Paris"],
+            "head": [[0, 1], [40, 41], [0, 1], [0, 9]],
+            "tail": [[3, 4], [43, 44], [4, 5], [3, 4]],
+        }
+    )
     out = wrapper.predict(frame, params={"batch_size": 8})
     assert len(out) == 4
     for i in (0, 2):
@@ -60,10 +62,12 @@ def test_images_pass_the_decompression_bomb_guard(tiny_bert_dir, tiny_clip_dir, 
     small_file.write_bytes(png(20))
     wrapper.limits = dataclasses.replace(wrapper.limits, image_dir=str(tmp_path))
     monkeypatch.setattr(contexts_config, "DEFAULT_MAX_PIXELS", 50 * 50)  # a 60x60 image is then a "bomb"
-    frame = pd.DataFrame({
-        "text": ["Tony in Paris", "Tony in Paris", "Tony in Paris", "Tony in Paris"],
-        "image": [png(20), "small.png", png(60), b"not an image"],
-    })
+    frame = pd.DataFrame(
+        {
+            "text": ["Tony in Paris", "Tony in Paris", "Tony in Paris", "Tony in Paris"],
+            "image": [png(20), "small.png", png(60), b"not an image"],
+        }
+    )
     out = wrapper.predict(frame)
     assert out[0]["error"] is None and out[1]["error"] is None
     assert out[2]["error"].startswith("row 2: image oversized: 60x60 = 3600 pixels exceeds the limit of 2500")
@@ -96,10 +100,12 @@ def test_a_text_past_the_window_is_cut_early_and_flagged(ner):
 
 def test_rows_over_a_limit_get_their_own_error(ner):
     ner.limits = ServingLimits(max_field_chars=1000)
-    frame = pd.DataFrame({
-        "text": ["x" * 1001, {"a": 1}, "Tony lives in Paris", ["Tony", 3], ["w"] * 1001, "Tony in Paris"],
-        "context": [None, None, "c" * 1001, None, None, {"not": "text"}],
-    })
+    frame = pd.DataFrame(
+        {
+            "text": ["x" * 1001, {"a": 1}, "Tony lives in Paris", ["Tony", 3], ["w"] * 1001, "Tony in Paris"],
+            "context": [None, None, "c" * 1001, None, None, {"not": "text"}],
+        }
+    )
     out = ner.predict(frame)
     ner.limits = ServingLimits()
     assert out[0]["error"] == "row 0: text is 1001 characters, over the limit of 1000"
@@ -118,19 +124,26 @@ def test_a_request_over_the_row_limit_is_refused_whole(ner):
     assert refused.value.get_http_status_code() == 400
 
 
-@pytest.mark.parametrize("batch_size, message", [
-    (0, "batch_size must be between 1 and 256, got 0"), (-1, "batch_size must be between 1 and 256, got -1"),
-    (10**6, "batch_size must be between 1 and 256"), ("two", "batch_size must be an integer, got 'two'"),
-    (1.5, "batch_size must be an integer, got 1.5"),
-])
+@pytest.mark.parametrize(
+    "batch_size, message",
+    [
+        (0, "batch_size must be between 1 and 256, got 0"),
+        (-1, "batch_size must be between 1 and 256, got -1"),
+        (10**6, "batch_size must be between 1 and 256"),
+        ("two", "batch_size must be an integer, got 'two'"),
+        (1.5, "batch_size must be an integer, got 1.5"),
+    ],
+)
 def test_a_bad_batch_size_is_a_clear_error(ner, batch_size, message):
     with pytest.raises(MlflowException, match=message):
         ner.predict(pd.DataFrame({"text": ["Tony in Paris"]}), params={"batch_size": batch_size})
 
 
 def test_limits_come_from_model_config_then_the_environment(tmp_path):
-    limits = ServingLimits.resolve({"serving": {"max_rows": 10, "max_field_chars": 50}},
-                                   {"SHAPCA_SERVE_MAX_ROWS": "7", "SHAPCA_IMAGE_DIR": str(tmp_path)})
+    limits = ServingLimits.resolve(
+        {"serving": {"max_rows": 10, "max_field_chars": 50}},
+        {"SHAPCA_SERVE_MAX_ROWS": "7", "SHAPCA_IMAGE_DIR": str(tmp_path)},
+    )
     assert (limits.max_rows, limits.max_field_chars, limits.image_dir) == (7, 50, str(tmp_path))
     with pytest.raises(ValueError, match="serving limit max_rows must be a positive integer, got '0'"):
         ServingLimits.resolve(None, {"SHAPCA_SERVE_MAX_ROWS": "0"})
@@ -152,8 +165,18 @@ def test_image_names_are_read_only_from_the_image_directory(tiny_bert_dir, tiny_
     os.symlink(secret, images / "link.png")
     os.symlink("/dev/zero", images / "zero.png")
     (images / "sub").mkdir()
-    names = ["ok.png", "../secret.png", "../../etc/hostname", "/dev/zero", "zero.png", "link.png", "sub",
-             "nothere.png", "big.png", b"x" * 3000]
+    names = [
+        "ok.png",
+        "../secret.png",
+        "../../etc/hostname",
+        "/dev/zero",
+        "zero.png",
+        "link.png",
+        "sub",
+        "nothere.png",
+        "big.png",
+        b"x" * 3000,
+    ]
     wrapper.limits = ServingLimits(image_dir=str(images), max_image_bytes=2000)
     out = wrapper.predict(pd.DataFrame({"text": ["Tony in Paris"] * len(names), "image": names}))
     errors = [o["error"] for o in out]

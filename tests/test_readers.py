@@ -64,8 +64,12 @@ def test_conll_accepts_and_keeps_sequences_starting_with_i(tmp_path):
         ("IMGID:1\nok\tO\n\nIMGID:2\nx\tO\nAcme\tB-MISC\n\n", T15, 6, ["unknown tag 'B-MISC'", "B-OTHER"]),
         ("IMGID:1\nok\tPER\n\n", None, 2, ["malformed tag 'PER'"]),  # without a label set only the form is checked
         ("IMGID:1\n\tO\n\n", None, 2, ["empty token"]),
-        (b"IMGID:1\nok\tO\n\nIMGID:2\nbad\xff\xfe\tO\n\n", None, 5,
-         ["undecodable bytes at byte 4 (0xff): expected UTF-8"]),
+        (
+            b"IMGID:1\nok\tO\n\nIMGID:2\nbad\xff\xfe\tO\n\n",
+            None,
+            5,
+            ["undecodable bytes at byte 4 (0xff): expected UTF-8"],
+        ),
     ],
     ids=["no-tab", "two-tabs", "unknown-tag", "malformed-tag", "empty-token", "undecodable-bytes"],
 )
@@ -82,7 +86,10 @@ def test_conll_token_line_before_any_imgid(tmp_path):
     path = write(tmp_path / "t.txt", "stray\tO\nmore\tO\n\nagain\tO\nIMGID:1\nok\tO\n\n")
     result = read_conll(path, strict=False)
     # One problem per block of stray lines, at its first line.
-    assert [(p.line, "expected an 'IMGID:<id>' line first" in p.message) for p in result.problems] == [(1, True), (4, True)]
+    assert [(p.line, "expected an 'IMGID:<id>' line first" in p.message) for p in result.problems] == [
+        (1, True),
+        (4, True),
+    ]
     assert [e.image_id for e in result.examples] == ["1"]
 
 

@@ -54,8 +54,15 @@ def store(tmp_path_factory):
     weights.write_text("a tiny stand-in for model weights\n")
     client.log_artifact(run.info.run_id, str(weights), "model")
     client.set_terminated(run.info.run_id)
-    return {"uri": uri, "client": client, "run": run, "setup": setup, "source": f"{run.info.artifact_uri}/model",
-            "weights": str(weights), "experiment_id": setup.experiment_id}
+    return {
+        "uri": uri,
+        "client": client,
+        "run": run,
+        "setup": setup,
+        "source": f"{run.info.artifact_uri}/model",
+        "weights": str(weights),
+        "experiment_id": setup.experiment_id,
+    }
 
 
 def _run(store, params=None, status="FINISHED"):
@@ -72,8 +79,9 @@ def _run(store, params=None, status="FINISHED"):
 def _register(store, name, metric, params=None, status="FINISHED", **kwargs):
     """A new version from a run of its own (one trained model = one run = one version, as in the pipeline)."""
     run = _run(store, params, status)
-    return register_version(store["client"], name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
-                            dev_metric=metric, **kwargs)
+    return register_version(
+        store["client"], name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id, dev_metric=metric, **kwargs
+    )
 
 
 def test_first_version_becomes_champion_and_tags_say_why(store):
@@ -264,8 +272,9 @@ def test_a_hand_registered_version_without_the_evaluation_tag_is_not_complete(st
     v1 = _register(store, name, 0.5)
     promote(client, name, v1)
     run = _run(store)
-    client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
-                                tags={metric_tag("dev_f1"): "0.99"})  # no evaluation tag
+    client.create_model_version(
+        name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id, tags={metric_tag("dev_f1"): "0.99"}
+    )  # no evaluation tag
     hand = str(max(int(v.version) for v in client.search_model_versions(f"name='{name}'")))
     assert TAG_EVALUATION not in client.get_model_version(name, hand).tags
     decision = promote(client, name, hand)
@@ -362,7 +371,10 @@ def _start_promoters(uris):
     barrier = ctx.Barrier(len(uris))
     queues = [ctx.Queue() for _ in uris]
     results = ctx.Queue()
-    workers = [ctx.Process(target=_promoter, args=(uri, barrier, q, results), daemon=True) for uri, q in zip(uris, queues)]
+    workers = [
+        ctx.Process(target=_promoter, args=(uri, barrier, q, results), daemon=True)
+        for uri, q in zip(uris, queues, strict=False)
+    ]
     for w in workers:
         w.start()
     # The barrier goes back too: the caller keeps it alive (a collected barrier unlinks the semaphore the children
@@ -421,9 +433,23 @@ def server(tmp_path_factory, store):
     mlflow_cli = os.path.join(os.path.dirname(sys.executable), "mlflow")
     log_file = open(root / "server.log", "wb")
     proc = subprocess.Popen(
-        [mlflow_cli, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--default-artifact-root", str(root / "artifacts")],
-        stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            mlflow_cli,
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--default-artifact-root",
+            str(root / "artifacts"),
+        ],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 240
@@ -435,7 +461,9 @@ def server(tmp_path_factory, store):
                         break
             except OSError:
                 pass
-            assert time.monotonic() < deadline, "mlflow server not healthy after 240 s:\n" + (root / "server.log").read_text()
+            assert time.monotonic() < deadline, (
+                "mlflow server not healthy after 240 s:\n" + (root / "server.log").read_text()
+            )
             time.sleep(0.5)
         client = MlflowClient(tracking_uri=f"http://127.0.0.1:{port}", registry_uri=f"http://127.0.0.1:{port}")
         experiment_id = client.create_experiment("race", artifact_location=(root / "artifacts" / "race").as_uri())
@@ -460,19 +488,23 @@ def server_promoters(server):
 
 @pytest.mark.parametrize("round_, slow_writer", [(0, "worse"), (1, "better")])
 def test_promoters_on_two_uri_spellings_of_one_server_end_with_a_consistent_champion(
-        server, server_promoters, round_, slow_writer):
+    server, server_promoters, round_, slow_writer
+):
     champion, better, worse, outcomes = _race(
         server, server_promoters, f"server-race-{round_}", use_lock=True, slow_writer=slow_writer
     )
     client = server["client"]
     assert champion == better and outcomes[better] == CHAMPION
     # Alias and tags agree: exactly one version is tagged champion, the one the alias points at.
-    tagged = {str(v.version) for v in client.search_model_versions(f"name='server-race-{round_}'")
-              if v.tags.get(TAG_PROMOTION) == CHAMPION}
+    tagged = {
+        str(v.version)
+        for v in client.search_model_versions(f"name='server-race-{round_}'")
+        if v.tags.get(TAG_PROMOTION) == CHAMPION
+    }
     assert tagged == {better}
     # The worse one either lost against the better champion, or won first and was then replaced by it.
     assert client.get_model_version(f"server-race-{round_}", worse).tags[TAG_PROMOTION] in (CHALLENGER, "retired")
-    with pytest.raises(Exception):  # the lock is released
+    with pytest.raises(mlflow.exceptions.MlflowException, match="not found|RESOURCE_DOES_NOT_EXIST"):  # lock released
         client.get_registered_model(lock_name(f"server-race-{round_}"))
 
 

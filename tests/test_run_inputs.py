@@ -25,18 +25,26 @@ NAME = "shapca-twitter2017"
 
 
 def _config(root, tiny_bert_dir, data_dir, *extra):
-    return load_config("configs/default.yaml", [
-        f"data.data_dir={data_dir}", f"model.text_encoder={tiny_bert_dir}", "model.align_dim=16",
-        "model.permutations=8", "train.batch_size=8", f"train.output_dir={root / 'out'}",
-        "tracking.experiment=inputs-test", *extra,
-    ])
+    return load_config(
+        "configs/default.yaml",
+        [
+            f"data.data_dir={data_dir}",
+            f"model.text_encoder={tiny_bert_dir}",
+            "model.align_dim=16",
+            "model.permutations=8",
+            "train.batch_size=8",
+            f"train.output_dir={root / 'out'}",
+            "tracking.experiment=inputs-test",
+            *extra,
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_bert_dir, data_dir):
-    from components.training.data import load_training_data
     from components.runs.registration import register_and_promote
     from components.runs.training_run import train_and_log
+    from components.training.data import load_training_data
 
     root = tmp_path_factory.mktemp("inputs")
     saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL")}
@@ -44,26 +52,48 @@ def runs(tmp_path_factory, tiny_bert_dir, data_dir):
     os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "1"  # a short run still gets system metrics
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # not the registry an earlier test set globally
     try:
-        cfg = _config(root, tiny_bert_dir, data_dir, "data.max_examples={train: 32, dev: 16, test: 16}",
-                      "train.epochs=2", "tracking.allow_partial_dev=true")  # a capped dev split may promote here
+        cfg = _config(
+            root,
+            tiny_bert_dir,
+            data_dir,
+            "data.max_examples={train: 32, dev: 16, test: 16}",
+            "train.epochs=2",
+            "tracking.allow_partial_dev=true",
+        )  # a capped dev split may promote here
         first = train_and_log(cfg)
         version, decision = register_and_promote(first, cfg)
 
         # The same dev/test data; 24 instead of 32 train examples; the first run's contexts with one text changed.
         contexts = fetch_context_set(client, _digest(client, first.run_id, "contexts"), root / "fetched")
         changed = dict(contexts.contexts)
-        dev_image = next(e.image_id for e in load_split("twitter2017", "dev", data_dir, limit=16)
-                         if e.image_id in changed)  # an image both runs read
+        dev_image = next(
+            e.image_id for e in load_split("twitter2017", "dev", data_dir, limit=16) if e.image_id in changed
+        )  # an image both runs read
         changed[dev_image] = changed[dev_image] + " (edited)"
         context_file = root / "edited.jsonl"
         write_context_set(context_file, ContextSet("blip2-edited", changed), {})
-        cfg2 = _config(root / "second", tiny_bert_dir, data_dir, "data.max_examples={train: 24, dev: 16, test: 16}",
-                       "train.epochs=1", f"data.context_file={context_file}", "tracking.log_model=false")
+        cfg2 = _config(
+            root / "second",
+            tiny_bert_dir,
+            data_dir,
+            "data.max_examples={train: 24, dev: 16, test: 16}",
+            "train.epochs=1",
+            f"data.context_file={context_file}",
+            "tracking.log_model=false",
+        )
         second = train_and_log(cfg2)
         # What the second run saw: the edited set, cut to the images of its examples.
         seen = load_training_data(cfg2.data).contexts
-        yield {"seen": seen, "client": client, "first": first, "second": second, "version": version, "decision": decision,
-               "contexts": contexts, "changed": changed}
+        yield {
+            "seen": seen,
+            "client": client,
+            "first": first,
+            "second": second,
+            "version": version,
+            "decision": decision,
+            "contexts": contexts,
+            "changed": changed,
+        }
     finally:
         for key, value in saved.items():
             if value is None:
@@ -73,8 +103,11 @@ def runs(tmp_path_factory, tiny_bert_dir, data_dir):
 
 
 def _inputs(client, run_id):
-    return {tags["mlflow.data.context"]: (item.dataset, tags) for item in client.get_run(run_id).inputs.dataset_inputs
-            for tags in [{t.key: t.value for t in item.tags}]}
+    return {
+        tags["mlflow.data.context"]: (item.dataset, tags)
+        for item in client.get_run(run_id).inputs.dataset_inputs
+        for tags in [{t.key: t.value for t in item.tags}]
+    }
 
 
 def _digest(client, run_id, context):
@@ -161,11 +194,20 @@ def test_the_model_card_is_on_the_registered_model_and_the_version(runs, project
     mv = client.get_model_version(NAME, runs["version"])
     card = mv.description
     dev_f1 = version_dev_metric(client, NAME, runs["version"], "dev_f1")
-    for expected in ("named entity recognition", "PER, LOC, ORG, MISC", data_version(project_root),
-                     "Context generator**: `blip2`", "text encoder `", f"| dev_f1 | {100 * dev_f1:.2f} |",
-                     f"| test_f1 | {100 * runs['first'].test_metrics['test_f1']:.2f} |",
-                     _digest(client, runs["first"].run_id, "contexts"), "2 epochs", "No images",
-                     "Decision**: champion", "rescaled cosines"):
+    for expected in (
+        "named entity recognition",
+        "PER, LOC, ORG, MISC",
+        data_version(project_root),
+        "Context generator**: `blip2`",
+        "text encoder `",
+        f"| dev_f1 | {100 * dev_f1:.2f} |",
+        f"| test_f1 | {100 * runs['first'].test_metrics['test_f1']:.2f} |",
+        _digest(client, runs["first"].run_id, "contexts"),
+        "2 epochs",
+        "No images",
+        "Decision**: champion",
+        "rescaled cosines",
+    ):
         assert expected in card, expected
     registered = client.get_registered_model(NAME).description
     assert "**Champion**: v1." in registered and "models:/shapca-twitter2017@champion" in registered
@@ -176,11 +218,22 @@ def test_the_version_card_compares_with_the_champion_it_was_decided_against():
     from components.tracking.model_card import CardFacts, version_card
 
     facts = CardFacts(
-        model_name=NAME, version="3", run_id="r3", model_id="m-3",
-        params={"data.dataset": "twitter2017", "data.context_generator": "mplug-owl", "model.image_encoder": "clip",
-                "train.epochs": "6"},
-        model_metrics={"dev_f1": 0.71, "test_f1": 0.70}, run_metrics={"best_epoch": 5.0, "train_seconds": 600.0},
-        datasets=[], alias="challenger", reason="dev_f1 0.71 does not beat champion v2 (0.73)", champion="2",
+        model_name=NAME,
+        version="3",
+        run_id="r3",
+        model_id="m-3",
+        params={
+            "data.dataset": "twitter2017",
+            "data.context_generator": "mplug-owl",
+            "model.image_encoder": "clip",
+            "train.epochs": "6",
+        },
+        model_metrics={"dev_f1": 0.71, "test_f1": 0.70},
+        run_metrics={"best_epoch": 5.0, "train_seconds": 600.0},
+        datasets=[],
+        alias="challenger",
+        reason="dev_f1 0.71 does not beat champion v2 (0.73)",
+        champion="2",
         champion_metrics={"dev_f1": 0.73, "test_f1": 0.72},
     )
     card = version_card(facts)

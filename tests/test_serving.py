@@ -13,11 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
+from components.benchmarks.serving import FIVE_MB, TEN_MB, TWEETS, hostile_battery, invoke, start_serve
 from components.model.config import ShapCAConfig
 from components.model.shapca import ShapCA
 from components.tracking.mlflow_setup import setup_tracking
 from components.tracking.pyfunc_model import ServingLimits, log_shapca_model
-from components.benchmarks.serving import FIVE_MB, TEN_MB, TWEETS, hostile_battery, invoke, start_serve
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +65,15 @@ def test_the_hostile_battery_gets_prompt_specific_answers_and_the_server_keeps_s
         assert row["error"] == "row 0: image refused: the path leaves the image directory", (name, row)
 
     # Still serving, and serving right: an image from the directory, a text past the window flagged as truncated.
-    after = invoke(served.url, [{"text": "Tony lives in Paris", "image": "ok.png"},
-                                {"text": " ".join(["word"] * 300)}, {"text": TWEETS[0]}, {"text": TWEETS[1]}])
+    after = invoke(
+        served.url,
+        [
+            {"text": "Tony lives in Paris", "image": "ok.png"},
+            {"text": " ".join(["word"] * 300)},
+            {"text": TWEETS[0]},
+            {"text": TWEETS[1]},
+        ],
+    )
     assert after.status == 200, after.body
     predictions = after.json["predictions"]
     assert [p["error"] for p in predictions] == [None] * 4

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from components.model.alignment import cosine_of_sum
 from components.benchmarks.shapley import loop_shapley
+from components.model.alignment import cosine_of_sum
 from components.model.shapley import (
     MAX_EXACT_PLAYERS,
     exact_shapley,
@@ -30,7 +30,7 @@ def _vectors(n: int, d: int, seed: int, dtype=torch.float64) -> torch.Tensor:
 
 def _plain_cosine(a: list[float], b: list[float]) -> float:
     norm_a, norm_b = math.sqrt(sum(x * x for x in a)), math.sqrt(sum(x * x for x in b))
-    return 0.0 if norm_a == 0 or norm_b == 0 else sum(x * y for x, y in zip(a, b)) / (norm_a * norm_b)
+    return 0.0 if norm_a == 0 or norm_b == 0 else sum(x * y for x, y in zip(a, b, strict=False)) / (norm_a * norm_b)
 
 
 def _brute_force(players: list[list[float]], targets: list[list[float]]) -> list[list[float]]:
@@ -129,8 +129,10 @@ def test_vectorised_estimator_equals_the_python_loop_on_the_same_orders():
     players, targets = _vectors(11, 7, 10), _vectors(6, 7, 11)
     orders = random_orders(4, 11, torch.Generator().manual_seed(2))
     torch.testing.assert_close(
-        shapley_from_orders(players, targets, orders, cosine_of_sum), loop_shapley(players, targets, orders),
-        rtol=0, atol=1e-12,
+        shapley_from_orders(players, targets, orders, cosine_of_sum),
+        loop_shapley(players, targets, orders),
+        rtol=0,
+        atol=1e-12,
     )
 
 

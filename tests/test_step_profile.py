@@ -12,11 +12,11 @@ import torch
 from typer.testing import CliRunner
 
 from cli import app
+from components.benchmarks.step_profile import FORWARD_PHASES, PHASES, profile_step
 from components.config import load_config
 from components.data.datasets import labels, load_contexts, load_split
 from components.model.config import ShapCAConfig
 from components.model.shapca import ShapCA
-from components.benchmarks.step_profile import FORWARD_PHASES, PHASES, profile_step
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +82,27 @@ def test_bench_step_command_and_the_performance_document(tiny_bert_dir, data_dir
     from components.benchmarks.shapley import run_shapley_benchmark
 
     step_json = tmp_path / "perf" / "step.json"
-    done = CliRunner().invoke(app, [
-        "bench", "step", "--override", f"model.text_encoder={tiny_bert_dir}", "--override", "model.align_dim=16",
-        "--override", "train.batch_size=8", "--override", f"data.data_dir={data_dir}",
-        "--repeats", "2", "--warmup", "0", "--output", str(step_json),
-    ])
+    done = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "step",
+            "--override",
+            f"model.text_encoder={tiny_bert_dir}",
+            "--override",
+            "model.align_dim=16",
+            "--override",
+            "train.batch_size=8",
+            "--override",
+            f"data.data_dir={data_dir}",
+            "--repeats",
+            "2",
+            "--warmup",
+            "0",
+            "--output",
+            str(step_json),
+        ],
+    )
     assert done.exit_code == 0, done.output
     step = json.loads(step_json.read_text())
     default = load_config("configs/default.yaml").model
@@ -94,17 +110,38 @@ def test_bench_step_command_and_the_performance_document(tiny_bert_dir, data_dir
     assert step["batch_source"] == "twitter2017 train, first 8 + blip2 contexts"
     assert "--override model.align_dim=16" in step["command"]
 
-    shapley = run_shapley_benchmark(ns=(8,), ks=(16,), seeds=(0,), repeats=1, loop_repeats=1, include_step=False,
-                                    progress=False, coverage_ns=(4,), coverage_ts=(8,))
+    shapley = run_shapley_benchmark(
+        ns=(8,),
+        ks=(16,),
+        seeds=(0,),
+        repeats=1,
+        loop_repeats=1,
+        include_step=False,
+        progress=False,
+        coverage_ns=(4,),
+        coverage_ts=(8,),
+    )
     (tmp_path / "perf" / "shapley.json").write_text(json.dumps(shapley))
 
     perf = _perf_report()
     seconds = perf.time_command([sys.executable, "-c", "pass"], repeats=3, warmup=1)
     assert len(seconds) == 3 and all(s > 0 for s in seconds)
     for name, baseline, values in (("python", None, seconds), ("python-again", "python", [s + 1.0 for s in seconds])):
-        record = {"kind": "timing", "name": name, "label": name, "command": "python -c pass", "repeats": 3,
-                  "warmup": 1, "before": None, "seconds": values, **perf.summary(values), "baseline": baseline,
-                  "machine": perf.machine_description(), "commit": "0123456789ab", "dirty": False}
+        record = {
+            "kind": "timing",
+            "name": name,
+            "label": name,
+            "command": "python -c pass",
+            "repeats": 3,
+            "warmup": 1,
+            "before": None,
+            "seconds": values,
+            **perf.summary(values),
+            "baseline": baseline,
+            "machine": perf.machine_description(),
+            "commit": "0123456789ab",
+            "dirty": False,
+        }
         (tmp_path / "perf" / f"{name}.json").write_text(json.dumps(record))
     with pytest.raises(RuntimeError, match="exited with 3 on run 1"):
         perf.time_command([sys.executable, "-c", "import sys; sys.exit(3)"], repeats=1)
@@ -126,13 +163,33 @@ def test_bench_step_command_and_the_performance_document(tiny_bert_dir, data_dir
 
 def test_bench_step_variants_profile_each_override_set_and_their_ratios(tiny_bert_dir, data_dir, tmp_path):
     output = tmp_path / "perf" / "variants.json"
-    done = CliRunner().invoke(app, [
-        "bench", "step", "--override", f"model.text_encoder={tiny_bert_dir}", "--override", "model.align_dim=16",
-        "--override", "train.batch_size=4", "--override", f"data.data_dir={data_dir}", "--repeats", "2",
-        "--warmup", "1", "--output", str(output),
-        "--variant", "text:model.context_mode=none,model.alignment=none", "--variant", "full:model.context_trainable_layers=null",
-        "--variant", "k0:model.context_trainable_layers=0",
-    ])
+    done = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "step",
+            "--override",
+            f"model.text_encoder={tiny_bert_dir}",
+            "--override",
+            "model.align_dim=16",
+            "--override",
+            "train.batch_size=4",
+            "--override",
+            f"data.data_dir={data_dir}",
+            "--repeats",
+            "2",
+            "--warmup",
+            "1",
+            "--output",
+            str(output),
+            "--variant",
+            "text:model.context_mode=none,model.alignment=none",
+            "--variant",
+            "full:model.context_trainable_layers=null",
+            "--variant",
+            "k0:model.context_trainable_layers=0",
+        ],
+    )
     assert done.exit_code == 0, done.output
     result = json.loads(output.read_text())
     assert result["baseline"] == "text" and list(result["variants"]) == ["text", "full", "k0"]

@@ -14,6 +14,8 @@ from mlflow import MlflowClient
 
 from components.common.hashing import sha256_file
 from components.common.project_root import PROJECT_ROOT_ENV, find_project_root
+from components.data.bio import bio_to_spans
+from components.data.metrics import span_scores
 from components.data.records import ContextSet
 from components.tracking.lineage import (
     UNKNOWN,
@@ -31,8 +33,6 @@ from components.tracking.mlflow_setup import (
     setup_tracking,
 )
 from components.tracking.run_logging import start_run
-from components.data.bio import bio_to_spans
-from components.data.metrics import span_scores
 
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 
@@ -160,8 +160,9 @@ def test_a_run_that_raises_ends_failed(clean_env, tmp_path):
 
 def test_data_version_reads_the_dvc_pointer(tmp_path, project_root):
     (tmp_path / "data.dvc").write_text(
-        yaml.safe_dump({"outs": [{"md5": "0" * 32 + ".dir", "path": "other"}, {"md5": "ab" * 16 + ".dir",
-                                                                            "path": "data"}]})
+        yaml.safe_dump(
+            {"outs": [{"md5": "0" * 32 + ".dir", "path": "other"}, {"md5": "ab" * 16 + ".dir", "path": "data"}]}
+        )
     )
     assert data_version(tmp_path) == "ab" * 16 + ".dir"
     real = yaml.safe_load((project_root / "data.dvc").read_text())["outs"][0]["md5"]

@@ -55,7 +55,7 @@ def test_resumed_run_ends_where_an_uninterrupted_run_ends(tmp_path, tiny_bert_di
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     # The frozen context states are cached from the batch that first met each context; the resumed process starts
     # with an empty cache and recomputes them in other batches, whose padding changes float rounding (~1e-7 relative).
-    for a, b in zip(full.history, resumed.history):
+    for a, b in zip(full.history, resumed.history, strict=False):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6, abs=1e-6)
     full_state, resumed_state = full.model.state_dict(), resumed.model.state_dict()
     assert full_state.keys() == resumed_state.keys()
@@ -71,7 +71,9 @@ def test_training_changes_the_weights_and_keeps_the_best_dev_epoch(tmp_path, tin
     best = max(result.history, key=lambda h: h["dev_f1"])
     assert result.best_epoch == best["epoch"]
     assert result.history[0]["train_loss"] > 0
-    assert (result.checkpoint_dir / "best").is_dir() and (result.checkpoint_dir / "last" / "model.safetensors").is_file()
+    assert (result.checkpoint_dir / "best").is_dir() and (
+        result.checkpoint_dir / "last" / "model.safetensors"
+    ).is_file()
     assert set(result.test.metrics) >= {"precision", "recall", "f1"}
 
 

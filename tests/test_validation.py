@@ -154,8 +154,11 @@ def test_gx_catches_records_that_bypass_the_reader(gx_workspace):
         "test": [NerExample("test-0", "3", ["Paris"], ["B-LOC"])],
     }
     report = validate_examples(
-        DATASETS["twitter2017"], {s: ReadResult(x) for s, x in splits.items()}, contexts_for(splits),
-        check_published_sizes=False, gx_workspace=gx_workspace,
+        DATASETS["twitter2017"],
+        {s: ReadResult(x) for s, x in splits.items()},
+        contexts_for(splits),
+        check_published_sizes=False,
+        gx_workspace=gx_workspace,
     )
     assert failing(report) == {("train", "tag in label set"), ("dev", "as many tags as tokens")}
     assert report.find("tag in label set", "train")[0].examples == ["train-0: 'B-FOO'"]
@@ -171,8 +174,11 @@ def test_mnre_span_relation_checks_and_informational_coverage(gx_workspace):
         "test": [ReExample("test-0", "twitter_3", tokens, Span(0, 2), Span(0, 2), "None")],
     }
     report = validate_examples(
-        DATASETS["mnre"], {s: ReadResult(x) for s, x in splits.items()},
-        ContextReadResult(ContextSet("blip2", {})), check_published_sizes=False, gx_workspace=gx_workspace,
+        DATASETS["mnre"],
+        {s: ReadResult(x) for s, x in splits.items()},
+        ContextReadResult(ContextSet("blip2", {})),
+        check_published_sizes=False,
+        gx_workspace=gx_workspace,
     )
     assert failing(report) == {
         ("train", "tail span inside sentence"),
@@ -190,8 +196,12 @@ def test_joint_triples_must_join_entities(gx_workspace):
     bad = JointExample("x-1", "b", tokens, [Span(0, 1), Span(3, 4)], [Triple(Span(0, 1), "None", Span(2, 3))])
     splits = {"train": [ok], "dev": [bad], "test": [ok]}
     report = validate_examples(
-        DATASETS["mnre-joint"], {s: ReadResult(x) for s, x in splits.items()}, None,
-        context_generator="none", check_published_sizes=False, gx_workspace=gx_workspace,
+        DATASETS["mnre-joint"],
+        {s: ReadResult(x) for s, x in splits.items()},
+        None,
+        context_generator="none",
+        check_published_sizes=False,
+        gx_workspace=gx_workspace,
     )
     assert failing(report) == {
         ("dev", "relation in label set"),

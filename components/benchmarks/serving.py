@@ -120,8 +120,13 @@ print(json.dumps([info.model_uri, uri]))
 def log_bench_model(root: Path, encoder: str, code_root: Path | None = None) -> tuple[str, str]:
     """Log the benchmark model (see _LOG_BENCH_MODEL) under root; returns (model URI, tracking URI)."""
     env = os.environ | ({"PYTHONPATH": str(code_root)} if code_root is not None else {})
-    done = subprocess.run([sys.executable, "-c", _LOG_BENCH_MODEL, str(root), encoder], env=env, capture_output=True,
-                          text=True, cwd=str(code_root) if code_root is not None else None)
+    done = subprocess.run(
+        [sys.executable, "-c", _LOG_BENCH_MODEL, str(root), encoder],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=str(code_root) if code_root is not None else None,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"logging the benchmark model failed ({done.returncode}):\n{done.stderr[-3000:]}")
     model_uri, tracking_uri = json.loads(done.stdout.strip().splitlines()[-1])
@@ -134,8 +139,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_serve(model_uri: str, tracking_uri: str, log_path: Path, env: dict[str, str] | None = None,
-                code_root: Path | None = None, timeout: float = 300) -> ServeProcess:
+def start_serve(
+    model_uri: str,
+    tracking_uri: str,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    code_root: Path | None = None,
+    timeout: float = 300,
+) -> ServeProcess:
     """`mlflow models serve -m <model_uri> --env-manager local` on 127.0.0.1; returns once /ping answers."""
     port = free_port()
     bin_dir = Path(sys.executable).parent
@@ -150,9 +161,25 @@ def start_serve(model_uri: str, tracking_uri: str, log_path: Path, env: dict[str
         full_env["PYTHONPATH"] = str(code_root)
     log_file = open(log_path, "wb")
     popen = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-         "--host", "127.0.0.1", "--port", str(port)],
-        env=full_env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            model_uri,
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=full_env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
         cwd=str(code_root) if code_root is not None else None,
     )
     log_file.close()
@@ -174,8 +201,9 @@ def start_serve(model_uri: str, tracking_uri: str, log_path: Path, env: dict[str
 
 def invoke(url: str, records: list[dict], timeout: float = 90.0, params: dict | None = None) -> Answer:
     payload = {"dataframe_records": records} | ({"params": params} if params else {})
-    request = urllib.request.Request(f"{url}/invocations", data=json.dumps(payload).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{url}/invocations", data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
     started = time.perf_counter()
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -224,11 +252,18 @@ class ServeBenchmark:
     serves_after_battery: bool = False
 
 
-def throughput(url: str, requests: int, rows_per_request: int = 4, warmup: int = 3, timeout: float = 90.0,
-               budget_s: float | None = None) -> tuple[float, list[float]]:
+def throughput(
+    url: str,
+    requests: int,
+    rows_per_request: int = 4,
+    warmup: int = 3,
+    timeout: float = 90.0,
+    budget_s: float | None = None,
+) -> tuple[float, list[float]]:
     """(rows/s, latencies in s) of sequential requests of `rows_per_request` tweets each. With `budget_s`, a request
     that fails or times out counts no rows, and sending stops once the budget is spent (a server still busy with
     earlier requests then scores what it managed); without it, any failure is an error."""
+
     def records(i: int) -> list[dict]:
         return [{"text": TWEETS[(i * rows_per_request + r) % len(TWEETS)]} for r in range(rows_per_request)]
 
@@ -248,8 +283,13 @@ def throughput(url: str, requests: int, rows_per_request: int = 4, warmup: int =
     return len(latencies) * rows_per_request / (time.perf_counter() - started), latencies
 
 
-def run_serve_benchmark(server: ServeProcess, requests: int = 40, battery_timeout: float = 90.0,
-                        settle_seconds: float = 5.0, after_budget_s: float = 60.0) -> ServeBenchmark:
+def run_serve_benchmark(
+    server: ServeProcess,
+    requests: int = 40,
+    battery_timeout: float = 90.0,
+    settle_seconds: float = 5.0,
+    after_budget_s: float = 60.0,
+) -> ServeBenchmark:
     rows_per_second, latencies = throughput(server.url, requests)
     rss_before = server.rss_bytes()
     battery = {}
@@ -262,10 +302,15 @@ def run_serve_benchmark(server: ServeProcess, requests: int = 40, battery_timeou
     # computing what the battery left behind answers late or not at all.
     after_rate, after_latencies = throughput(server.url, requests, warmup=0, timeout=30.0, budget_s=after_budget_s)
     return ServeBenchmark(
-        requests=requests, rows_per_request=4, rows_per_second=round(rows_per_second, 2),
-        p50_ms=round(percentile(latencies, 50) * 1000, 1), p95_ms=round(percentile(latencies, 95) * 1000, 1),
-        rss_before_mb=round(rss_before / 2**20, 1), rss_after_battery_mb=round(rss_after / 2**20, 1),
+        requests=requests,
+        rows_per_request=4,
+        rows_per_second=round(rows_per_second, 2),
+        p50_ms=round(percentile(latencies, 50) * 1000, 1),
+        p95_ms=round(percentile(latencies, 95) * 1000, 1),
+        rss_before_mb=round(rss_before / 2**20, 1),
+        rss_after_battery_mb=round(rss_after / 2**20, 1),
         rows_per_second_after_battery=round(after_rate, 2),
         p50_ms_after_battery=round(percentile(after_latencies, 50) * 1000, 1) if after_latencies else None,
-        battery=battery, serves_after_battery=bool(after_latencies),
+        battery=battery,
+        serves_after_battery=bool(after_latencies),
     )

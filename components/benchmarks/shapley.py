@@ -141,14 +141,23 @@ def _coverage_row(n: int, t: int, repeats: int, loop_repeats: int, exact_limit: 
         return run
 
     timed(closed_form)()  # warm-up
-    row = {"n": n, "t": t, "closed_form_ms": round(min(_time_ms(timed(closed_form)) for _ in range(repeats)), 4),
-           "brute_force_ms": None, "speedup": None, "max_abs_diff": None}
+    row = {
+        "n": n,
+        "t": t,
+        "closed_form_ms": round(min(_time_ms(timed(closed_form)) for _ in range(repeats)), 4),
+        "brute_force_ms": None,
+        "speedup": None,
+        "max_abs_diff": None,
+    }
     if n <= exact_limit:
         brute_ms = min(_time_ms(timed(brute_force)) for _ in range(loop_repeats))
         with torch.no_grad():
             diff = float((closed_form() - brute_force()).abs().max())
-        row |= {"brute_force_ms": round(brute_ms, 2), "speedup": round(brute_ms / row["closed_form_ms"], 1),
-                "max_abs_diff": diff}
+        row |= {
+            "brute_force_ms": round(brute_ms, 2),
+            "speedup": round(brute_ms / row["closed_form_ms"], 1),
+            "max_abs_diff": diff,
+        }
     return row
 
 
@@ -156,8 +165,14 @@ def _step_batch(model, data_dir: Path | None, batch_size: int):
     """A real twitter2017 batch with its BLIP-2 contexts, loaded as a run loads them, when the data is there;
     synthetic tweets otherwise."""
     if data_dir is not None and (Path(data_dir) / get_spec("twitter2017").files["train"]).is_file():
-        data = load_training_data(DataConfig(dataset="twitter2017", data_dir=Path(data_dir), context_generator="blip2",
-                                             max_examples={"train": batch_size, "dev": 1, "test": 1}))
+        data = load_training_data(
+            DataConfig(
+                dataset="twitter2017",
+                data_dir=Path(data_dir),
+                context_generator="blip2",
+                max_examples={"train": batch_size, "dev": 1, "test": 1},
+            )
+        )
         return model.processor(data.example_dataset(data.splits["train"])), "twitter2017 train + blip2 contexts"
     words = "the new album from the band is out today and fans across the city line up to buy it".split()
     examples = [
@@ -229,14 +244,16 @@ def run_shapley_benchmark(
     for case in cases:
         fast_ms, loop_ms = min(case.fast_ms), min(case.loop_ms)
         rel_error = _rel_error(case.n, case.k, dim, seeds) if case.n <= exact_limit else None
-        rows.append({
-            "n": case.n,
-            "k": case.k,
-            "vectorized_ms": round(fast_ms, 4),
-            "loop_ms": round(loop_ms, 2),
-            "speedup": round(loop_ms / fast_ms, 1),
-            "rel_error": None if rel_error is None else round(rel_error, 5),
-        })
+        rows.append(
+            {
+                "n": case.n,
+                "k": case.k,
+                "vectorized_ms": round(fast_ms, 4),
+                "loop_ms": round(loop_ms, 2),
+                "speedup": round(loop_ms / fast_ms, 1),
+                "rel_error": None if rel_error is None else round(rel_error, 5),
+            }
+        )
     coverage_rows = [
         _coverage_row(n, t, repeats, loop_repeats, coverage_exact_limit) for n in coverage_ns for t in coverage_ts
     ]

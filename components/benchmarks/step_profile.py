@@ -1,7 +1,8 @@
 """Where the time of one training step goes: a per-phase breakdown of a Shap-CA step on CPU.
 
 One step is what the trainer does per batch, the same functions (components/training/step.py): forward, backward,
-gradient clipping, AdamW, learning-rate scheduler, zero_grad. Phases, timed with `time.perf_counter` (CPU work is synchronous):
+gradient clipping, AdamW, learning-rate scheduler, zero_grad. Phases, timed with `time.perf_counter` (CPU work is
+synchronous):
 
     text_encoder      forward of the text encoder on the tweet tokens (concat mode: tweet [SEP] context)
     context_encoder   forward of the encoder on the context tokens (the shared text encoder's second call unless
@@ -112,8 +113,13 @@ class _PhaseTimer:
 
 def _stats(values_ms: Sequence[float], step_median_ms: float, calls: float) -> PhaseStats:
     median = statistics.median(values_ms)
-    return PhaseStats(round(median, 3), round(min(values_ms), 3), round(max(values_ms), 3),
-                      round(median / step_median_ms, 4) if step_median_ms else 0.0, calls)
+    return PhaseStats(
+        round(median, 3),
+        round(min(values_ms), 3),
+        round(max(values_ms), 3),
+        round(median / step_median_ms, 4) if step_median_ms else 0.0,
+        calls,
+    )
 
 
 def _attach_hooks(model, batch) -> _PhaseTimer:
@@ -204,13 +210,24 @@ def profile_step(
 
 
 PROFILE_CONFIG_KEYS = (
-    "data.dataset", "data.context_generator", "model.text_encoder", "model.context_encoder", "model.context_mode",
-    "model.alignment", "model.estimator", "model.context_trainable_layers", "model.permutations", "model.max_text_tokens", "model.max_context_tokens",
+    "data.dataset",
+    "data.context_generator",
+    "model.text_encoder",
+    "model.context_encoder",
+    "model.context_mode",
+    "model.alignment",
+    "model.estimator",
+    "model.context_trainable_layers",
+    "model.permutations",
+    "model.max_text_tokens",
+    "model.max_context_tokens",
     "train.batch_size",
 )
 
 
-def run_step_profile(cfg: ExperimentConfig, *, repeats: int = 10, warmup: int = 2, threads: int | None = 2) -> StepProfile:
+def run_step_profile(
+    cfg: ExperimentConfig, *, repeats: int = 10, warmup: int = 2, threads: int | None = 2
+) -> StepProfile:
     """Profile a training step of the model `cfg` describes, on the first `train.batch_size` training examples of
     `cfg.data.dataset` with their contexts (a real batch, as the trainer would see it)."""
     if threads:
@@ -221,11 +238,13 @@ def run_step_profile(cfg: ExperimentConfig, *, repeats: int = 10, warmup: int = 
     data = load_training_data(data_cfg)
     examples = data.splits["train"]
     if len(examples) < batch_size:
-        raise ValueError(f"{cfg.data.dataset} train has {len(examples)} examples, fewer than "
-                         f"train.batch_size={batch_size}")
+        raise ValueError(
+            f"{cfg.data.dataset} train has {len(examples)} examples, fewer than train.batch_size={batch_size}"
+        )
     model = ShapCA.from_config(cfg.model, task=data.task, labels=data.labels)
-    profile = profile_step(model, examples, data.context_texts, images=data.images, train=cfg.train, repeats=repeats,
-                           warmup=warmup)
+    profile = profile_step(
+        model, examples, data.context_texts, images=data.images, train=cfg.train, repeats=repeats, warmup=warmup
+    )
     flat = cfg.flat()
     profile.config = {k: str(flat[k]) for k in PROFILE_CONFIG_KEYS if k in flat}
     source = f"{cfg.data.dataset} train, first {batch_size}"
@@ -246,14 +265,16 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     return name.strip(), overrides
 
 
-def run_step_variants(configs: dict[str, ExperimentConfig], *, repeats: int = 10, warmup: int = 2,
-                      threads: int | None = 2) -> dict:
+def run_step_variants(
+    configs: dict[str, ExperimentConfig], *, repeats: int = 10, warmup: int = 2, threads: int | None = 2
+) -> dict:
     """Profile each named config in turn; the first is the baseline of `ratio_to_baseline` (median step over its
     median step)."""
     if not configs:
         raise ValueError("no variants to profile")
-    profiles = {name: run_step_profile(cfg, repeats=repeats, warmup=warmup, threads=threads)
-                for name, cfg in configs.items()}
+    profiles = {
+        name: run_step_profile(cfg, repeats=repeats, warmup=warmup, threads=threads) for name, cfg in configs.items()
+    }
     baseline = next(iter(profiles))
     medians = {name: p.step.median_ms for name, p in profiles.items()}
     return {

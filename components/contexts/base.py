@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from components.contexts.cache import cache_key
 from components.common.images import ImageInput, ImageProblem, read_image
+from components.contexts.cache import cache_key
 
 
 @dataclass(frozen=True)

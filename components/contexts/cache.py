@@ -194,12 +194,16 @@ class S3ContextCache:
     def get_many(self, keys: Iterable[str]) -> dict[str, ContextRecord | None]:
         keys = list(keys)
         with ThreadPoolExecutor(max_workers=min(self.LOOKUP_THREADS, max(1, len(keys)))) as pool:
-            return dict(zip(keys, pool.map(self.get, keys)))
+            return dict(zip(keys, pool.map(self.get, keys), strict=False))
 
     def put(self, record: ContextRecord) -> str:
         object_key = self.object_key(record.key)
-        self.client.put_object(Bucket=self.bucket, Key=object_key, ContentType="application/json",
-                               Body=canonical_json(asdict(record)).encode("utf-8"))
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=object_key,
+            ContentType="application/json",
+            Body=canonical_json(asdict(record)).encode("utf-8"),
+        )
         return f"s3://{self.bucket}/{object_key}"
 
     def __contains__(self, key: str) -> bool:

@@ -125,9 +125,7 @@ def read_context_set(path: str | Path, generator: str | None = None) -> ContextS
                 or not isinstance(row.get("image_id"), str)
                 or not isinstance(row.get("context"), str)
             ):
-                problems.append(
-                    ReadProblem(path, number, 'expected {"image_id": <string>, "context": <string>}')
-                )
+                problems.append(ReadProblem(path, number, 'expected {"image_id": <string>, "context": <string>}'))
                 continue
             if row["image_id"] in contexts:
                 problems.append(ReadProblem(path, number, f"image id {row['image_id']!r} appears twice"))

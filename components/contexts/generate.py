@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
+from components.common.images import ImageProblem
 from components.contexts.base import ContextGenerator, GenerationFailure
 from components.contexts.cache import ContextCache, ContextRecord, S3ContextCache
-from components.common.images import ImageProblem
 
 logger = logging.getLogger(__name__)
 

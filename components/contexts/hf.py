@@ -18,9 +18,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from components.common.images import ImageInput
 from components.contexts.base import GenerationFailure, GeneratorSpec, ImageGenerator
 from components.contexts.config import GenerationSettings, HFSettings
-from components.common.images import ImageInput
 
 logger = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import httpx
 
+from components.common.images import ImageInput, ImageProblem
 from components.contexts.base import GenerationFailure, GeneratorSpec, ImageGenerator
 from components.contexts.config import GenerationSettings, OpenAISettings
-from components.common.images import ImageInput, ImageProblem
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +58,11 @@ class OpenAIGenerator(ImageGenerator):
         self.url = settings.base_url.rstrip("/") + "/chat/completions"
         params = {"max_tokens": generation.max_new_tokens, "temperature": 0.0}
         if generation.do_sample:
-            params = {"max_tokens": generation.max_new_tokens, "temperature": generation.temperature,
-                      "top_p": generation.top_p}
+            params = {
+                "max_tokens": generation.max_new_tokens,
+                "temperature": generation.temperature,
+                "top_p": generation.top_p,
+            }
         # The served model's name identifies it; the URL does not (the same model behind another host writes the same).
         self.spec = GeneratorSpec(generator_id=f"openai:{settings.model}", prompt=prompt, params=params)
         headers = {"Content-Type": "application/json"}
@@ -91,8 +94,10 @@ class OpenAIGenerator(ImageGenerator):
             raise ValueError(f"HTTP {response.status_code}: {response.text[:200]}")
         try:
             text = response.json()["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise ValueError(f"reply is not a chat completion (choices[0].message.content): {response.text[:200]}")
+        except (ValueError, KeyError, IndexError, TypeError) as err:
+            raise ValueError(
+                f"reply is not a chat completion (choices[0].message.content): {response.text[:200]}"
+            ) from err
         if not isinstance(text, str):
             raise ValueError(f"choices[0].message.content is {type(text).__name__}, expected a string")
         return text.strip()

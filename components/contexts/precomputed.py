@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.contexts.base import GenerationFailure, GeneratorSpec
 from components.common.hashing import sha256_named_files
+from components.contexts.base import GenerationFailure, GeneratorSpec
 
 PRECOMPUTED_GENERATORS = ("blip2", "mplug-owl")
 

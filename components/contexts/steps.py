@@ -25,8 +25,11 @@ def list_image_ids(cfg: ContextsConfig) -> dict[str, list[str]]:
     from components.data.datasets import SPLITS, get_spec, load_split
 
     spec = get_spec(cfg.dataset)
-    return {split: [ex.image_id for ex in load_split(cfg.dataset, split, cfg.data_dir)] for split in SPLITS
-            if split in spec.files}
+    return {
+        split: [ex.image_id for ex in load_split(cfg.dataset, split, cfg.data_dir)]
+        for split in SPLITS
+        if split in spec.files
+    }
 
 
 def limit_ids(split_ids: dict[str, list[str]], limit_per_split: int | None) -> dict[str, list[str]]:
@@ -62,7 +65,12 @@ def build_generator(cfg: ContextsConfig) -> ContextGenerator:
         from components.contexts.hf import HFGenerator
 
         return HFGenerator(
-            cfg.hf, cfg.prompt, cfg.generation, cfg.image_dir, cfg.max_pixels, cfg.max_image_bytes,
+            cfg.hf,
+            cfg.prompt,
+            cfg.generation,
+            cfg.image_dir,
+            cfg.max_pixels,
+            cfg.max_image_bytes,
             name=cfg.generator_name(),
         )
     if cfg.backend == "openai":

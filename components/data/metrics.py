@@ -144,7 +144,7 @@ def _set_match_scores(
     correct: Counter[str] = Counter()
     predicted: Counter[str] = Counter()
     support: Counter[str] = Counter()
-    for gold_sentence, pred_sentence in zip(gold, pred):
+    for gold_sentence, pred_sentence in zip(gold, pred, strict=False):
         gold_set, pred_set = set(gold_sentence), set(pred_sentence)
         support.update(map(label_of, gold_set))
         predicted.update(map(label_of, pred_set))
@@ -175,7 +175,7 @@ def re_scores(gold_labels: Sequence[str], pred_labels: Sequence[str], none_label
     predicted: Counter[str] = Counter()
     support: Counter[str] = Counter()
     exact = 0
-    for gold, pred in zip(gold_labels, pred_labels):
+    for gold, pred in zip(gold_labels, pred_labels, strict=False):
         exact += gold == pred
         if gold != none_label:
             support[gold] += 1
@@ -203,7 +203,7 @@ def confusion_matrix(
             raise ValueError(f"confusion_matrix: labels {sorted(missing)} occur but are not in the given label list")
     index = {label: i for i, label in enumerate(labels)}
     counts = np.zeros((len(labels), len(labels)), dtype=np.int64)  # (gold, pred)
-    for gold, pred in zip(gold_labels, pred_labels):
+    for gold, pred in zip(gold_labels, pred_labels, strict=False):
         counts[index[gold], index[pred]] += 1
     return list(labels), counts
 

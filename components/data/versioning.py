@@ -79,8 +79,13 @@ def ensure_data_matches_pointer(
         if not pull:
             raise DataVersionError(f"{out_path} does not match {pointer} ({_describe(status)}); run `dvc pull`")
         remote = os.environ.get(DVC_REMOTE_ENV) or None
-        log.info("%s does not match %s (%s): pulling from DVC remote %s", out_path, pointer, _describe(status),
-                 remote or "(default)")
+        log.info(
+            "%s does not match %s (%s): pulling from DVC remote %s",
+            out_path,
+            pointer,
+            _describe(status),
+            remote or "(default)",
+        )
         try:
             repo.pull(targets=[pointer], remote=remote, force=force)
         except DvcException as err:

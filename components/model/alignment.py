@@ -74,9 +74,7 @@ def _infonce_over_targets(scores: Tensor, mask: Tensor, tau: float) -> Tensor:
     return F.cross_entropy(logits, torch.arange(len(keep), device=scores.device))
 
 
-def shapley_infonce(
-    players: Tensor, targets: Tensor, mask: Tensor, tau: float, estimate
-) -> tuple[Tensor, Tensor]:
+def shapley_infonce(players: Tensor, targets: Tensor, mask: Tensor, tau: float, estimate) -> tuple[Tensor, Tensor]:
     """Symmetric InfoNCE over Shapley values. players, targets: (N, D); mask: (N,) bool; estimate(x, y) -> phi.
 
     Returns (loss, phi) with phi (N, N) the players-for-targets Shapley values (rows and columns outside mask are 0).
@@ -193,8 +191,10 @@ class ContrastiveAlignment(nn.Module):
         if not self.uses_tokens:
             return Projected(z)
         if tokens is None:
-            raise ValueError("model.shapley_game='token_coverage' needs token states: pass text_tokens, "
-                             "context_tokens (and image_tokens with images) to the alignment")
+            raise ValueError(
+                "model.shapley_game='token_coverage' needs token states: pass text_tokens, "
+                "context_tokens (and image_tokens with images) to the alignment"
+            )
         return Projected(z, F.normalize(proj(tokens.states), dim=-1), tokens.mask.bool())  # tokens (N, T, D)
 
     @property
@@ -202,8 +202,14 @@ class ContrastiveAlignment(nn.Module):
         """The Monte Carlo K of the Shapley estimator; None where values are exact (exact estimator, coverage game)."""
         return None if self.uses_tokens else self.estimate.keywords.get("permutations")
 
-    def scores(self, players: Projected, targets: Projected, *, permutations: int | None = None,
-               generator: torch.Generator | None = None) -> Tensor:
+    def scores(
+        self,
+        players: Projected,
+        targets: Projected,
+        *,
+        permutations: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         """phi (N, M): the Shapley value of player i for target j in this alignment's game, over every sample.
 
         ``permutations`` and ``generator`` replace the Monte Carlo estimator's K and random source for this call
@@ -215,8 +221,9 @@ class ContrastiveAlignment(nn.Module):
             return coverage_game(players, targets, every, self.coverage)
         if self.permutations is None:
             return self.estimate(players.pooled, targets.pooled)
-        return self.estimate(players.pooled, targets.pooled, permutations=permutations or self.permutations,
-                             generator=generator)
+        return self.estimate(
+            players.pooled, targets.pooled, permutations=permutations or self.permutations, generator=generator
+        )
 
     def _loss(self, a: Projected, b: Projected, mask: Tensor) -> tuple[Tensor, Tensor | None]:
         if self.kind == "infonce":

@@ -44,9 +44,5 @@ class Batch:
         return [ex.id for ex in self.examples]
 
     def to(self, device: torch.device | str) -> Batch:
-        moved = {
-            f.name: value.to(device)
-            for f in fields(self)
-            if isinstance(value := getattr(self, f.name), Tensor)
-        }
+        moved = {f.name: value.to(device) for f in fields(self) if isinstance(value := getattr(self, f.name), Tensor)}
         return replace(self, **moved)

@@ -47,7 +47,8 @@ class CachedContextEncoder(nn.Module):
             if encoder.config.model_type not in LAYERED_MODEL_TYPES or layers is None:
                 raise ValueError(
                     f"model.context_trainable_layers={trainable_layers} needs an encoder whose layers run one by one "
-                    f"({', '.join(LAYERED_MODEL_TYPES)}), got {encoder.config.model_type!r}; use 0 (fully frozen) or None"
+                    f"({', '.join(LAYERED_MODEL_TYPES)}), got {encoder.config.model_type!r}; "
+                    "use 0 (fully frozen) or None"
                 )
             if trainable_layers > len(layers):
                 raise ValueError(
@@ -88,7 +89,9 @@ class CachedContextEncoder(nn.Module):
         """hidden (B, T_c, d) through `layers` as the encoder's own forward would run them."""
         mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask)
         extra = {}
-        if self.config.model_type == "mpnet":  # relative position bias: a function of the length only, as in MPNetEncoder
+        if (
+            self.config.model_type == "mpnet"
+        ):  # relative position bias: a function of the length only, as in MPNetEncoder
             extra["position_bias"] = self.encoder.encoder.compute_position_bias(hidden)
         for layer in layers:
             out = layer(hidden, mask, **extra)
@@ -106,13 +109,13 @@ class CachedContextEncoder(nn.Module):
     def cached_states(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """S (B, T_c, d) from the cache, the missing contexts computed (as one sub-batch) and stored first."""
         lengths = attention_mask.sum(dim=1).tolist()  # n_i: contexts are right-padded
-        keys = [tuple(ids[:n].tolist()) for ids, n in zip(input_ids, lengths)]
+        keys = [tuple(ids[:n].tolist()) for ids, n in zip(input_ids, lengths, strict=False)]
         missing = [i for i, key in enumerate(keys) if key not in self.cache]
         found: dict[tuple[int, ...], Tensor] = {}
         if missing:
             rows = torch.tensor(missing, device=input_ids.device)
             computed = self.frozen_states(input_ids[rows], attention_mask[rows])  # (M, T_c, d)
-            for row, states in zip(missing, computed):
+            for row, states in zip(missing, computed, strict=False):
                 found[keys[row]] = states[: lengths[row]].clone()  # (n_i, d)
         self.hits, self.misses = self.hits + len(keys) - len(missing), self.misses + len(missing)
         rows_states = []
@@ -131,8 +134,11 @@ class CachedContextEncoder(nn.Module):
         return out
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> ContextStates:
-        hidden = self.cached_states(input_ids, attention_mask) if self.max_entries else self.frozen_states(
-            input_ids, attention_mask)
+        hidden = (
+            self.cached_states(input_ids, attention_mask)
+            if self.max_entries
+            else self.frozen_states(input_ids, attention_mask)
+        )
         top = self._top()
         if top:  # the trained top: gradients flow from here up
             hidden = self._run_layers(top, hidden, attention_mask)

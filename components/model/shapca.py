@@ -88,12 +88,22 @@ def _content_tokens(states: Tensor, input_ids: Tensor, mask: Tensor, tokenizer) 
 def _processor_of_version_1(directory: Path, config: ShapCAConfig, meta: dict) -> ShapCAProcessor:
     """A directory saved before the processor existed (format_version 1: config.json held the task and labels, and
     each encoder folder its tokenizer or image processor), so that models registered before keep loading in-process."""
-    def saved(name: str, auto):
-        return auto.from_pretrained(directory / ENCODER_DIRS[name], local_files_only=True) if name in meta["encoders"] \
-            else None
 
-    return ShapCAProcessor.for_model(config, meta["task"], meta["labels"], saved("text", AutoTokenizer),
-                                     saved("context", AutoTokenizer), saved("image", AutoImageProcessor))
+    def saved(name: str, auto):
+        return (
+            auto.from_pretrained(directory / ENCODER_DIRS[name], local_files_only=True)
+            if name in meta["encoders"]
+            else None
+        )
+
+    return ShapCAProcessor.for_model(
+        config,
+        meta["task"],
+        meta["labels"],
+        saved("text", AutoTokenizer),
+        saved("context", AutoTokenizer),
+        saved("image", AutoImageProcessor),
+    )
 
 
 class ShapCA(nn.Module):
@@ -108,8 +118,11 @@ class ShapCA(nn.Module):
         super().__init__()
         # The window sizes and the context mode live in both (the processor cuts, the model encodes): they must agree.
         window = ("max_text_tokens", "max_context_tokens", "context_mode")
-        disagree = [f"{k}: model {getattr(config, k)!r}, processor {getattr(processor, k)!r}" for k in window
-                    if getattr(config, k) != getattr(processor, k)]
+        disagree = [
+            f"{k}: model {getattr(config, k)!r}, processor {getattr(processor, k)!r}"
+            for k in window
+            if getattr(config, k) != getattr(processor, k)
+        ]
         if disagree:
             raise ValueError(f"the processor was built for another model config ({'; '.join(disagree)})")
         self.config, self.processor = config, processor
@@ -138,8 +151,16 @@ class ShapCA(nn.Module):
         )
         self.alignment = (
             ContrastiveAlignment(
-                dim, context_dim, image_dim, config.align_dim, config.alignment, config.estimator,
-                config.permutations, config.temperature, game=config.shapley_game, coverage=config.coverage_scores,
+                dim,
+                context_dim,
+                image_dim,
+                config.align_dim,
+                config.alignment,
+                config.estimator,
+                config.permutations,
+                config.temperature,
+                game=config.shapley_game,
+                coverage=config.coverage_scores,
             )
             if config.alignment != "none"
             else None
@@ -159,7 +180,11 @@ class ShapCA(nn.Module):
         )
         image = load_image_encoder(config.image_encoder) if config.image_encoder is not None else None
         processor = ShapCAProcessor.for_model(
-            config, task, labels, text.tokenizer, context.tokenizer if context else None,
+            config,
+            task,
+            labels,
+            text.tokenizer,
+            context.tokenizer if context else None,
             image.processor if image else None,
         )
         return cls(config, processor, text.model, context.model if context else None, image.model if image else None)
@@ -178,23 +203,30 @@ class ShapCA(nn.Module):
         for name, encoder in self._encoders().items():
             encoder.config.save_pretrained(directory / ENCODER_DIRS[name])  # the weights go into model.safetensors
         self.processor.save_pretrained(directory)
-        write_versioned_json(directory / CONFIG_FILE, FORMAT, FORMAT_VERSION, {
-            "encoders": sorted(self._encoders()),
-            "model": self.config.model_dump(mode="json"),
-        })
+        write_versioned_json(
+            directory / CONFIG_FILE,
+            FORMAT,
+            FORMAT_VERSION,
+            {
+                "encoders": sorted(self._encoders()),
+                "model": self.config.model_dump(mode="json"),
+            },
+        )
         save_model(self, str(directory / "model.safetensors"))
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> ShapCA:
         directory = Path(directory)
-        meta = read_versioned_json(directory / CONFIG_FILE, FORMAT, FORMAT_VERSION, "ShapCA.save_pretrained",
-                                   older=(1,))
+        meta = read_versioned_json(
+            directory / CONFIG_FILE, FORMAT, FORMAT_VERSION, "ShapCA.save_pretrained", older=(1,)
+        )
         encoders = {name: encoder_from_saved(directory / ENCODER_DIRS[name]) for name in meta["encoders"]}
         config = ShapCAConfig.model_validate(meta["model"])
         model = cls(
             config,
-            ShapCAProcessor.from_pretrained(directory) if meta["format_version"] >= 2 else
-            _processor_of_version_1(directory, config, meta),
+            ShapCAProcessor.from_pretrained(directory)
+            if meta["format_version"] >= 2
+            else _processor_of_version_1(directory, config, meta),
             encoders["text"],
             encoders.get("context"),
             encoders.get("image"),
@@ -250,8 +282,12 @@ class ShapCA(nn.Module):
             fused = FusionOutput(text_states, None, None)
         else:
             fused = self.fusion(
-                text_states, context_states, batch.context_attention_mask, batch.has_context,
-                image_states, batch.has_image,
+                text_states,
+                context_states,
+                batch.context_attention_mask,
+                batch.has_context,
+                image_states,
+                batch.has_image,
             )
         encoded = Encoded(fused, pooled_text, pooled_context, pooled_image)
         if self.alignment is not None and self.alignment.uses_tokens:
@@ -273,15 +309,25 @@ class ShapCA(nn.Module):
     def project(self, encoded: Encoded, rows: Tensor) -> tuple[Projected, Projected]:
         """The texts and contexts of ``rows`` ((B,) bool) in the alignment space: (texts, contexts), unit vectors."""
         if self.alignment is None or encoded.context is None:
-            raise ValueError("this model has no alignment space: model.alignment is 'none' or the batch has no contexts")
+            raise ValueError(
+                "this model has no alignment space: model.alignment is 'none' or the batch has no contexts"
+            )
         a = self.alignment
         text_tokens = encoded.text_tokens[rows] if encoded.text_tokens is not None else None
         context_tokens = encoded.context_tokens[rows] if encoded.context_tokens is not None else None
-        return (a.project(a.proj_text, encoded.text[rows], text_tokens),
-                a.project(a.proj_context, encoded.context[rows], context_tokens))
+        return (
+            a.project(a.proj_text, encoded.text[rows], text_tokens),
+            a.project(a.proj_context, encoded.context[rows], context_tokens),
+        )
 
-    def scores(self, contexts: Projected, texts: Projected, *, permutations: int | None = None,
-               generator: torch.Generator | None = None) -> Tensor:
+    def scores(
+        self,
+        contexts: Projected,
+        texts: Projected,
+        *,
+        permutations: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         """phi (n, n): context i's Shapley value for text j, in the game the alignment trains on (see
         ContrastiveAlignment.scores for ``permutations`` and ``generator``)."""
         if self.alignment is None:
@@ -294,8 +340,13 @@ class ShapCA(nn.Module):
         align_loss, shapley, align_ct, align_ci = task_loss.new_zeros(()), None, None, None
         if self.alignment is not None and encoded.context is not None:
             aligned = self.alignment(
-                encoded.text, encoded.context, batch.has_context, encoded.image, batch.has_image,
-                text_tokens=encoded.text_tokens, context_tokens=encoded.context_tokens,
+                encoded.text,
+                encoded.context,
+                batch.has_context,
+                encoded.image,
+                batch.has_image,
+                text_tokens=encoded.text_tokens,
+                context_tokens=encoded.context_tokens,
                 image_tokens=encoded.image_tokens,
             )
             align_ct, align_ci, shapley = aligned.loss_ct, aligned.loss_ci, aligned.shapley_ct

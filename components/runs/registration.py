@@ -24,7 +24,14 @@ def register_and_promote(result: TrainRunResult, cfg: ExperimentConfig):
     name = registered_model_name(result.dataset)
     # The dev metric is read from the version's LoggedModel (linked by the run), not copied into a tag.
     version = register_version(client, name, result.model_uri, run_id=result.run_id, metric_name=result.metric_name)
-    decision = promote(client, name, version, metric_name=result.metric_name, min_delta=cfg.tracking.min_delta,
-                       min_metric=cfg.tracking.min_dev_metric, allow_partial_dev=cfg.tracking.allow_partial_dev)
+    decision = promote(
+        client,
+        name,
+        version,
+        metric_name=result.metric_name,
+        min_delta=cfg.tracking.min_delta,
+        min_metric=cfg.tracking.min_dev_metric,
+        allow_partial_dev=cfg.tracking.allow_partial_dev,
+    )
     write_model_card(client, name, version, decision)
     return version, decision

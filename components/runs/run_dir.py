@@ -67,8 +67,9 @@ def run_to_continue(client, cfg: ExperimentConfig, out_dir: Path, resume: bool) 
                 raise
     if not resume:
         if run is not None and run.info.status == "RUNNING":
-            log.warning("run %s in %s is still RUNNING but its training is gone (killed): marking it KILLED",
-                        run_id, out_dir)
+            log.warning(
+                "run %s in %s is still RUNNING but its training is gone (killed): marking it KILLED", run_id, out_dir
+            )
             client.set_terminated(run_id, status="KILLED")
         return None
     written_for = checkpoint_config_hash(out_dir / "checkpoints")

@@ -25,6 +25,7 @@ from mlflow import MlflowClient
 
 from components.common.project_root import find_project_root
 from components.config import ExperimentConfig
+from components.data.metrics import SELECTION_METRIC, SELECTION_METRIC_KEY, confusion_matrix
 from components.model.encoders import resolve_encoder_path
 from components.runs.run_dir import RUN_ID_FILE, claim_output_dir, run_to_continue
 from components.tracking.lineage import collect_lineage
@@ -35,11 +36,9 @@ from components.tracking.run_inputs import training_inputs
 from components.tracking.run_logging import start_run
 from components.training.alignment_probe import probe_alignment
 from components.training.data import TrainingData, load_training_data
-from components.data.metrics import SELECTION_METRIC, SELECTION_METRIC_KEY, confusion_matrix
 from components.training.trainer import fit
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -90,8 +89,9 @@ def _log_shapley_heatmap(run, model, data: TrainingData, out_dir: Path) -> None:
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 
-def train_on_this_rank(cfg: ExperimentConfig, resume: bool, tags: dict[str, str] | None = None,
-                      on_epoch_end: EpochCallback | None = None) -> TrainRunResult | None:
+def train_on_this_rank(
+    cfg: ExperimentConfig, resume: bool, tags: dict[str, str] | None = None, on_epoch_end: EpochCallback | None = None
+) -> TrainRunResult | None:
     """Train (this rank's share) and, on rank 0, log everything to MLflow. Returns None on other ranks.
 
     `train_and_log` calls it in this process; under torchrun every rank calls it from components/runs/launch.py."""
@@ -110,10 +110,16 @@ def train_on_this_rank(cfg: ExperimentConfig, resume: bool, tags: dict[str, str]
     # refusal changes no run's status (components/runs/run_dir.py).
     run_id_file = out_dir / RUN_ID_FILE
     client = MlflowClient(setup.tracking_uri)
-    with claim_output_dir(out_dir), start_run(
-        setup, run_name=run_name, run_id=run_to_continue(client, cfg, out_dir, resume), tags=tags,
-        log_system_metrics=True,
-    ) as run:
+    with (
+        claim_output_dir(out_dir),
+        start_run(
+            setup,
+            run_name=run_name,
+            run_id=run_to_continue(client, cfg, out_dir, resume),
+            tags=tags,
+            log_system_metrics=True,
+        ) as run,
+    ):
         run_id_file.write_text(run.run_id)
         run.log_params(cfg.flat())
         run.log_params({f"data.{s}_size": len(ex) for s, ex in data.splits.items()})
@@ -129,12 +135,15 @@ def train_on_this_rank(cfg: ExperimentConfig, resume: bool, tags: dict[str, str]
             if on_epoch_end is not None:
                 on_epoch_end(epoch, metrics)
 
-        result = fit(cfg, data, resume=resume, on_epoch_end=epoch_done,
-                     on_step=lambda step, m: run.log_metrics(m, step=step))
+        result = fit(
+            cfg, data, resume=resume, on_epoch_end=epoch_done, on_step=lambda step, m: run.log_metrics(m, step=step)
+        )
 
         test = result.test
-        run.log_metrics({f"best_dev_{k}": v for k, v in result.best_dev.items()} | {
-            "best_epoch": result.best_epoch, "train_seconds": result.train_seconds})
+        run.log_metrics(
+            {f"best_dev_{k}": v for k, v in result.best_dev.items()}
+            | {"best_epoch": result.best_epoch, "train_seconds": result.train_seconds}
+        )
         run.log_rows_csv(test.scores.per_type_rows(), "tables/test_per_type.csv")
         run.log_text(test.scores.format_table(), "tables/test_per_type.txt")
         run.log_dict({"history": result.history, "stopped_early": result.stopped_early}, "history.json")
@@ -150,8 +159,12 @@ def train_on_this_rank(cfg: ExperimentConfig, resume: bool, tags: dict[str, str]
             info = log_shapca_model(result.checkpoint_dir / "best", data.task)
             model_uri, model_id = info.model_uri, info.model_id
             # The model's own metrics (MLflow 3 LoggedModel): the best dev epoch's scores and the test scores.
-            run.link_metrics_to_model(info.model_id, [f"dev_{k}" for k in result.best_dev], step=result.best_epoch,
-                                      dataset=inputs.splits["dev"])
+            run.link_metrics_to_model(
+                info.model_id,
+                [f"dev_{k}" for k in result.best_dev],
+                step=result.best_epoch,
+                dataset=inputs.splits["dev"],
+            )
         run.log_metrics(test.scores.as_dict("test"), model_id=model_id, dataset=inputs.splits["test"])
 
     return TrainRunResult(
@@ -171,16 +184,29 @@ def _train_under_torchrun(cfg: ExperimentConfig, resume: bool, tags: dict[str, s
         config_path, result_path = Path(tmp) / "config.json", Path(tmp) / "result.json"
         config_path.write_text(json.dumps({"config": cfg.model_dump(mode="json"), "tags": tags or {}}))
         command = [
-            sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={cfg.train.num_gpus}",
-            "-m", "components.runs.launch", "--config-json", str(config_path), "--result", str(result_path),
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            f"--nproc_per_node={cfg.train.num_gpus}",
+            "-m",
+            "components.runs.launch",
+            "--config-json",
+            str(config_path),
+            "--result",
+            str(result_path),
         ] + (["--resume"] if resume else [])
         log.info("launching DDP training: %s", " ".join(command))
         subprocess.run(command, check=True)
         return TrainRunResult(**json.loads(result_path.read_text()))
 
 
-def train_and_log(cfg: ExperimentConfig, *, resume: bool = False, tags: dict[str, str] | None = None,
-                  on_epoch_end: EpochCallback | None = None) -> TrainRunResult:
+def train_and_log(
+    cfg: ExperimentConfig,
+    *,
+    resume: bool = False,
+    tags: dict[str, str] | None = None,
+    on_epoch_end: EpochCallback | None = None,
+) -> TrainRunResult:
     """Train and log one run; `tags` are set on the MLflow run when it starts; `on_epoch_end(epoch, metrics)` is
     called after each epoch's metrics are logged (in this process; not under torchrun, whose ranks are children)."""
     if cfg.train.num_gpus > 1 and "WORLD_SIZE" not in os.environ:

@@ -25,13 +25,14 @@ RESULTS_FINDINGS = (
     "No context variant is established as better than text only: on Twitter-2017 (BLIP-2 contexts) text only reaches "
     "82.15 ± 0.66 test micro-F1, plain InfoNCE 81.84 ± 0.53 and the best Shapley game (token coverage) 81.87 ± 0.36; "
     "on dev the aligned variants lead text only by at most 0.43 F1, inside the seed spread.",
-    "The fusion closes its context gate during training (about 0 on dev tokens): the contexts shape the encoder through "
-    "the alignment loss but do not reach the tagger at inference.",
-    "With the paper's cosine-of-sum game the Shapley scores are rescaled cosines (r = 0.996); the token coverage game's "
-    "are not (r = 0.83-0.86); it trains a better tagger than the cosine-of-sum game on Twitter-2017 dev, not on "
+    "The fusion closes its context gate during training (about 0 on dev tokens): the contexts shape the encoder "
+    "through the alignment loss but do not reach the tagger at inference.",
+    "With the paper's cosine-of-sum game the Shapley scores are rescaled cosines (r = 0.996); the token coverage "
+    "game's are not (r = 0.83-0.86); it trains a better tagger than the cosine-of-sum game on Twitter-2017 dev, not on "
     "Twitter-2015's.",
     "The gap to UMT (85.09 on Twitter-2017) is the encoder, not the method: the same recipe with all-mpnet-base-v2 "
-    "(model.text_encoder=mpnet, 110M parameters, 5.7x the default's step on CPU) reaches 88.26 test micro-F1 (one seed).",
+    "(model.text_encoder=mpnet, 110M parameters, 5.7x the default's step on CPU) reaches 88.26 test micro-F1 "
+    "(one seed).",
 )
 
 
@@ -82,12 +83,26 @@ def gather_facts(client, model_name: str, version: str, decision=None) -> CardFa
     datasets = []
     for item in run.inputs.dataset_inputs if run.inputs else []:
         tags = {t.key: t.value for t in item.tags}
-        datasets.append({"name": item.dataset.name, "digest": item.dataset.digest,
-                         "context": tags.get("mlflow.data.context", ""), "source_type": item.dataset.source_type,
-                         "source": item.dataset.source})
+        datasets.append(
+            {
+                "name": item.dataset.name,
+                "digest": item.dataset.digest,
+                "context": tags.get("mlflow.data.context", ""),
+                "source_type": item.dataset.source_type,
+                "source": item.dataset.source,
+            }
+        )
     model_id = logged_model_id(mv)
-    facts = CardFacts(model_name, str(version), mv.run_id, model_id, dict(run.data.params),
-                      _model_metrics(client, model_id), dict(run.data.metrics), datasets)
+    facts = CardFacts(
+        model_name,
+        str(version),
+        mv.run_id,
+        model_id,
+        dict(run.data.params),
+        _model_metrics(client, model_id),
+        dict(run.data.metrics),
+        datasets,
+    )
     if decision is not None:
         facts.alias, facts.reason = decision.alias, decision.reason
         facts.champion = decision.previous_champion if decision.previous_champion != str(version) else None
@@ -135,15 +150,19 @@ def _limits(params: dict[str, str]) -> list[str]:
     images = params.get("model.image_encoder", "None")
     out = []
     if images in ("None", ""):
-        out.append("No images: the model reads the text and an LMM's description of the image (context), never the "
-                   "image itself; set `model.image_encoder` and `data.image_dir` to train with images.")
+        out.append(
+            "No images: the model reads the text and an LMM's description of the image (context), never the "
+            "image itself; set `model.image_encoder` and `data.image_dir` to train with images."
+        )
     else:
         out.append(f"Images through `{images}`; an example whose image is missing or unreadable is scored without it.")
     if params.get("data.context_generator") == "none" or params.get("model.context_mode") == "none":
         out.append("Text only: no contexts were used (none are published for the MNRE images).")
     out += list(RESULTS_FINDINGS)
-    out.append("Trained and scored on English tweets / news captions of 2016-2017 (the benchmark's domain); other "
-               "domains are untested.")
+    out.append(
+        "Trained and scored on English tweets / news captions of 2016-2017 (the benchmark's domain); other "
+        "domains are untested."
+    )
     return [f"- {line}" for line in out]
 
 
@@ -164,7 +183,8 @@ def version_card(facts: CardFacts) -> str:
         f"alignment `{p.get('model.alignment', '?')}`, image encoder `{p.get('model.image_encoder', 'None')}`.  ",
         f"**Context generator**: `{p.get('data.context_generator', '?')}`.  ",
         f"**Run**: `{facts.run_id}` (git `{p.get('lineage.git_commit', '?')[:12]}`"
-        + (", dirty tree" if p.get("lineage.git_dirty") == "True" else "") + f"), LoggedModel `{facts.model_id}`.",
+        + (", dirty tree" if p.get("lineage.git_dirty") == "True" else "")
+        + f"), LoggedModel `{facts.model_id}`.",
         "",
         "### Data",
         f"Examples: {size}.",
@@ -208,7 +228,7 @@ def registered_model_card(facts: CardFacts, champion: str | None) -> str:
         "**Intended use**: research baseline and pipeline demonstration on the benchmark's domain; compare versions "
         "by their LoggedModel dev metrics (the `champion` alias is the best on dev F1).",
         "",
-        "**Call it**: `mlflow.pyfunc.load_model(\"models:/" + facts.model_name + "@champion\").predict(df)`, with "
+        '**Call it**: `mlflow.pyfunc.load_model("models:/' + facts.model_name + '@champion").predict(df)`, with '
         "columns `text`, optional `context` (an image description) and `image`"
         + (", and " + "/".join(f"`{name}`" for name in head.serving_spans) + " spans" if head.serving_spans else "")
         + "; every row gets an `error` field.",

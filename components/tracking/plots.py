@@ -70,8 +70,15 @@ def confusion_matrix_png(
         for i in range(n):
             for j in range(n):
                 dark = shown[i, j] > (0.5 if normalize else shown.max() / 2)
-                ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=7,
-                        color="white" if dark else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{int(counts[i, j])}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if dark else "black",
+                )
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -96,8 +103,9 @@ def shapley_heatmap_png(
     fig, ax = _new_figure(max(5.0, 0.5 * cols + 4.0), max(4.0, 0.45 * rows + 2.5))
     image = ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="Shapley value")
-    ax.set_xticks(range(cols), [truncate_label(t, max_label_chars) for t in col_labels],
-                  rotation=60, ha="right", fontsize=8)
+    ax.set_xticks(
+        range(cols), [truncate_label(t, max_label_chars) for t in col_labels], rotation=60, ha="right", fontsize=8
+    )
     ax.set_yticks(range(rows), [truncate_label(t, max_label_chars) for t in row_labels], fontsize=8)
     ax.set_xlabel("text")
     ax.set_ylabel("context")
@@ -105,8 +113,15 @@ def shapley_heatmap_png(
     if rows <= _ANNOTATE_MAX and cols <= _ANNOTATE_MAX:
         for i in range(rows):
             for j in range(cols):
-                ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if abs(values[i, j]) > 0.6 * limit else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{values[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if abs(values[i, j]) > 0.6 * limit else "black",
+                )
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

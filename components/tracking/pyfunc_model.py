@@ -151,8 +151,8 @@ def _span(value: Any, field: str, n_tokens: int) -> Span:
 def _image(row_id: str, value: Any, limits: ServingLimits):
     """The row's image as RGB: its bytes, or a file name read (safely) from the operator's image directory; behind the
     size limit and the decompression-bomb guard every reader uses."""
-    from components.contexts import config as contexts_config
     from components.common.images import ImageProblem, decode_image, read_image_under
+    from components.contexts import config as contexts_config
 
     max_pixels = min(contexts_config.DEFAULT_MAX_PIXELS, limits.max_image_pixels)
     try:
@@ -218,7 +218,10 @@ class ShapCAPyfunc(mlflow.pyfunc.PythonModel):
             return [out for row in rows for out in self._predict_rows([row], contexts, images)]
         kept = batch.word_mask.sum(dim=1).tolist()
         predictions = self.model.predict(batch)
-        return [self._format(record, prediction, int(k)) for (_, record), prediction, k in zip(rows, predictions, kept)]
+        return [
+            self._format(record, prediction, int(k))
+            for (_, record), prediction, k in zip(rows, predictions, kept, strict=False)
+        ]
 
     def predict(self, model_input: pd.DataFrame, params: dict | None = None) -> list[dict]:
         # No MLflow context argument: MLflow passes one only to a predict that names it, and everything the model
@@ -265,7 +268,7 @@ class ShapCAPyfunc(mlflow.pyfunc.PythonModel):
                         continue
                 chunk.append((i, record))
             if chunk:
-                for (i, _), output in zip(chunk, self._predict_rows(chunk, contexts, images)):
+                for (i, _), output in zip(chunk, self._predict_rows(chunk, contexts, images), strict=False):
                     outputs[i] = output
         return outputs  # type: ignore[return-value]
 
@@ -277,8 +280,11 @@ def signature_and_example(task: str):
 
     from components.model.heads import head_class  # here: `shapca predict` checks its input without torch
 
-    columns = [ColSpec(AnyType(), "text"), ColSpec("string", "context", required=False),
-               ColSpec(AnyType(), "image", required=False)]
+    columns = [
+        ColSpec(AnyType(), "text"),
+        ColSpec("string", "context", required=False),
+        ColSpec(AnyType(), "image", required=False),
+    ]
     head = head_class(task)
     columns += [ColSpec(AnyType(), name) for name in head.serving_spans]
     example = {name: [value] for name, value in head.serving_example().items()}
@@ -290,8 +296,20 @@ def signature_and_example(task: str):
 
 # What a consumer's fresh virtualenv needs to load and serve the model: the distributions the model's code imports,
 # pinned to the versions this process runs with (the ones requirements.lock installed).
-SERVING_DISTRIBUTIONS = ("mlflow", "torch", "transformers", "tokenizers", "safetensors", "pytorch-crf", "numpy",
-                         "pandas", "pillow", "pydantic", "pyyaml", "tqdm")
+SERVING_DISTRIBUTIONS = (
+    "mlflow",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "pytorch-crf",
+    "numpy",
+    "pandas",
+    "pillow",
+    "pydantic",
+    "pyyaml",
+    "tqdm",
+)
 COMPONENTS_DIR = Path(__file__).resolve().parents[1]
 MODEL_CODE = Path(__file__).with_name("model_code.py")
 

@@ -151,7 +151,8 @@ def registry_lock(client, model_name: str, timeout: float = LOCK_TIMEOUT_S, stal
     while True:
         try:
             client.create_registered_model(
-                name, tags={"holder": holder, "acquired_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                name,
+                tags={"holder": holder, "acquired_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
                 description=f"promotion lock of {model_name}: deleted when the promotion ends",
             )
             break
@@ -168,7 +169,11 @@ def registry_lock(client, model_name: str, timeout: float = LOCK_TIMEOUT_S, stal
         if age > stale_after:
             log.warning(
                 "breaking stale promotion lock %s: held by %s since %s (%.0f s > %.0f s), its promoter died",
-                name, held.tags.get("holder"), held.tags.get("acquired_at"), age, stale_after,
+                name,
+                held.tags.get("holder"),
+                held.tags.get("acquired_at"),
+                age,
+                stale_after,
             )
             _release(client, name, held.tags.get("holder", ""))
             continue
@@ -270,8 +275,13 @@ def evaluation_record(client, run_id: str | None) -> EvaluationRecord:
     if run is None or getattr(run.info, "lifecycle_stage", "active") == "deleted":
         return EvaluationRecord("absent", None, None, None, None)
     params = run.data.params
-    return EvaluationRecord(run.info.status, params.get(PARAM_DATASET), params.get(PARAM_DEV_SIZE),
-                            params.get(PARAM_DEV_CAP), params.get(PARAM_DATA_VERSION))
+    return EvaluationRecord(
+        run.info.status,
+        params.get(PARAM_DATASET),
+        params.get(PARAM_DEV_SIZE),
+        params.get(PARAM_DEV_CAP),
+        params.get(PARAM_DATA_VERSION),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -354,54 +364,81 @@ class _Facts:
     champion_record: EvaluationRecord | None
 
 
-def _decide(facts: _Facts, metric_name: str, min_delta: float, min_metric: float | None,
-            allow_partial_dev: bool) -> tuple[bool, str, str]:
+def _decide(
+    facts: _Facts, metric_name: str, min_delta: float, min_metric: float | None, allow_partial_dev: bool
+) -> tuple[bool, str, str]:
     """(promote?, check code, why); the rules and their order are the module docstring's table."""
     f, m = facts, metric_name
     if f.champion == f.version:
         # Re-deciding for the champion itself (a retry, a re-evaluation) never demotes it: that takes a better model.
         return True, "passed", f"already champion ({m}={f.candidate})"
     if f.evaluation != EVALUATION_COMPLETE:
-        return False, "evaluation_incomplete", (
-            f"evaluation is {f.evaluation!r}, not 'complete': a failed, partial or unrecorded evaluation never promotes"
+        return (
+            False,
+            "evaluation_incomplete",
+            f"evaluation is {f.evaluation!r}, not 'complete': "
+            "a failed, partial or unrecorded evaluation never promotes",
         )
     if f.record.run_status != "FINISHED":
         return False, "run_not_finished", f"its run is {f.record.run_status}, not FINISHED"
     if f.candidate is None:
         return False, "no_metric", f"no finite {m}: a failed or partial evaluation never promotes"
     if not f.record.recorded:
-        return False, "evaluation_unrecorded", (
-            f"its run does not record what {m} was computed on ({PARAM_DATASET}, {PARAM_DEV_SIZE}, "
-            f"{PARAM_DATA_VERSION}): {f.record.describe()}"
+        return (
+            False,
+            "evaluation_unrecorded",
+            (
+                f"its run does not record what {m} was computed on ({PARAM_DATASET}, {PARAM_DEV_SIZE}, "
+                f"{PARAM_DATA_VERSION}): {f.record.describe()}"
+            ),
         )
     if f.record.dev_cap is not None and not allow_partial_dev:
-        return False, "partial_dev_split", (
-            f"{m} was computed on a capped dev split ({PARAM_DEV_CAP}={f.record.dev_cap}, {f.record.dev_size} "
-            "examples), not the full one"
+        return (
+            False,
+            "partial_dev_split",
+            (
+                f"{m} was computed on a capped dev split ({PARAM_DEV_CAP}={f.record.dev_cap}, {f.record.dev_size} "
+                "examples), not the full one"
+            ),
         )
     if min_metric is not None and f.candidate < min_metric:
         return False, "below_floor", f"{m} {f.candidate:.6g} is below the quality floor {min_metric:g}"
     if f.champion is None:
         return True, "passed", f"first version with a valid {m} ({f.candidate:.6g}) becomes champion"
     if f.champion_metric is None:
-        return False, "champion_unreadable", (
-            f"champion v{f.champion} has no finite {m} to compare against; compare by hand and set the alias explicitly"
+        return (
+            False,
+            "champion_unreadable",
+            f"champion v{f.champion} has no finite {m} to compare against; "
+            "compare by hand and set the alias explicitly",
         )
     assert f.champion_record is not None
     if f.champion_record.split() != f.record.split():
-        return False, "not_comparable", (
-            f"not comparable with champion v{f.champion}: this version was scored on {f.record.describe()}, the "
-            f"champion on {f.champion_record.describe()}; compare on one split by hand and set the alias explicitly"
+        return (
+            False,
+            "not_comparable",
+            (
+                f"not comparable with champion v{f.champion}: this version was scored on {f.record.describe()}, the "
+                f"champion on {f.champion_record.describe()}; compare on one split by hand and set the alias explicitly"
+            ),
         )
     gain = f.candidate - f.champion_metric
     if f.candidate > f.champion_metric and gain >= min_delta:
-        return True, "passed", (
-            f"{m} {f.candidate:.6g} beats champion v{f.champion} ({f.champion_metric:.6g}) by {gain:.6g} "
-            f">= min_delta {min_delta:g}"
+        return (
+            True,
+            "passed",
+            (
+                f"{m} {f.candidate:.6g} beats champion v{f.champion} ({f.champion_metric:.6g}) by {gain:.6g} "
+                f">= min_delta {min_delta:g}"
+            ),
         )
-    return False, "below_min_delta", (
-        f"{m} {f.candidate:.6g} does not beat champion v{f.champion} ({f.champion_metric:.6g}) by min_delta "
-        f"{min_delta:g} (gain {gain:.6g})"
+    return (
+        False,
+        "below_min_delta",
+        (
+            f"{m} {f.candidate:.6g} does not beat champion v{f.champion} ({f.champion_metric:.6g}) by min_delta "
+            f"{min_delta:g} (gain {gain:.6g})"
+        ),
     )
 
 
@@ -418,7 +455,9 @@ def _read_facts(client, model_name: str, version: str, metric_name: str) -> tupl
         evaluation=model_version.tags.get(TAG_EVALUATION),
         candidate=version_dev_metric(client, model_name, version, metric_name),
         record=evaluation_record(client, model_version.run_id),
-        champion=champion, champion_metric=champion_metric, champion_record=champion_record,
+        champion=champion,
+        champion_metric=champion_metric,
+        champion_record=champion_record,
     )
     return facts, current
 

@@ -53,8 +53,10 @@ class DvcDataSource(DatasetSource):
         local = [Path(data_dir) / p for p in self.paths]
         missing = [str(p) for p in local if not p.is_file()]
         if missing:
-            raise FileNotFoundError(f"{', '.join(missing)}: not materialised; `dvc pull` at a commit whose "
-                                    f"{self.dvc_file} records md5 {self.md5}")
+            raise FileNotFoundError(
+                f"{', '.join(missing)}: not materialised; `dvc pull` at a commit whose "
+                f"{self.dvc_file} records md5 {self.md5}"
+            )
         return [str(p) for p in local]
 
     @staticmethod
@@ -79,8 +81,13 @@ def split_frame(task: str, examples: list) -> pd.DataFrame:
     from components.model.heads import head_class  # here: data validation logs through this module without torch
 
     head = head_class(task)
-    return pd.DataFrame([{"id": e.id, "image_id": e.image_id, "text": " ".join(e.tokens), "n_tokens": len(e.tokens)}
-                         | head.label_columns(e) for e in examples])
+    return pd.DataFrame(
+        [
+            {"id": e.id, "image_id": e.image_id, "text": " ".join(e.tokens), "n_tokens": len(e.tokens)}
+            | head.label_columns(e)
+            for e in examples
+        ]
+    )
 
 
 def frame_digest(frame: pd.DataFrame) -> str:
@@ -130,8 +137,11 @@ def build_run_inputs(
     for split, examples in splits.items():
         frame = split_frame(task, examples)
         datasets[split] = mlflow.data.from_pandas(
-            frame, source=DvcDataSource(dvc_file, data_md5, [split_files[split]]), name=f"{dataset}-{split}",
-            digest=frame_digest(frame), targets=head_class(task).target_column if len(frame) else None,
+            frame,
+            source=DvcDataSource(dvc_file, data_md5, [split_files[split]]),
+            name=f"{dataset}-{split}",
+            digest=frame_digest(frame),
+            targets=head_class(task).target_column if len(frame) else None,
         )
     context_dataset = None
     if contexts is not None:
@@ -159,8 +169,10 @@ def log_run_inputs(client, run_id: str, inputs: RunInputs) -> None:
         for split, ds in inputs.splits.items()
     ]
     if inputs.contexts is not None:
-        tags = [InputTag(MLFLOW_DATASET_CONTEXT, "contexts"),
-                InputTag("artifact", f"runs:/{run_id}/{inputs.context_artifact()}")]
+        tags = [
+            InputTag(MLFLOW_DATASET_CONTEXT, "contexts"),
+            InputTag("artifact", f"runs:/{run_id}/{inputs.context_artifact()}"),
+        ]
         entries.append(DatasetInput(inputs.contexts._to_mlflow_entity(), tags=tags))
     client.log_inputs(run_id, datasets=entries)
     if inputs.context_set is not None:
@@ -180,16 +192,18 @@ def fetch_context_set(client, digest: str, dst_dir: str | Path, experiment_ids: 
 
     if experiment_ids is None:
         experiment_ids = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(experiment_ids, filter_string=f"dataset.digest = '{digest}' and dataset.context = "
-                                                            "'contexts'", max_results=1)
+    runs = client.search_runs(
+        experiment_ids, filter_string=f"dataset.digest = '{digest}' and dataset.context = 'contexts'", max_results=1
+    )
     if not runs:
         raise LookupError(f"no run in experiments {experiment_ids} logged a context set with digest {digest}")
     run_id = runs[0].info.run_id
     local = Path(client.download_artifacts(run_id, CONTEXT_ARTIFACT_DIR, str(dst_dir)))
     path = local / f"{digest}.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"run {run_id} lists context digest {digest} but has no artifact "
-                                f"{CONTEXT_ARTIFACT_DIR}/{digest}.jsonl")
+        raise FileNotFoundError(
+            f"run {run_id} lists context digest {digest} but has no artifact {CONTEXT_ARTIFACT_DIR}/{digest}.jsonl"
+        )
     contexts = read_context_set(path)  # raises when the file no longer matches its manifest's content hash
     if context_digest(contexts) != digest:
         raise ValueError(f"{path}: contexts hash to {context_digest(contexts)}, not {digest}")
@@ -203,7 +217,12 @@ def training_inputs(data, data_cfg, data_md5: str) -> RunInputs:
     spec = get_spec(data.dataset)
     generator = data.contexts.generator if data.contexts is not None else None
     return build_run_inputs(
-        data.dataset, data.task, data.splits, data.contexts, data_md5, spec.files,
+        data.dataset,
+        data.task,
+        data.splits,
+        data.contexts,
+        data_md5,
+        spec.files,
         context_files=spec.context_files.get(generator, ()) if generator else (),
         context_source=data_cfg.context_file,
     )

@@ -51,12 +51,15 @@ class RunLogger:
         for key, value in params.items():
             text = str(value)
             if len(text) > MAX_PARAM_LENGTH:
-                raise ValueError(f"param {key!r}: value has {len(text)} characters, MLflow keeps at most "
-                                 f"{MAX_PARAM_LENGTH}; log it as an artifact instead")
+                raise ValueError(
+                    f"param {key!r}: value has {len(text)} characters, MLflow keeps at most "
+                    f"{MAX_PARAM_LENGTH}; log it as an artifact instead"
+                )
             logged = self._params.get(key)
             if logged is not None and logged != text:
-                raise ValueError(f"param {key!r} already logged as {logged!r}; MLflow params cannot change "
-                                 f"(got {text!r})")
+                raise ValueError(
+                    f"param {key!r} already logged as {logged!r}; MLflow params cannot change (got {text!r})"
+                )
             if logged is None:
                 fresh[key] = text
         items = [Param(k, v) for k, v in fresh.items()]
@@ -83,8 +86,9 @@ class RunLogger:
         log_run_inputs(self.client, self.run_id, inputs)
 
     # -- metrics ------------------------------------------------------------------------------------------------------
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, model_id: str | None = None,
-                    dataset=None) -> None:
+    def log_metrics(
+        self, metrics: Mapping[str, float], step: int | None = None, model_id: str | None = None, dataset=None
+    ) -> None:
         """One batch per call; every metric of a call shares ``step`` and timestamp. Non-numbers are an error.
 
         ``model_id`` also records them as metrics of that LoggedModel, evaluated on ``dataset`` (an ``mlflow.data``
@@ -92,8 +96,15 @@ class RunLogger:
         from mlflow.entities import Metric
 
         timestamp = int(time.time() * 1000)
-        linked = {"model_id": model_id, "dataset_name": getattr(dataset, "name", None),
-                  "dataset_digest": getattr(dataset, "digest", None)} if model_id else {}
+        linked = (
+            {
+                "model_id": model_id,
+                "dataset_name": getattr(dataset, "name", None),
+                "dataset_digest": getattr(dataset, "digest", None),
+            }
+            if model_id
+            else {}
+        )
         items = []
         for key, value in metrics.items():
             try:
@@ -126,9 +137,18 @@ class RunLogger:
             linked[key] = metric.value
             if (key, step, metric.timestamp) in on_model:
                 continue  # MLflow's log_model already linked it (it links the run's metrics at the model's step)
-            items.append(Metric(key, metric.value, metric.timestamp, step, model_id=model_id,
-                                dataset_name=getattr(dataset, "name", None), dataset_digest=getattr(dataset, "digest", None),
-                                run_id=self.run_id))
+            items.append(
+                Metric(
+                    key,
+                    metric.value,
+                    metric.timestamp,
+                    step,
+                    model_id=model_id,
+                    dataset_name=getattr(dataset, "name", None),
+                    dataset_digest=getattr(dataset, "digest", None),
+                    run_id=self.run_id,
+                )
+            )
         for start in range(0, len(items), MAX_METRICS_PER_BATCH):
             self.client.log_batch(self.run_id, metrics=items[start : start + MAX_METRICS_PER_BATCH])
         return linked

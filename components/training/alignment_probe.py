@@ -98,8 +98,13 @@ class _Accumulator:
         if self.count == 0:
             return None
         own, other = self.own / self.count, self.other / self.count
-        return ScoreStats(top1=self.top1 / self.count, own=own, other=other, margin=(own - other) / self.tau,
-                          infonce=self.loss / self.count)
+        return ScoreStats(
+            top1=self.top1 / self.count,
+            own=own,
+            other=other,
+            margin=(own - other) / self.tau,
+            infonce=self.loss / self.count,
+        )
 
 
 def _column_agreement(phi: torch.Tensor, cos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,8 +116,14 @@ def _column_agreement(phi: torch.Tensor, cos: torch.Tensor) -> tuple[torch.Tenso
 
 
 @torch.no_grad()
-def probe_alignment(model, data: TrainingData, split: str = "dev", batch_size: int = 32,
-                    limit: int | None = None, permutations: int | None = None) -> ProbeResult:
+def probe_alignment(
+    model,
+    data: TrainingData,
+    split: str = "dev",
+    batch_size: int = 32,
+    limit: int | None = None,
+    permutations: int | None = None,
+) -> ProbeResult:
     """Score the alignment of `model` (a ShapCA) on `split` of `data`; see the module docstring.
 
     `permutations` replaces the model's Monte Carlo K for the Shapley scores (how much estimator noise costs)."""
@@ -125,8 +136,10 @@ def probe_alignment(model, data: TrainingData, split: str = "dev", batch_size: i
     cosine, shapley = _Accumulator(tau), _Accumulator(tau)
     coverage = alignment is not None and alignment.uses_tokens  # the token coverage game: exact, no estimator
     if alignment is not None and permutations is not None and alignment.permutations is None:
-        raise ValueError("permutations: this model computes exact Shapley values (an exact estimator or the token "
-                         "coverage game's closed form), there is no K to change")
+        raise ValueError(
+            "permutations: this model computes exact Shapley values (an exact estimator or the token "
+            "coverage game's closed form), there is no K to change"
+        )
     k = permutations or (alignment.permutations if alignment is not None else None)  # None: exact values
     # Monte Carlo: the probe's own seeded orders, so that probing a model twice gives the same numbers.
     generator = torch.Generator().manual_seed(0) if k is not None else None
@@ -159,8 +172,15 @@ def probe_alignment(model, data: TrainingData, split: str = "dev", batch_size: i
         scales.append(scale)
     game = None if alignment is None else f"token_coverage/{alignment.coverage}" if coverage else "cosine_of_sum"
     return ProbeResult(
-        split=split, permutations=k, game=game, batches=batches, targets=cosine.count, batch_size=batch_size, temperature=tau,
-        cosine=cosine.stats(), shapley=shapley.stats(),
+        split=split,
+        permutations=k,
+        game=game,
+        batches=batches,
+        targets=cosine.count,
+        batch_size=batch_size,
+        temperature=tau,
+        cosine=cosine.stats(),
+        shapley=shapley.stats(),
         shapley_cosine_correlation=torch.cat(correlations).mean().item() if correlations else None,
         shapley_cosine_scale=torch.cat(scales).mean().item() if scales else None,
         context_gate=statistics.fmean(gates) if gates else None,

@@ -105,11 +105,10 @@ def save_best(directory: Path, model) -> Path:
     return write_atomically(Path(directory) / "best", model.save_pretrained)
 
 
-def save_checkpoint(
-    directory: Path, model: torch.nn.Module, optimizer, scheduler, state: TrainerState
-) -> Path:
-    return write_atomically(Path(directory) / "last", lambda tmp: _write_checkpoint(tmp, model, optimizer, scheduler,
-                                                                                   state))
+def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer, scheduler, state: TrainerState) -> Path:
+    return write_atomically(
+        Path(directory) / "last", lambda tmp: _write_checkpoint(tmp, model, optimizer, scheduler, state)
+    )
 
 
 def _write_checkpoint(tmp: Path, model: torch.nn.Module, optimizer, scheduler, state: TrainerState) -> None:
@@ -139,7 +138,9 @@ def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer, schedule
     last = Path(directory) / "last"
     recover_swap(last)
     if not (last / "trainer_state.pt").is_file():
-        raise FileNotFoundError(f"{last}: no checkpoint to resume from (expected model.safetensors and trainer_state.pt)")
+        raise FileNotFoundError(
+            f"{last}: no checkpoint to resume from (expected model.safetensors and trainer_state.pt)"
+        )
     model.load_state_dict(load_file(str(last / "model.safetensors"), device="cpu"))
     payload = torch.load(last / "trainer_state.pt", map_location="cpu", weights_only=True)
     optimizer.load_state_dict(payload["optimizer"])

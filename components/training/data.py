@@ -8,10 +8,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from components.config import DataConfig
-from components.contexts.config import DEFAULT_MAX_PIXELS
 from components.common.images import ImageProblem, decode_image
-from components.contexts.config import ContextsConfig
+from components.config import DataConfig
+from components.contexts.config import DEFAULT_MAX_PIXELS, ContextsConfig
 from components.data.datasets import DATASETS, SPLITS, get_spec, labels, load_split
 from components.data.example_dataset import ExampleDataset
 from components.data.records import ContextSet, Example
@@ -69,7 +68,9 @@ class TrainingData:
         """Per split: the share of examples whose image file is in data.image_dir ({} when the run reads no images)."""
         if self.images is None:
             return {}
-        return {split: sum(self.images.has(e.image_id) for e in ex) / max(1, len(ex)) for split, ex in self.splits.items()}
+        return {
+            split: sum(self.images.has(e.image_id) for e in ex) / max(1, len(ex)) for split, ex in self.splits.items()
+        }
 
     def context_coverage(self) -> dict[str, float]:
         if self.contexts is None:
@@ -140,8 +141,13 @@ def check_image_coverage(data: TrainingData, max_missing_rate: float) -> None:
     """Log each split's image coverage; fail (before any training) when a split misses more than `max_missing_rate`
     of its images: a data.image_dir pointing at the wrong place must not train a 'multimodal' model on no images."""
     for split, coverage in data.image_coverage().items():
-        log.info("images: %s split %.1f%% of %d examples have an image in %s", split, 100 * coverage,
-                 len(data.splits[split]), data.images.image_dir)  # type: ignore[union-attr]
+        log.info(
+            "images: %s split %.1f%% of %d examples have an image in %s",
+            split,
+            100 * coverage,
+            len(data.splits[split]),
+            data.images.image_dir,
+        )  # type: ignore[union-attr]
         if 1.0 - coverage > max_missing_rate:
             raise ValueError(
                 f"data.image_dir {data.images.image_dir}: {100 * (1 - coverage):.1f}% of the {split} split's images "  # type: ignore[union-attr]

@@ -46,7 +46,9 @@ def init_distributed(device: torch.device) -> Ranks:
 def resolve_device(requested: str, ctx_local_rank: int = 0) -> torch.device:
     if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise RuntimeError("train.device is 'cuda' but torch sees no CUDA device (this torch build may be CPU-only)")
+            raise RuntimeError(
+                "train.device is 'cuda' but torch sees no CUDA device (this torch build may be CPU-only)"
+            )
         return torch.device("cuda", ctx_local_rank)
     return torch.device("cpu")
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from components.data.metrics import Scores
 from components.data.records import Example
 from components.model.heads import head_class
 from components.training.data import TrainingData
-from components.data.metrics import Scores
 
 
 @dataclass

@@ -67,7 +67,9 @@ class BucketBatchSampler(Sampler[list[int]]):
             return n_batches
         # Pools can leave one short batch each; count exactly rather than estimate.
         pool = self.batch_size * self.pool_batches
-        n_batches = sum(-(-min(pool, len(self.lengths) - s) // self.batch_size) for s in range(0, len(self.lengths), pool))
+        n_batches = sum(
+            -(-min(pool, len(self.lengths) - s) // self.batch_size) for s in range(0, len(self.lengths), pool)
+        )
         if self.world_size > 1:
             n_batches = -(-n_batches // self.world_size) * self.world_size
         return n_batches // self.world_size

@@ -75,8 +75,9 @@ def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sch
     optimizer.zero_grad(set_to_none=True)
 
 
-def train_step(model: ShapCA, batch: Batch, optimizer: torch.optim.Optimizer, scheduler, train: TrainConfig
-               ) -> ShapCAOutput:
+def train_step(
+    model: ShapCA, batch: Batch, optimizer: torch.optim.Optimizer, scheduler, train: TrainConfig
+) -> ShapCAOutput:
     """One whole step on one batch: forward, backward, optimizer step."""
     out = forward(model, batch, train.precision)
     backward(out)

@@ -1,4 +1,5 @@
-"""The training loop, top to bottom: data -> model -> optimizer -> epochs (train, dev, checkpoint) -> best model -> test.
+"""The training loop, top to bottom: data -> model -> optimizer -> epochs (train, dev, checkpoint) -> best model
+-> test.
 
 A batch's path: `load_training_data` (readers) -> `BucketBatchSampler` picks indices of the (example, context,
 image) dataset -> `model.processor` tokenizes them into a `Batch` -> `ShapCA.forward` returns task loss + alignment
@@ -25,6 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from components.config import ExperimentConfig, config_hash
+from components.data.metrics import SELECTION_METRIC
 from components.model.shapca import ShapCA
 from components.training.checkpoint import (
     TrainerState,
@@ -36,7 +38,6 @@ from components.training.checkpoint import (
 from components.training.data import TrainingData
 from components.training.distributed import all_reduce_mean, barrier, broadcast_flag, init_distributed, resolve_device
 from components.training.evaluate import Evaluation, evaluate_split
-from components.data.metrics import SELECTION_METRIC
 from components.training.sampler import BucketBatchSampler
 from components.training.step import backward, build_optimizer, build_scheduler, forward, optimizer_step
 
@@ -84,8 +85,13 @@ def _make_loader(dataset, processor, sampler, num_workers: int = 0) -> DataLoade
     Measured (one epoch, MiniLM, 320 Twitter-2017 tweets, CPU, 2 cores shared with other jobs, runs interleaved):
     0 workers 1.69 / 2.96 samples/s, 2 workers 2.75 / 2.29: within the noise, because on CPU the model's step, not
     collation, takes the cores. The default stays 0; workers pay off on a GPU machine with spare cores."""
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=processor,
-                      num_workers=num_workers, persistent_workers=num_workers > 0)
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=processor,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )
 
 
 def fit(
@@ -165,8 +171,13 @@ def fit(
                 optimizer_step(model, optimizer, scheduler, tc.grad_clip)
                 global_step = (epoch - 1) * steps_per_epoch + math.ceil(step / tc.grad_accum)
                 if on_step is not None and ranks.is_main and global_step % log_every == 0:
-                    on_step(global_step, {"train_step_loss": window_loss / window_batches,
-                                          "train_step_lr_encoder": scheduler.get_last_lr()[0]})
+                    on_step(
+                        global_step,
+                        {
+                            "train_step_loss": window_loss / window_batches,
+                            "train_step_lr_encoder": scheduler.get_last_lr()[0],
+                        },
+                    )
                     window_loss, window_batches = 0.0, 0
             totals["loss"] += out.loss.item()
             totals["task_loss"] += out.task_loss.item()

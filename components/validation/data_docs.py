@@ -32,18 +32,24 @@ class DataDocsLink:
 def data_docs_files(report: ValidationReport) -> list[tuple[Path, str]]:
     """(local file, path inside the site) of everything the logged copy holds; an error when there are no Data Docs."""
     if report.data_docs is None or not report.data_docs.is_file():
-        raise FileNotFoundError(f"no Data Docs for {report.dataset}: {report.data_docs} does not exist (validate first)")
+        raise FileNotFoundError(
+            f"no Data Docs for {report.dataset}: {report.data_docs} does not exist (validate first)"
+        )
     site = report.data_docs.parent
-    chosen = [site / "index.html", *sorted((site / "static").rglob("*")),
-              *sorted((site / "expectations" / report.dataset).rglob("*"))]
+    chosen = [
+        site / "index.html",
+        *sorted((site / "static").rglob("*")),
+        *sorted((site / "expectations" / report.dataset).rglob("*")),
+    ]
     for url in report.data_docs_pages.values():
         if url:
             chosen.append(Path(unquote(urlparse(url).path)))
     return [(path, path.relative_to(site).as_posix()) for path in dict.fromkeys(chosen) if path.is_file()]
 
 
-def log_data_docs(report: ValidationReport, experiment: str = DEFAULT_EXPERIMENT,
-                  tracking_uri: str | None = None) -> DataDocsLink:
+def log_data_docs(
+    report: ValidationReport, experiment: str = DEFAULT_EXPERIMENT, tracking_uri: str | None = None
+) -> DataDocsLink:
     """Log the Data Docs of ``report`` as the artifacts ``data_docs/`` of a new MLflow run (params: dataset, context
     generator, verdict), and return where to open them."""
     from components.tracking.mlflow_setup import setup_tracking
@@ -56,13 +62,20 @@ def log_data_docs(report: ValidationReport, experiment: str = DEFAULT_EXPERIMENT
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
         run.log_params({"dataset": report.dataset, "context_generator": report.context_generator})
-        run.log_metrics({"validation_success": float(report.success), "expectations": len(report.rows),
-                         "blocking_failures": len(report.blocking_failures)})
+        run.log_metrics(
+            {
+                "validation_success": float(report.success),
+                "expectations": len(report.rows),
+                "blocking_failures": len(report.blocking_failures),
+            }
+        )
         run.log_artifact(tmp, ARTIFACT_DIR)  # a directory: its files land under data_docs/
         artifact_uri = run.client.get_run(run.run_id).info.artifact_uri.rstrip("/") + f"/{ARTIFACT_DIR}"
     if setup.tracking_uri.startswith(("http://", "https://")):
-        url = (f"{setup.tracking_uri.rstrip('/')}/#/experiments/{setup.experiment_id}/runs/{run.run_id}/artifacts/"
-               f"{ARTIFACT_DIR}/index.html")
+        url = (
+            f"{setup.tracking_uri.rstrip('/')}/#/experiments/{setup.experiment_id}/runs/{run.run_id}/artifacts/"
+            f"{ARTIFACT_DIR}/index.html"
+        )
     else:
         url = report.data_docs.resolve().as_uri()
     return DataDocsLink(run.run_id, artifact_uri, url)

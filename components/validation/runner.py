@@ -4,8 +4,9 @@ frame's suite through a GX Checkpoint, and collect the results into a ``Validati
 The GX project is the file data context in ``gx/`` at the project root (``great_expectations.yml``, committed):
 
 - a pandas datasource ``shapca`` with one dataframe asset per frame kind (sentences, tokens, mentions, ...);
-- one expectation suite per (dataset, split, frame), in ``gx/expectations/`` (built from components/validation/suites.py,
-  rewritten only when the code's suite differs from the stored one, so the committed files stay put);
+- one expectation suite per (dataset, split, frame), in ``gx/expectations/`` (built from
+  components/validation/suites.py, rewritten only when the code's suite differs from the stored one, so the committed
+  files stay put);
 - one validation definition (suite + frame asset) and one Checkpoint per suite, in ``gx/validation_definitions/``
   and ``gx/checkpoints/``. A checkpoint runs its validation on the frame passed as ``batch_parameters`` and its
   ``UpdateDataDocsAction`` adds the result to the Data Docs site ``gx/uncommitted/data_docs/local_site/``.
@@ -134,11 +135,14 @@ def _checkpoint(gx_workspace: GxWorkspace, kind: str, suite, has_id: bool):
     result_format: dict[str, Any] = {"result_format": "SUMMARY"}
     if has_id:
         result_format["unexpected_index_column_names"] = ["id"]
-    return data_context.checkpoints.add_or_update(gx.Checkpoint(
-        name=suite.name, validation_definitions=[definition],
-        actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[DATA_DOCS_SITE])],
-        result_format=result_format,
-    ))
+    return data_context.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=suite.name,
+            validation_definitions=[definition],
+            actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[DATA_DOCS_SITE])],
+            result_format=result_format,
+        )
+    )
 
 
 def _example(entry: Any) -> str:
@@ -185,7 +189,7 @@ def _run(
     checkpoint = _checkpoint(gx_workspace, kind, suite, "id" in frame.columns)
     # The run name groups a command's results in Data Docs ("twitter2017-blip2"), instead of GX's "__none__".
     outcome = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=_run_identifier(gx_workspace.run_name))
-    (result_id, validation), = outcome.run_results.items()
+    ((result_id, validation),) = outcome.run_results.items()
     urls = gx_workspace.data_context.get_docs_sites_urls(resource_identifier=result_id, site_name=DATA_DOCS_SITE)
     if urls and urls[0].get("site_url"):
         gx_workspace.result_pages[suite_name] = urls[0]["site_url"]
@@ -199,7 +203,11 @@ def _run(
         )
         if item.exception_info and item.exception_info.get("raised_exception"):
             observed, unexpected, elements, value, examples = (
-                f"error: {item.exception_info.get('exception_message')}", None, None, None, [],
+                f"error: {item.exception_info.get('exception_message')}",
+                None,
+                None,
+                None,
+                [],
             )
         else:
             observed, unexpected, elements, value, examples = _observed(item.result or {}, meta)
@@ -281,18 +289,38 @@ def validate_examples(
     for split in SPLITS:
         read = splits[split]
         prefix = f"{spec.name}.{split}"
-        _run(gx_workspace, "problems", F.problems_frame(read.problems), f"{prefix}.problems", S.problem_expectations(),
-             split, rows, results, problem_examples(read.problems))
+        _run(
+            gx_workspace,
+            "problems",
+            F.problems_frame(read.problems),
+            f"{prefix}.problems",
+            S.problem_expectations(),
+            split,
+            rows,
+            results,
+            problem_examples(read.problems),
+        )
         is_train = split == "train"
         task_suites = S.TASK_SUITES[spec.task]
         sentences = F.sentences_frame(
-            task_suites.sentence_columns, task_suites.sentence_row, read.examples, context_texts,
-            None if is_train else train_sentences, None if is_train else train_examples,
+            task_suites.sentence_columns,
+            task_suites.sentence_row,
+            read.examples,
+            context_texts,
+            None if is_train else train_sentences,
+            None if is_train else train_examples,
         )
         # The sentence suite depends on the contexts (coverage checks): one per generator.
-        _run(gx_workspace, "sentences", sentences, f"{prefix}.sentences-{context_generator}",
-             S.sentence_expectations(spec, split, policy),
-             split, rows, results)
+        _run(
+            gx_workspace,
+            "sentences",
+            sentences,
+            f"{prefix}.sentences-{context_generator}",
+            S.sentence_expectations(spec, split, policy),
+            split,
+            rows,
+            results,
+        )
         for kind, frame, expectations in task_suites.record_frames(spec, read.examples, policy):
             _run(gx_workspace, kind, frame, f"{prefix}.{kind}", expectations, split, rows, results)
         split_stats = _split_stats(spec, read.examples, context_texts)
@@ -301,17 +329,31 @@ def validate_examples(
             split_stats["text_shared_with_train"] = int(sentences["text_in_train"].sum()) if len(sentences) else 0
         stats["splits"][split] = split_stats
     if contexts is not None:
-        _run(gx_workspace, "problems", F.problems_frame(contexts.problems), f"{spec.name}.contexts.problems",
-             S.problem_expectations(), "contexts", rows, results, problem_examples(contexts.problems))
+        _run(
+            gx_workspace,
+            "problems",
+            F.problems_frame(contexts.problems),
+            f"{spec.name}.contexts.problems",
+            S.problem_expectations(),
+            "contexts",
+            rows,
+            results,
+            problem_examples(contexts.problems),
+        )
         stats["contexts"] = {
             "generator": context_generator,
             "images": len(context_texts),
             "published_set": has_published_set,
         }
 
-    report = ValidationReport(dataset=spec.name, context_generator=context_generator, rows=rows, stats=stats,
-                              data_docs=gx_workspace.data_docs_index(),
-                              data_docs_pages={r["suite"]: gx_workspace.result_pages.get(r["suite"], "") for r in results})
+    report = ValidationReport(
+        dataset=spec.name,
+        context_generator=context_generator,
+        rows=rows,
+        stats=stats,
+        data_docs=gx_workspace.data_docs_index(),
+        data_docs_pages={r["suite"]: gx_workspace.result_pages.get(r["suite"], "") for r in results},
+    )
     if result_path is not None:
         result_path = Path(result_path)
         result_path.parent.mkdir(parents=True, exist_ok=True)

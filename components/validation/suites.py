@@ -157,8 +157,10 @@ class NerSuites(TaskSuites):
 
     @classmethod
     def record_frames(cls, spec, examples, policy):
-        return [("tokens", F.tokens_frame(examples), token_expectations(spec, policy)),
-                ("mentions", F.mentions_frame(examples), mention_expectations(spec, policy))]
+        return [
+            ("tokens", F.tokens_frame(examples), token_expectations(spec, policy)),
+            ("mentions", F.mentions_frame(examples), mention_expectations(spec, policy)),
+        ]
 
     @classmethod
     def stats(cls, examples):
@@ -179,8 +181,12 @@ class ReSuites(TaskSuites):
     @classmethod
     def sentence_row(cls, example):
         n = len(example.tokens)
-        return dict(relation=example.relation, head_in_bounds=example.head.fits(n),
-                    tail_in_bounds=example.tail.fits(n), distinct_spans=example.head != example.tail)
+        return dict(
+            relation=example.relation,
+            head_in_bounds=example.head.fits(n),
+            tail_in_bounds=example.tail.fits(n),
+            distinct_spans=example.head != example.tail,
+        )
 
     @classmethod
     def sentence_expectations(cls, spec):
@@ -217,8 +223,10 @@ class JointSuites(TaskSuites):
 
     @classmethod
     def record_frames(cls, spec, examples, policy):
-        return [("entities", F.entities_frame(examples), entity_expectations(spec, policy)),
-                ("triples", F.triples_frame(examples), triple_expectations(spec, policy))]
+        return [
+            ("entities", F.entities_frame(examples), entity_expectations(spec, policy)),
+            ("triples", F.triples_frame(examples), triple_expectations(spec, policy)),
+        ]
 
     @classmethod
     def stats(cls, examples):

@@ -59,15 +59,18 @@ def _epochs_run(client, run) -> int:
 
 def _per_type(metrics: dict[str, float]) -> dict[str, float]:
     """`test_<TYPE>_f1` metrics (the micro `test_f1` excluded) -> {TYPE: f1}."""
-    return {k[len("test_") : -len("_f1")]: v for k, v in metrics.items()
-            if k.startswith("test_") and k.endswith("_f1") and k != "test_f1"}
+    return {
+        k[len("test_") : -len("_f1")]: v
+        for k, v in metrics.items()
+        if k.startswith("test_") and k.endswith("_f1") and k != "test_f1"
+    }
 
 
 PROBE_PREFIX = "dev_probe_"  # the alignment probe's metrics (components/training/alignment_probe.py)
 
 
 def _probe(metrics: dict[str, float]) -> dict[str, float]:
-    return {k[len(PROBE_PREFIX):]: v for k, v in metrics.items() if k.startswith(PROBE_PREFIX)}
+    return {k[len(PROBE_PREFIX) :]: v for k, v in metrics.items() if k.startswith(PROBE_PREFIX)}
 
 
 def collect_ablation_runs(experiment: str = DEFAULT_EXPERIMENT, group: str | None = None) -> list[AblationRun]:
@@ -108,5 +111,7 @@ def collect_ablation_runs(experiment: str = DEFAULT_EXPERIMENT, group: str | Non
         key = (item.group, item.variant, item.config_hash)
         if key not in newest or item.start_time_ms > newest[key].start_time_ms:
             newest[key] = item
-    return sorted(newest.values(), key=lambda r: (r.group, VARIANTS[r.variant].number if r.variant in VARIANTS else 99,
-                                                   r.setting_hash, r.seed))
+    return sorted(
+        newest.values(),
+        key=lambda r: (r.group, VARIANTS[r.variant].number if r.variant in VARIANTS else 99, r.setting_hash, r.seed),
+    )

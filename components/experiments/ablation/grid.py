@@ -20,7 +20,8 @@ whose own output directory names an unfinished run of the same identity with a c
 last epoch instead of starting over.
 
 `summarize_ablation` (summary.py) reads the tagged runs back and aggregates mean ± sample std over seeds per
-(group, variant, setting): test micro-F1, per-type test F1, dev F1 of the selected epoch, best epoch, epochs run, wall time, commits.
+(group, variant, setting): test micro-F1, per-type test F1, dev F1 of the selected epoch, best epoch, epochs run, wall
+time, commits.
 """
 
 from __future__ import annotations
@@ -96,8 +97,19 @@ def run_ablation(
     chosen = list(variants) if variants else default_variants(dataset, generator_name)
     tracked = base.model_copy(update={"tracking": base.tracking.model_copy(update={"experiment": experiment})})
     points = [
-        (variant, point_config(tracked, variant, base.train.seed + i, dataset=dataset, generator=generator,
-                               epochs=epochs, overrides=overrides, output_root=output_root))
+        (
+            variant,
+            point_config(
+                tracked,
+                variant,
+                base.train.seed + i,
+                dataset=dataset,
+                generator=generator,
+                epochs=epochs,
+                overrides=overrides,
+                output_root=output_root,
+            ),
+        )
         for i in range(seeds)
         for variant in chosen
     ]
@@ -106,24 +118,48 @@ def run_ablation(
     for variant, cfg in tqdm(points, desc=f"ablation {dataset}", unit="run"):
         finished = find_finished_run(client, experiment_id, cfg)
         if finished is not None:
-            log.info("skip %s seed %d: FINISHED run %s has this config", variant.key, cfg.train.seed,
-                     finished.info.run_id)
+            log.info(
+                "skip %s seed %d: FINISHED run %s has this config", variant.key, cfg.train.seed, finished.info.run_id
+            )
             if finished.data.tags.get(f"{TAG_PREFIX}config_hash") != config_hash(cfg):
                 # Finished before it could be tagged (the process died in between): tag it now.
                 for key, value in _tags(cfg, variant, resumed=False).items():
                     client.set_tag(finished.info.run_id, key, value)
             metrics = finished.data.metrics
-            rows.append(AblationRow(group_name(cfg), variant.key, cfg.train.seed, finished.info.run_id, "skipped",
-                                    config_hash(cfg), metrics.get("test_f1"), metrics.get("best_dev_f1"),
-                                    duration_seconds(finished)))
+            rows.append(
+                AblationRow(
+                    group_name(cfg),
+                    variant.key,
+                    cfg.train.seed,
+                    finished.info.run_id,
+                    "skipped",
+                    config_hash(cfg),
+                    metrics.get("test_f1"),
+                    metrics.get("best_dev_f1"),
+                    duration_seconds(finished),
+                )
+            )
             continue
         resume_id = unfinished_run_to_resume(client, experiment_id, cfg)
-        log.info("%s %s seed %d -> %s", "resume" if resume_id else "train", variant.key, cfg.train.seed,
-                 cfg.train.output_dir)
-        result = train_and_log(cfg, resume=resume_id is not None, tags=_tags(cfg, variant, resumed=resume_id is not None))
+        log.info(
+            "%s %s seed %d -> %s", "resume" if resume_id else "train", variant.key, cfg.train.seed, cfg.train.output_dir
+        )
+        result = train_and_log(
+            cfg, resume=resume_id is not None, tags=_tags(cfg, variant, resumed=resume_id is not None)
+        )
         if not keep_checkpoints:
             shutil.rmtree(Path(cfg.train.output_dir) / "checkpoints", ignore_errors=True)
-        rows.append(AblationRow(group_name(cfg), variant.key, cfg.train.seed, result.run_id,
-                                "resumed" if resume_id else "trained", config_hash(cfg),
-                                result.test_metrics.get("test_f1"), result.dev_metric, result.wall_seconds))
+        rows.append(
+            AblationRow(
+                group_name(cfg),
+                variant.key,
+                cfg.train.seed,
+                result.run_id,
+                "resumed" if resume_id else "trained",
+                config_hash(cfg),
+                result.test_metrics.get("test_f1"),
+                result.dev_metric,
+                result.wall_seconds,
+            )
+        )
     return rows

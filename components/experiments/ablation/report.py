@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
 from components.experiments.ablation.collect import AblationRun
@@ -30,8 +30,14 @@ REFERENCES = (
     Reference("twitter2015", _UMT, 73.20, "its published training logs"),
     Reference("twitter2017", _UMT, 85.09, "its published training logs"),
 )
-GROUP_ORDER = ("twitter2017/blip2", "twitter2017/mplug-owl", "twitter2015/blip2", "twitter2015/mplug-owl",
-               "mnre/none", "mnre-joint/none")
+GROUP_ORDER = (
+    "twitter2017/blip2",
+    "twitter2017/mplug-owl",
+    "twitter2015/blip2",
+    "twitter2015/mplug-owl",
+    "mnre/none",
+    "mnre-joint/none",
+)
 MAX_TYPE_COLUMNS = 6  # more types than this (MNRE's relations): the per-type table lists types as rows
 
 
@@ -105,8 +111,10 @@ def _per_type_table(summaries: list[VariantSummary]) -> list[str]:
             cells = " | ".join(_pct(s.per_type_f1.get(t)) for t in types)
             lines.append(f"| {s.number} | {s.variant} | `{s.setting_hash[:8]}` | {cells} |")
     else:
-        lines += ["| type | " + " | ".join(f"{s.number} {s.variant} `{s.setting_hash[:8]}`" for s in summaries) + " |",
-                  "|---|" + "---|" * len(summaries)]
+        lines += [
+            "| type | " + " | ".join(f"{s.number} {s.variant} `{s.setting_hash[:8]}`" for s in summaries) + " |",
+            "|---|" + "---|" * len(summaries),
+        ]
         for t in types:
             lines.append(f"| {t} | " + " | ".join(_pct(s.per_type_f1.get(t)) for s in summaries) + " |")
     return lines
@@ -117,12 +125,16 @@ def _probe_table(summaries: list[VariantSummary]) -> list[str]:
     probed = [s for s in summaries if s.probe]
     if not probed:
         return []
-    lines = ["", "Alignment probe on dev (`components/training/alignment_probe.py`; own-context top-1 among the "
-                 "contexts of a batch, 32 by default, so chance is 3.1%; margin = (own − other score) / tau; r and "
-                 "scale: how far the Shapley scores of a target are a rescaled cosine, and by what factor):", "",
-             "| # | variant | setting | runs probed | top-1 cosine (%) | top-1 Shapley (%) | margin cosine | "
-             "margin Shapley | r(Shapley, cosine) | scale | context gate |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "Alignment probe on dev (`components/training/alignment_probe.py`; own-context top-1 among the "
+        "contexts of a batch, 32 by default, so chance is 3.1%; margin = (own − other score) / tau; r and "
+        "scale: how far the Shapley scores of a target are a rescaled cosine, and by what factor):",
+        "",
+        "| # | variant | setting | runs probed | top-1 cosine (%) | top-1 Shapley (%) | margin cosine | "
+        "margin Shapley | r(Shapley, cosine) | scale | context gate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for s in probed:
         count = max((stat.n for stat in s.probe.values()), default=0)
         lines.append(
@@ -131,7 +143,8 @@ def _probe_table(summaries: list[VariantSummary]) -> list[str]:
             f"{_num(s.probe.get('cosine_margin'), digits=2)} | {_num(s.probe.get('shapley_margin'), digits=2)} | "
             f"{_num(s.probe.get('shapley_cosine_correlation'), digits=3)} | "
             f"{_num(s.probe.get('shapley_cosine_scale'), digits=2)} | "
-            f"{_num(s.probe.get('context_gate'), digits=3)} |")
+            f"{_num(s.probe.get('context_gate'), digits=3)} |"
+        )
     return lines
 
 
@@ -148,7 +161,7 @@ def render_results_markdown(
 ) -> str:
     """The whole document. `runs` are listed under "Runs" (only those behind a summary); `baseline` is the identity
     of the config each setting is compared with under "Configs"."""
-    generated_at = generated_at or datetime.now(timezone.utc)
+    generated_at = generated_at or datetime.now(UTC)
     shown_ids = {rid for s in summaries for rid in s.run_ids}
     lines = [
         "# Results",
@@ -158,7 +171,7 @@ def render_results_markdown(
         "",
         "Every number is the mean ± sample standard deviation (n - 1) over seeds of FINISHED MLflow runs tagged by "
         "`shapca experiment ablation`; F1 is micro-F1 × 100 on the test split, scored once with the model of the dev "
-        "epoch with the best micro-F1 (the \"dev F1\" column). Wall time is the MLflow run's duration (data loading, "
+        'epoch with the best micro-F1 (the "dev F1" column). Wall time is the MLflow run\'s duration (data loading, '
         "training, scoring, logging). The runs behind each row, their commits and the config of each setting are "
         "listed under [Runs](#runs) and [Configs](#configs). A commit marked *dirty* ran with tracked files changed "
         "from that commit; a row marked † contains a run resumed from a checkpoint, whose wall time includes the "
@@ -170,10 +183,14 @@ def render_results_markdown(
     for group in groups:
         members = sorted((s for s in summaries if s.group == group), key=lambda s: (s.number, s.setting_hash))
         dataset, _, contexts = group.partition("/")
-        lines += ["", f"## {dataset} · contexts: {contexts}", "",
-                  "| # | variant | seeds | test micro-F1 | dev F1 (selected epoch) | best epoch | epochs run | "
-                  "wall time (min) | commit | setting |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## {dataset} · contexts: {contexts}",
+            "",
+            "| # | variant | seeds | test micro-F1 | dev F1 (selected epoch) | best epoch | epochs run | "
+            "wall time (min) | commit | setting |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for s in members:
             mark = " †" if s.resumed else ""
             lines.append(
@@ -187,23 +204,36 @@ def render_results_markdown(
         lines += _per_type_table(members)
         lines += _probe_table(members)
 
-    lines += ["", "## Runs", "",
-              "| run id | group | variant | seed | test F1 | dev F1 | best epoch | epochs run | wall (s) | commit | "
-              "config hash |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Runs",
+        "",
+        "| run id | group | variant | seed | test F1 | dev F1 | best epoch | epochs run | wall (s) | commit | "
+        "config hash |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     listed = sorted((r for r in runs if r.run_id in shown_ids), key=_run_order)
     for r in listed:
         f1 = "–" if r.test_f1 is None else f"{100 * r.test_f1:.2f}"
         dev = "–" if r.dev_f1 is None else f"{100 * r.dev_f1:.2f}"
         wall = "–" if r.wall_seconds is None else f"{r.wall_seconds:.0f}"
-        lines.append(f"| `{r.run_id}` | {r.group} | {r.variant}{' †' if r.resumed else ''} | {r.seed} | {f1} | {dev} | "
-                     f"{r.best_epoch if r.best_epoch is not None else '–'} | {r.epochs_run} | {wall} | "
-                     f"{_commits([r.commit], r.dirty)} | `{r.config_hash}` |")
+        lines.append(
+            f"| `{r.run_id}` | {r.group} | {r.variant}{' †' if r.resumed else ''} | {r.seed} | {f1} | {dev} | "
+            f"{r.best_epoch if r.best_epoch is not None else '–'} | {r.epochs_run} | {wall} | "
+            f"{_commits([r.commit], r.dirty)} | `{r.config_hash}` |"
+        )
 
-    lines += ["", "## Configs", "",
-              f"Each setting (the config hash without the seed) with the params in which it differs from "
-              f"`{baseline_name}`; the full config is in the params of each of its runs.", ""]
+    lines += [
+        "",
+        "## Configs",
+        "",
+        f"Each setting (the config hash without the seed) with the params in which it differs from "
+        f"`{baseline_name}`; the full config is in the params of each of its runs.",
+        "",
+    ]
     for s in sorted(summaries, key=lambda s: (_group_sort_key(s.group), s.number)):
-        lines.append(f"- <a id=\"setting-{s.setting_hash[:8]}\"></a>`{s.setting_hash[:8]}` ({s.group}, {s.variant}, "
-                     f"seeds {', '.join(map(str, s.seeds))}): {_config_diff(s.identity, baseline)}")
+        lines.append(
+            f'- <a id="setting-{s.setting_hash[:8]}"></a>`{s.setting_hash[:8]}` ({s.group}, {s.variant}, '
+            f"seeds {', '.join(map(str, s.seeds))}): {_config_diff(s.identity, baseline)}"
+        )
     return "\n".join(lines) + "\n"

@@ -70,31 +70,37 @@ def summarize_runs(runs: Sequence[AblationRun], latest_setting_only: bool = True
         members = sorted(members, key=lambda r: r.seed)
         variant = VARIANTS.get(variant_key)
         types = sorted({t for r in members for t in r.per_type_f1})
-        summaries.append(VariantSummary(
-            group=group,
-            variant=variant_key,
-            number=variant.number if variant else 0,
-            label=variant.label if variant else variant_key,
-            setting_hash=setting,
-            seeds=[r.seed for r in members],
-            run_ids=[r.run_id for r in members],
-            test_f1=Stat.of([r.test_f1 for r in members]),
-            dev_f1=Stat.of([r.dev_f1 for r in members]),
-            per_type_f1={t: s for t in types if (s := Stat.of([r.per_type_f1.get(t) for r in members]))},
-            best_epoch=Stat.of([r.best_epoch for r in members]),
-            epochs_run=Stat.of([r.epochs_run for r in members]),
-            wall_seconds=Stat.of([r.wall_seconds for r in members]),
-            commits=sorted({r.commit for r in members}),
-            dirty=any(r.dirty for r in members),
-            resumed=any(r.resumed for r in members),
-            identity={k: v for k, v in members[0].identity.items() if k != SEED_KEY},
-            probe={k: s for k in sorted({k for r in members for k in r.probe})
-                   if (s := Stat.of([r.probe.get(k) for r in members]))},
-        ))
+        summaries.append(
+            VariantSummary(
+                group=group,
+                variant=variant_key,
+                number=variant.number if variant else 0,
+                label=variant.label if variant else variant_key,
+                setting_hash=setting,
+                seeds=[r.seed for r in members],
+                run_ids=[r.run_id for r in members],
+                test_f1=Stat.of([r.test_f1 for r in members]),
+                dev_f1=Stat.of([r.dev_f1 for r in members]),
+                per_type_f1={t: s for t in types if (s := Stat.of([r.per_type_f1.get(t) for r in members]))},
+                best_epoch=Stat.of([r.best_epoch for r in members]),
+                epochs_run=Stat.of([r.epochs_run for r in members]),
+                wall_seconds=Stat.of([r.wall_seconds for r in members]),
+                commits=sorted({r.commit for r in members}),
+                dirty=any(r.dirty for r in members),
+                resumed=any(r.resumed for r in members),
+                identity={k: v for k, v in members[0].identity.items() if k != SEED_KEY},
+                probe={
+                    k: s
+                    for k in sorted({k for r in members for k in r.probe})
+                    if (s := Stat.of([r.probe.get(k) for r in members]))
+                },
+            )
+        )
     return sorted(summaries, key=lambda s: (s.group, s.number, s.setting_hash))
 
 
-def summarize_ablation(experiment: str = DEFAULT_EXPERIMENT, group: str | None = None,
-                       latest_setting_only: bool = True) -> list[VariantSummary]:
+def summarize_ablation(
+    experiment: str = DEFAULT_EXPERIMENT, group: str | None = None, latest_setting_only: bool = True
+) -> list[VariantSummary]:
     """Mean ± std over seeds of every ablation setting in the experiment, read back from MLflow."""
     return summarize_runs(collect_ablation_runs(experiment, group), latest_setting_only)

@@ -31,18 +31,39 @@ VARIANTS: dict[str, Variant] = {
     v.key: v
     for v in (
         Variant(1, "text", "text only", ("model.context_mode=none", "model.alignment=none")),
-        Variant(2, "concat", "context-concat (text [SEP] context)",
-                ("model.context_mode=concat", "model.alignment=none")),
+        Variant(
+            2, "concat", "context-concat (text [SEP] context)", ("model.context_mode=concat", "model.alignment=none")
+        ),
         Variant(3, "fusion", "fusion, no alignment", ("model.context_mode=fusion", "model.alignment=none")),
         Variant(4, "infonce", "fusion + InfoNCE on cosine", ("model.context_mode=fusion", "model.alignment=infonce")),
-        Variant(5, "shapca", "full Shap-CA (fusion + Shapley InfoNCE), cosine-of-sum game",
-                ("model.context_mode=fusion", "model.alignment=shapley", "model.shapley_game=cosine_of_sum")),
-        Variant(6, "coverage", "Shap-CA, token coverage game, pooled covers",
-                ("model.context_mode=fusion", "model.alignment=shapley", "model.shapley_game=token_coverage",
-                 "model.coverage_scores=pooled")),
-        Variant(7, "maxsim", "Shap-CA, token coverage game, MaxSim covers",
-                ("model.context_mode=fusion", "model.alignment=shapley", "model.shapley_game=token_coverage",
-                 "model.coverage_scores=maxsim")),
+        Variant(
+            5,
+            "shapca",
+            "full Shap-CA (fusion + Shapley InfoNCE), cosine-of-sum game",
+            ("model.context_mode=fusion", "model.alignment=shapley", "model.shapley_game=cosine_of_sum"),
+        ),
+        Variant(
+            6,
+            "coverage",
+            "Shap-CA, token coverage game, pooled covers",
+            (
+                "model.context_mode=fusion",
+                "model.alignment=shapley",
+                "model.shapley_game=token_coverage",
+                "model.coverage_scores=pooled",
+            ),
+        ),
+        Variant(
+            7,
+            "maxsim",
+            "Shap-CA, token coverage game, MaxSim covers",
+            (
+                "model.context_mode=fusion",
+                "model.alignment=shapley",
+                "model.shapley_game=token_coverage",
+                "model.coverage_scores=maxsim",
+            ),
+        ),
     )
 }
 _BY_NUMBER = {v.number: v for v in VARIANTS.values()}
@@ -119,8 +140,9 @@ def point_config(
     head = [f"data.dataset={dataset}"] if dataset else []
     head += [f"data.context_generator={generator}"] if generator else []
     head += [f"train.epochs={epochs}"] if epochs is not None else []
-    raw = apply_overrides(raw, [*head, *overrides, *variant.overrides, "tracking.register_model=false",
-                                 "tracking.log_model=false"])
+    raw = apply_overrides(
+        raw, [*head, *overrides, *variant.overrides, "tracking.register_model=false", "tracking.log_model=false"]
+    )
     raw["train"]["seed"] = seed
     cfg = ExperimentConfig.model_validate(raw)
     if variant.needs_contexts and context_source(cfg) == "none":
