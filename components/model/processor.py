@@ -31,6 +31,7 @@ from transformers import AutoImageProcessor, AutoTokenizer
 from components.common.versioned_json import read_versioned_json, write_versioned_json
 from components.model.batch import Batch
 from components.model.heads import head_class
+from components.model.word_features import ALPHABET, MAX_WORD_BYTES, SHAPES, word_feature_inputs
 
 PROCESSOR_FILE = "processor.json"
 FORMAT, FORMAT_VERSION = "shapca-processor", 1
@@ -56,6 +57,8 @@ class ShapCAProcessor:
         context_mode: str,
         context_tokenizer=None,  # fusion mode with a context encoder of its own; None: the text tokenizer
         image_processor=None,  # None: images are not used
+        word_features: str = "none",  # which raw-word tensors to add (word_features.py)
+        max_word_bytes: int = MAX_WORD_BYTES,
     ):
         self.head = head_class(task)
         self.task, self.labels = task, self.head.check_labels(labels)
@@ -66,6 +69,7 @@ class ShapCAProcessor:
             max_context_tokens,
             context_mode,
         )
+        self.word_features, self.max_word_bytes = word_features, max_word_bytes
         if self.head.special_tokens:  # e.g. RE's entity markers: whole tokens (the model gives them embeddings)
             tokenizer.add_special_tokens({"additional_special_tokens": list(self.head.special_tokens)})
 
@@ -81,6 +85,7 @@ class ShapCAProcessor:
             context_mode=config.context_mode,
             context_tokenizer=context_tokenizer,
             image_processor=image_processor,
+            word_features=config.word_features,
         )
 
     # -- save / load -------------------------------------------------------------------------------------------
@@ -106,6 +111,13 @@ class ShapCAProcessor:
             "context_mode": self.context_mode,
             "parts": sorted(self._parts()),
         }
+        if self.word_features != "none":  # the byte alphabet and shape classes its ids mean
+            meta["word_features"] = {
+                "kind": self.word_features,
+                "alphabet": ALPHABET,
+                "shapes": list(SHAPES),
+                "max_word_bytes": self.max_word_bytes,
+            }
         write_versioned_json(directory / PROCESSOR_FILE, FORMAT, FORMAT_VERSION, meta)
 
     @classmethod
@@ -114,6 +126,12 @@ class ShapCAProcessor:
         path = directory / PROCESSOR_FILE
         meta = read_versioned_json(path, FORMAT, FORMAT_VERSION, "ShapCAProcessor.save_pretrained")
         parts = set(meta["parts"])
+        words = meta.get("word_features", {"kind": "none", "max_word_bytes": MAX_WORD_BYTES})
+        if words["kind"] != "none" and (words["alphabet"], words["shapes"]) != (ALPHABET, list(SHAPES)):
+            raise ValueError(
+                f"{path}: its word features were written with alphabet {words['alphabet']!r} and shapes "
+                f"{words['shapes']}, this code has {ALPHABET!r} and {list(SHAPES)}"
+            )
 
         def load(name: str, auto):
             if name not in parts:
@@ -129,6 +147,8 @@ class ShapCAProcessor:
             context_mode=meta["context_mode"],
             context_tokenizer=load("context_tokenizer", AutoTokenizer),
             image_processor=load("image_processor", AutoImageProcessor),
+            word_features=words["kind"],
+            max_word_bytes=words["max_word_bytes"],
         )
         if processor.label_ids != meta["label_ids"]:
             raise ValueError(
@@ -162,7 +182,8 @@ class ShapCAProcessor:
             raise ValueError("cannot collate an empty list of examples")
         examples = [example for example, _, _ in items]
         context_text = [context or "" for _, context, _ in items]
-        words = self._encodable([self._words(ex) for ex in examples])
+        raw_words = [self._words(ex) for ex in examples]
+        words = self._encodable(raw_words)
         has_context = torch.tensor([self.context_mode != "none" and bool(c.strip()) for c in context_text])
 
         if self.context_mode == "concat":
@@ -204,6 +225,9 @@ class ShapCAProcessor:
             )
             batch.context_input_ids = context_encoding["input_ids"]
             batch.context_attention_mask = context_encoding["attention_mask"]
+        if self.word_features != "none":  # the words as written, before the tokenizer lowercases them
+            for name, tensor in word_feature_inputs(raw_words, self.word_features, self.max_word_bytes).items():
+                setattr(batch, name, tensor)
         if self.image_processor is not None:
             self._add_images(batch, [image for _, _, image in items])
         self.head.encode_labels(batch, examples, self.label_ids, encoding, self.tokenizer, self.max_text_tokens)
