@@ -12,6 +12,10 @@ bounded by the window, not by its length. A tagger's example that loses words wa
 tokenizer turns into nothing (zero-width joiners, variation selectors) is encoded as the unknown token so that it keeps
 a state.
 
+Case. The tokenizers are uncased; with `word_features` (model.word_features) the processor also turns each raw word,
+as written, into its UTF-8 bytes (`word_chars`) and/or its shape class (`word_shapes`): word_features.py. The byte
+alphabet, the shape classes and the byte cut are saved in processor.json and checked on load.
+
 Context modes: "fusion" tokenizes each context as its own sequence for the context encoder; "concat" appends it to
 the text as a second segment (text [SEP] context); "none" ignores contexts. A sample without a context (or with an
 empty one) gets has_context = False, and one without an image has_image = False: the model closes those gates and

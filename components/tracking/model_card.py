@@ -180,7 +180,8 @@ def version_card(facts: CardFacts) -> str:
         f"**Task**: {head_class(spec.task).description} on {spec.description or facts.dataset}.  ",
         f"**Labels**: {', '.join(spec.labels)}.  ",
         f"**Model**: text encoder `{p.get('model.text_encoder', '?')}`, contexts `{p.get('model.context_mode', '?')}`, "
-        f"alignment `{p.get('model.alignment', '?')}`, image encoder `{p.get('model.image_encoder', 'None')}`.  ",
+        f"alignment `{p.get('model.alignment', '?')}`, image encoder `{p.get('model.image_encoder', 'None')}`, "
+        f"word features `{p.get('model.word_features', 'none')}`.  ",
         f"**Context generator**: `{p.get('data.context_generator', '?')}`.  ",
         f"**Run**: `{facts.run_id}` (git `{p.get('lineage.git_commit', '?')[:12]}`"
         + (", dirty tree" if p.get("lineage.git_dirty") == "True" else "")

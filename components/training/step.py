@@ -1,6 +1,6 @@
 """One training step, the same for the trainer and for every benchmark (components/benchmarks/):
 
-    optimizer = build_optimizer(model, cfg.train)              # AdamW, two learning rates
+    optimizer = build_optimizer(model, cfg.train)              # AdamW, two learning rates (3: train.lr_fusion)
     scheduler = build_scheduler(optimizer, cfg.train, total)   # linear warmup, then linear decay
     out = forward(model, batch, precision)                     # loss must be finite
     backward(out, grad_accum)                                  # gradients of loss / grad_accum
