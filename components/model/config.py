@@ -46,7 +46,8 @@ class ShapCAConfig(BaseModel):
 
     # Word features (word_features.py): each word's surface form (case, @, #, URLs, digits), which the uncased
     # encoders lose, as a character CNN over its bytes and/or a word-shape class, added at its first sub-token: into
-    # the encoder's input embeddings (every head reads it) or its output states (the fusion and the tagger read it).
+    # the encoder's input embeddings (every head reads it) or its output states (the fusion and the taggers read it;
+    # the RE head reads only its marker tokens' states, so for RE only "embeddings" reaches it).
     word_features: WordFeatureKind = "none"
     word_features_at: Literal["embeddings", "states"] = "embeddings"
 
