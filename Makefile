@@ -53,15 +53,20 @@ lint: setup
 test: lint
 	$(BIN)/pytest -q
 
+# uv alone, hash-checked from the dev lock: `make lock` must not need a setup that pyproject.toml is already ahead of.
+$(BIN)/uv: | $(BIN)/python
+	awk '/^uv==/ {p = 1} p && /^ *#/ {exit} p' requirements/dev.txt > $(VENV)/uv-requirement.txt
+	$(BIN)/pip install -q --require-hashes --no-deps -r $(VENV)/uv-requirement.txt
+
 # Rewrites both locks from pyproject.toml (uv compiles; nothing is installed). Pins already in the locks are kept
 # unless LOCK_ARGS says otherwise; the dev lock is constrained to the runtime one, so the two agree. Needs PyPI.
-lock: $(VENV)/.installed
+lock: | $(BIN)/uv
 	cd $(LOCK_ROOT) && $(UV_COMPILE) -o requirements/runtime.txt
 	cd $(LOCK_ROOT) && $(UV_COMPILE) --extra dev -c requirements/runtime.txt -o requirements/dev.txt
 
 # `make lock` into a scratch copy of the project's files, then a diff against the committed locks: fails when they
 # are stale (pyproject.toml or requirements/uv.toml changed without `make lock`). Needs PyPI, so not part of `make test`.
-lock-check: $(VENV)/.installed
+lock-check: | $(BIN)/uv
 	@tmp=$$(mktemp -d) && mkdir $$tmp/requirements && cp pyproject.toml README.md LICENSE $$tmp/ \
 		&& cp requirements/* $$tmp/requirements/ && $(MAKE) --no-print-directory lock LOCK_ROOT=$$tmp \
 		&& diff -ru requirements $$tmp/requirements; status=$$?; rm -rf $$tmp; \

@@ -127,3 +127,20 @@ def test_make_setup_installs_the_dev_lock_hash_checked_then_torch_by_version():
     cpu = _make("-n", "-W", "pyproject.toml", ".venv/.installed", f"TORCH_INDEX={cpu_index}").splitlines()
     assert cpu[1] == f'.venv/bin/pip install -q "torch==2.13.0" --index-url {cpu_index}'
     assert cpu[0] == default[0] and cpu[2:] == default[2:]  # only torch's step changes
+
+
+def test_make_lock_needs_uv_alone_hash_checked_not_a_setup(tmp_path, dev):
+    """`make lock` must run while pyproject.toml is ahead of the locks (when a setup's pip check would fail): on a
+    venv without uv it installs uv alone, with the dev lock's hashes, then compiles."""
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    plan = _make("-n", f"VENV={venv}", "lock").splitlines()
+    assert not any("-r requirements/dev.txt" in line for line in plan)  # no setup
+    extract, install = plan[-4:-2]
+    assert install == f"{venv}/bin/pip install -q --require-hashes --no-deps -r {venv}/uv-requirement.txt"
+    assert plan[-2].endswith(
+        "uv pip compile --config-file requirements/uv.toml -q pyproject.toml  -o requirements/runtime.txt"
+    )
+    subprocess.run(extract, shell=True, cwd=ROOT, check=True)
+    (uv,) = read_lock(venv / "uv-requirement.txt").values()
+    assert uv == dev["uv", ""]
