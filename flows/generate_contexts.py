@@ -32,9 +32,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import unmapped
 
 from components.contexts import steps
-from components.contexts.config import ContextsConfig
 from components.contexts.context_set import PublishedSet
 from components.contexts.generate import GenerationReport
+from components.contexts.settings import ContextsConfig
 
 # Our cache is the cache: Prefect's input hashing of thousands of ids (and of the config) would only cost time.
 

@@ -25,7 +25,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect_harness import ManagedProcess, free_port
+from prefect_harness import ManagedProcess
+
+from components.common.net import free_port
 
 PG_VERSION, PG_CLUSTER = "15", "main"
 BUCKET = "shapca"
@@ -243,7 +245,7 @@ def prefetch_consumer_venv(path: Path, logs: Path) -> concurrent.futures.Future:
     (`serving_requirements()`), so its ~3 minutes of pip overlap the servers and the training. The consumer still
     installs the registered model's own requirements.txt afterwards (`consumer_venv` on the same path): whatever the
     prefetch guessed wrong is installed then, so the prefetch only saves time and proves nothing."""
-    from components.tracking.pyfunc_model import serving_requirements
+    from components.serving.packaging import serving_requirements
 
     pins = logs / "prefetch-requirements.txt"
     pins.write_text("\n".join(serving_requirements()) + "\n")

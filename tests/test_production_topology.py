@@ -26,7 +26,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from prefect_harness import flow_run_id_from, free_port, make_env, start_server
+from prefect_harness import flow_run_id_from, make_env, start_server
 from production_topology import (
     BUCKET,
     aws_env,
@@ -40,6 +40,8 @@ from production_topology import (
     wait_http,
     worker_venv,
 )
+
+from components.common.net import free_port
 
 pytestmark = pytest.mark.slow
 

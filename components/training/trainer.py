@@ -2,8 +2,8 @@
 -> test.
 
 A batch's path: `load_training_data` (readers) -> `BucketBatchSampler` picks indices of the (example, context,
-image) dataset -> `model.processor` tokenizes them into a `Batch` -> `ShapCA.forward` returns task loss + alignment
-loss.
+image) dataset -> `model.processor` tokenizes them into a `Batch` (the task's labels included) -> `ShapCA.forward`
+returns task loss + alignment loss.
 
 Model selection and early stopping use the dev split only; the test split is scored once, with the best model, at
 the end. Every epoch ends in a checkpoint, and `resume=True` continues from the last one; on CPU a resumed run ends
@@ -80,11 +80,8 @@ def _text_length(example) -> int:
 
 def _make_loader(dataset, processor, sampler, num_workers: int = 0) -> DataLoader:
     """``num_workers`` > 0 tokenizes (and decodes images) in worker processes, overlapping the model's step; they
-    hand batches over through shared memory (/dev/shm). 0 collates in the training process.
-
-    Measured (one epoch, MiniLM, 320 Twitter-2017 tweets, CPU, 2 cores shared with other jobs, runs interleaved):
-    0 workers 1.69 / 2.96 samples/s, 2 workers 2.75 / 2.29: within the noise, because on CPU the model's step, not
-    collation, takes the cores. The default stays 0; workers pay off on a GPU machine with spare cores."""
+    hand batches over through shared memory (/dev/shm). 0 collates in the training process (why 0 is the default:
+    docs/PERFORMANCE.md, "Data loader workers")."""
     return DataLoader(
         dataset,
         batch_sampler=sampler,

@@ -13,18 +13,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
-from components.data.conll import read_conll
 from components.data.context_files import ContextReadResult, read_blip2, read_mplug_owl
-from components.data.joint import read_joint
-from components.data.mnre import read_mnre
-from components.data.records import NO_RELATION, ContextSet, Example, ReadResult
+from components.data.records import ContextSet, Example, ReadResult
+from components.tasks import TaskName
+from components.tasks.joint.mnre_sentences import read_joint
+from components.tasks.ner.conll import read_conll
+from components.tasks.re.mnre import read_mnre
+from components.tasks.re.records import NO_RELATION
 
 logger = logging.getLogger(__name__)
 
 Split = Literal["train", "dev", "test"]
 SPLITS: tuple[str, ...] = get_args(Split)
-Task = Literal["ner", "re", "joint"]  # the keys of the task registries (model heads, validation suites)
 Generator = Literal["blip2", "mplug-owl"]  # the published context sets
+GeneratorOrNone = Literal["blip2", "mplug-owl", "none"]  # whose contexts a run reads: a published set, or "none"
 DatasetName = Literal["twitter2015", "twitter2017", "mnre", "mnre-joint"]  # the keys of DATASETS
 
 # The 23 MNRE relation labels: "None" first, then the 22 relations sorted.
@@ -60,7 +62,7 @@ _MPLUG_OWL_FILES = ("contexts/mplug-owl/train.txt", "contexts/mplug-owl/dev.txt"
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
-    task: Task
+    task: TaskName  # the key of its task in the registry (components/tasks/)
     files: dict[str, str]  # canonical split -> path relative to the data directory
     labels: list[str]  # NER: entity types in a fixed order; re: 23 relations; joint: the 22 non-None relations
     sizes: dict[str, int]  # the published number of examples per split (sentences for ner/joint, instances for re)

@@ -23,7 +23,8 @@ from typing import Literal, overload
 
 from components.data.bio import OUTSIDE, bio_tags
 from components.data.context_files import read_text_lines
-from components.data.records import NerExample, ReadProblem, ReadResult
+from components.data.records import ReadProblem, ReadResult
+from components.tasks.ner.records import NerExample
 
 IMGID_PREFIX = "IMGID:"
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Literal, overload
 
 from components.data.context_files import read_text_lines
-from components.data.records import ReadProblem, ReadResult, ReExample, Span
+from components.data.records import ReadProblem, ReadResult, Span
+from components.tasks.re.records import ReExample
 
 REQUIRED_KEYS = ("token", "h", "t", "img_id", "relation")
 
