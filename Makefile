@@ -29,12 +29,13 @@ data: $(VENV)/.installed
 run: setup
 	$(BIN)/shapca run
 
-# Lint and format check (pyproject.toml [tool.ruff]) and the import layers ([tool.importlinter]) first: seconds; then
-# the suite.
+# Lint and format check (pyproject.toml [tool.ruff]), the import layers ([tool.importlinter]) and the type check
+# ([tool.mypy]) first; then the suite.
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 clean:

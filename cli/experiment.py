@@ -132,7 +132,7 @@ def probe(
 
     setup_tracking("shapca-evaluations")  # points MLflow at the project's store; the probe logs nothing
     model = load_shapca(model_uri)
-    data = load_training_data(DataConfig(dataset=dataset, data_dir=data_dir, context_generator=generator))  # type: ignore[arg-type]
+    data = load_training_data(DataConfig(dataset=dataset, data_dir=data_dir, context_generator=generator))
     try:
         result = probe_alignment(model, data, split, batch_size, permutations=permutations).as_dict()
     except ValueError as error:

@@ -44,7 +44,7 @@ def validate(
     from components.data.records import DataFormatError
     from components.validation import open_gx_workspace, render_report, validate_dataset
 
-    names = list(get_args(Dataset)) if all_datasets else [dataset]
+    names: list[str] = list(get_args(Dataset)) if dataset is None else [dataset]  # exactly one was given
     gx_workspace = open_gx_workspace()  # one GX workspace for the whole command: it is the slow part to start
     failed = []
     for name in names:

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 from components.data.context_files import ContextReadResult, read_blip2, read_mplug_owl
 from components.data.records import ContextSet, Example, ReadResult
@@ -90,7 +90,7 @@ def _read_re(path: Path, split: str, labels: list[str], limit: int | None) -> Re
 
 
 def _read_joint(path: Path, split: str, labels: list[str], limit: int | None) -> ReadResult:
-    return read_joint(path, split=split, relations=MNRE_RELATIONS, limit=limit, strict=False)
+    return cast(ReadResult, read_joint(path, split=split, relations=MNRE_RELATIONS, limit=limit, strict=False))
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -176,7 +176,7 @@ def load_split(
     return result.examples
 
 
-def read_contexts(generator: Generator, dataset: str, data_dir: Path = Path("data")) -> ContextReadResult:
+def read_contexts(generator: str, dataset: str, data_dir: Path = Path("data")) -> ContextReadResult:
     """Lenient form of ``load_contexts``: the contexts and the problems of their files."""
     spec = get_spec(dataset)
     if generator not in ("blip2", "mplug-owl"):
@@ -193,7 +193,7 @@ def read_contexts(generator: Generator, dataset: str, data_dir: Path = Path("dat
     return read_mplug_owl(paths, strict=False)
 
 
-def load_contexts(generator: Generator, dataset: str, data_dir: Path = Path("data")) -> ContextSet:
+def load_contexts(generator: str, dataset: str, data_dir: Path = Path("data")) -> ContextSet:
     """image_id -> context text written by ``generator`` for ``dataset``'s images (strict: bad files raise).
 
     blip2 has one file per Twitter dataset; mplug-owl's three files are one set shared by both Twitter datasets, so

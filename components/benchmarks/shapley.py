@@ -34,6 +34,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -57,7 +58,8 @@ def loop_shapley(players: Tensor, targets: Tensor, orders: Tensor) -> Tensor:
     unit_targets = F.normalize(targets, dim=-1)  # (M, d), once
     contributions: list[list[Tensor]] = [[] for _ in range(players.shape[0])]
     for order in orders.tolist():
-        running, previous = None, 0.0
+        running: Tensor | None = None
+        previous: Tensor | float = 0.0
         for i in order:
             running = players[i] if running is None else running + players[i]  # (d,)
             value = F.normalize(running, dim=-1) @ unit_targets.T  # (M,) cosine of the sum with every target
@@ -142,7 +144,7 @@ def _coverage_row(n: int, t: int, repeats: int, loop_repeats: int, exact_limit: 
         return run
 
     timed(closed_form)()  # warm-up
-    row = {
+    row: dict[str, Any] = {
         "n": n,
         "t": t,
         "closed_form_ms": round(min(_time_ms(timed(closed_form)) for _ in range(repeats)), 4),
@@ -207,10 +209,13 @@ def alignment_share_of_step(data_dir: Path | None = Path("data"), batch_size: in
     step_ms = min(_time_ms(step) for _ in range(repeats))
     with torch.no_grad():  # the pooled vectors the alignment sees in that step
         encoded = model.encode(batch)
+    alignment = model.alignment
+    if alignment is None or encoded.context is None:
+        raise ValueError("the timed model must align contexts (PAPER_MODEL) and the batch must have contexts")
     text, context = encoded.text.detach().requires_grad_(), encoded.context.detach().requires_grad_()
 
     def align() -> None:
-        out = model.alignment(text, context, batch.has_context)
+        out = alignment(text, context, batch.has_context)
         (model.config.lambda_ct * out.loss_ct + model.config.lambda_ci * out.loss_ci).backward()
 
     align()  # warm-up

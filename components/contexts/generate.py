@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -71,7 +72,7 @@ class GenerationReport:
 
 def generate_contexts(
     image_ids: Iterable[str],
-    generator: ContextGenerator,
+    generator: ContextGenerator[Any],
     cache: ContextCache | S3ContextCache,
     *,
     chunk_size: int = 64,

@@ -14,6 +14,7 @@ reader beside it (evaluation, benchmarks): the same contexts from the same cache
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from components.contexts.base import ContextGenerator
 from components.contexts.cache import open_cache
@@ -58,7 +59,7 @@ def shard_ids(ids: list[str], num_shards: int) -> list[list[str]]:
     return [s for s in shards if s]
 
 
-def build_generator(cfg: ContextsConfig) -> ContextGenerator:
+def build_generator(cfg: ContextsConfig) -> ContextGenerator[Any]:
     """The backend the config names, constructed (the hf model itself loads on the first miss)."""
     if cfg.backend == "precomputed":
         from components.contexts.precomputed import PrecomputedGenerator
@@ -101,11 +102,11 @@ def source_fingerprint(cfg: ContextsConfig) -> str:
 # One generator per (config, source) per process: the task threads of a flow share one loaded model / one HTTP client,
 # and each Dask or Ray worker process builds its own once. The source fingerprint is part of the key so that a
 # long-lived worker never serves a later run from a caption file or model that has since changed.
-_GENERATORS: dict[tuple[str, str], ContextGenerator] = {}
+_GENERATORS: dict[tuple[str, str], ContextGenerator[Any]] = {}
 _GENERATORS_LOCK = threading.Lock()
 
 
-def shared_generator(cfg: ContextsConfig) -> ContextGenerator:
+def shared_generator(cfg: ContextsConfig) -> ContextGenerator[Any]:
     key = (cfg.model_dump_json(), source_fingerprint(cfg))
     with _GENERATORS_LOCK:
         if key not in _GENERATORS:

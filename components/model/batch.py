@@ -8,6 +8,7 @@ first sub-token (the state a tagger labels), `word_mask[b, w]` says whether word
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -40,5 +41,8 @@ class Batch:
         return [ex.id for ex in self.examples]
 
     def to(self, device: torch.device | str) -> Batch:
-        moved = {f.name: value.to(device) for f in fields(self) if isinstance(value := getattr(self, f.name), Tensor)}
-        return replace(self, **moved, labels={name: value.to(device) for name, value in self.labels.items()})
+        moved: dict[str, Any] = {
+            f.name: value.to(device) for f in fields(self) if isinstance(value := getattr(self, f.name), Tensor)
+        }
+        moved["labels"] = {name: value.to(device) for name, value in self.labels.items()}
+        return replace(self, **moved)

@@ -91,7 +91,7 @@ class SplitZipPackages:
                 raise FileNotFoundError(
                     f"package {name!r}: expected one file named *{suffix} in its RECORD, found {len(found)}"
                 )
-            parts.append(Path(dist.locate_file(found[0])))
+            parts.append(Path(str(dist.locate_file(found[0]))))
         return parts
 
     def locate(self) -> Path:

@@ -187,6 +187,7 @@ class ShapCAProcessor:
                 return_tensors="pt",
             )
         segments = [encoding.sequence_ids(b) for b in range(len(examples))]
+        word_index, word_mask = self._word_positions(examples, words, encoding)
         batch = Batch(
             examples=examples,
             input_ids=encoding["input_ids"],
@@ -195,7 +196,8 @@ class ShapCAProcessor:
             text_mask=encoding["attention_mask"].bool(),  # all real tokens, [CLS] and [SEP] too, as MiniLM pools
             has_context=has_context,
             has_image=torch.zeros(len(examples), dtype=torch.bool),
-            **self._word_positions(examples, words, encoding),
+            word_index=word_index,
+            word_mask=word_mask,
         )
         if self.context_mode == "concat":
             batch.text_mask = torch.tensor([[s == 0 for s in seg] for seg in segments])
@@ -224,7 +226,7 @@ class ShapCAProcessor:
         arrays = self.task_spec.encode_labels(examples, self.label_ids, words)
         return {name: torch.from_numpy(array) for name, array in arrays.items()}
 
-    def _word_positions(self, examples, words, encoding) -> dict[str, Tensor]:
+    def _word_positions(self, examples, words, encoding) -> tuple[Tensor, Tensor]:
         n_words = max(len(w) for w in words)
         word_index = torch.zeros(len(examples), n_words, dtype=torch.long)
         word_mask = torch.zeros(len(examples), n_words, dtype=torch.bool)
@@ -241,7 +243,7 @@ class ShapCAProcessor:
                     f"{self.max_text_tokens}; they get no state and are predicted O",
                     stacklevel=3,
                 )
-        return {"word_index": word_index, "word_mask": word_mask}
+        return word_index, word_mask  # (B, W) each
 
     def _add_images(self, batch: Batch, images: list) -> None:
         present = [b for b, image in enumerate(images) if image is not None]

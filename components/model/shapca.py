@@ -25,6 +25,7 @@ import copy
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_model, save_model
@@ -35,6 +36,7 @@ from components.model.alignment import ContrastiveAlignment, Projected, Tokens
 from components.model.batch import Batch
 from components.model.context_cache import CachedContextEncoder
 from components.model.encoders import (
+    HFModel,
     encode_images,
     encoder_from_saved,
     hidden_size,
@@ -77,11 +79,13 @@ class Encoded:
     image_tokens: Tokens | None = None
 
 
-def _content_tokens(states: Tensor, input_ids: Tensor, mask: Tensor, tokenizer) -> Tokens:
+def _content_tokens(states: Tensor, input_ids: Tensor | None, mask: Tensor | None, tokenizer: Any) -> Tokens:
     """states (B, T, d) with mask (B, T) less the tokenizer's special tokens ([CLS], [SEP], entity markers): the
     tokens a coverage game covers. [UNK] stays: it stands for a real word (an emoji, a rare script)."""
-    special = [i for i in tokenizer.all_special_ids if i != tokenizer.unk_token_id]
-    special = torch.tensor(special, dtype=input_ids.dtype, device=input_ids.device)
+    if input_ids is None or mask is None:
+        raise ValueError("a coverage game needs the ids and the mask of the tokens it covers: use model.processor")
+    ids = [i for i in tokenizer.all_special_ids if i != tokenizer.unk_token_id]
+    special = torch.tensor(ids, dtype=input_ids.dtype, device=input_ids.device)
     return Tokens(states, mask.bool() & ~torch.isin(input_ids, special))
 
 
@@ -99,9 +103,9 @@ class ShapCA(nn.Module):
         self,
         config: ShapCAConfig,
         processor: ShapCAProcessor,  # its tokenizers are the encoders'; its task and labels are the model's
-        text_encoder: nn.Module,
-        context_encoder: nn.Module | None = None,  # a separate context encoder; None shares the text encoder
-        image_encoder: nn.Module | None = None,
+        text_encoder: HFModel,
+        context_encoder: HFModel | None = None,  # a separate context encoder; None shares the text encoder
+        image_encoder: HFModel | None = None,
     ):
         super().__init__()
         # The window sizes and the context mode live in both (the processor cuts, the model encodes): they must agree.
@@ -124,13 +128,12 @@ class ShapCA(nn.Module):
             # tokens the task added (entity markers) get embeddings of their own
             self.text_encoder.resize_token_embeddings(len(self.tokenizer))
         self._takes_token_types = "token_type_ids" in inspect.signature(self.text_encoder.forward).parameters
-        split_context = config.context_mode == "fusion" and config.context_trainable_layers is not None
-        if split_context and not isinstance(context_encoder, CachedContextEncoder):
+        trainable = config.context_trainable_layers
+        cached = isinstance(context_encoder, CachedContextEncoder)
+        if config.context_mode == "fusion" and trainable is not None and not cached:
             # a copy, so the text encoder keeps training whole (from_pretrained passes the saved copy)
             base = context_encoder if context_encoder is not None else copy.deepcopy(self.text_encoder)
-            self.context_encoder = CachedContextEncoder(
-                base, config.context_trainable_layers, config.context_cache_entries
-            )
+            self.context_encoder = CachedContextEncoder(base, trainable, config.context_cache_entries)
 
         dim = hidden_size(self.text_encoder)
         context_dim = hidden_size(self.context_encoder) if self.context_encoder is not None else dim
@@ -161,7 +164,7 @@ class ShapCA(nn.Module):
 
     # -- construction ------------------------------------------------------------------------------------------
     @classmethod
-    def from_config(cls, config: ShapCAConfig, task: TaskName, labels: list[str]) -> ShapCA:
+    def from_config(cls, config: ShapCAConfig, task: TaskName | str, labels: list[str]) -> ShapCA:
         """A new model on pretrained encoders loaded from local paths (head, fusion, projections from scratch)."""
         get_task(task).check_labels(labels)
         text = load_text_encoder(config.text_encoder)
@@ -185,7 +188,7 @@ class ShapCA(nn.Module):
     def tokenizer(self):
         return self.processor.tokenizer
 
-    def _encoders(self) -> dict[str, nn.Module]:
+    def _encoders(self) -> dict[str, HFModel]:
         encoders = {"text": self.text_encoder, "context": self.context_encoder, "image": self.image_encoder}
         return {name: encoder for name, encoder in encoders.items() if encoder is not None}
 
@@ -254,7 +257,7 @@ class ShapCA(nn.Module):
         # encoder, not two). Training always runs it, so that a run's dropout draws and which parameters get a
         # gradient (and so AdamW's weight decay) do not depend on which batches happen to lack contexts.
         if self.config.context_mode == "fusion" and (self.training or bool(batch.has_context.any())):
-            if batch.context_input_ids is None:
+            if batch.context_input_ids is None or batch.context_attention_mask is None:
                 raise ValueError("context_mode is 'fusion' but the batch has no context tokens: use model.processor")
             context_model = self.context_encoder if self.context_encoder is not None else self.text_encoder
             context_states = context_model(
@@ -262,6 +265,8 @@ class ShapCA(nn.Module):
             ).last_hidden_state  # (B, T_c, d_c)
             pooled_context = mean_pool(context_states, batch.context_attention_mask)
         elif self.config.context_mode == "concat":
+            if batch.context_segment_mask is None:
+                raise ValueError("context_mode is 'concat' but the batch has no context segment: use model.processor")
             pooled_context = mean_pool(text_states, batch.context_segment_mask)  # the second segment
         image_states = pooled_image = None
         if self.image_encoder is not None and batch.pixel_values is not None:

@@ -27,7 +27,7 @@ def evaluate_model_uri(
     data_cfg = DataConfig(
         dataset=dataset,
         data_dir=data_dir,
-        context_generator=context_generator,  # type: ignore[arg-type]
+        context_generator=context_generator,
         max_examples={s: limit for s in ("train", "dev", "test")} if limit else None,
     )
     data = load_training_data(data_cfg)

@@ -138,6 +138,8 @@ def train_on_this_rank(
         )
 
         test = result.test
+        if test is None:
+            raise RuntimeError("fit scores the test split on rank 0, and returned no test evaluation")
         run.log_metrics(
             {f"best_dev_{k}": v for k, v in result.best_dev.items()}
             | {"best_epoch": result.best_epoch, "train_seconds": result.train_seconds}

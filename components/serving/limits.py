@@ -6,6 +6,7 @@ order, the environment last. Plain Python: `shapca predict` checks its input aga
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -27,7 +28,9 @@ class ServingLimits:
     image_dir: str | None = None  # where image names are read from; None: only inline bytes are accepted
 
     @classmethod
-    def resolve(cls, model_config: dict | None = None, environ: dict | None = None) -> ServingLimits:
+    def resolve(
+        cls, model_config: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> ServingLimits:
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = dict((model_config or {}).get(SERVING_CONFIG_KEY) or {})
         unknown = set(values) - {f.name for f in fields(cls)}
@@ -37,15 +40,16 @@ class ServingLimits:
             raw = environ.get(IMAGE_DIR_ENV if f.name == "image_dir" else ENV_PREFIX + f.name.upper())
             if raw not in (None, ""):
                 values[f.name] = raw
-        limits = {}
+        limits: dict[str, Any] = {}
         for name, raw in values.items():
             if name == "image_dir":
                 limits[name] = None if raw in (None, "") else str(raw)
                 continue
             try:
-                limits[name] = int(raw)
+                number = int(raw)
             except (TypeError, ValueError):
                 raise ValueError(f"serving limit {name} must be a positive integer, got {raw!r}") from None
-            if limits[name] <= 0:
+            if number <= 0:
                 raise ValueError(f"serving limit {name} must be a positive integer, got {raw!r}")
+            limits[name] = number
         return cls(**limits)

@@ -14,12 +14,17 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow.pyfunc
 import pandas as pd
 
 from components.serving.pyfunc import MODEL_ARTIFACT
 from components.tasks import get_task
+
+if TYPE_CHECKING:
+    from mlflow.models import ModelSignature
+    from mlflow.models.model import ModelInfo
 
 COMPONENTS_DIR = Path(__file__).resolve().parents[1]
 MODEL_CODE = Path(__file__).with_name("model_code.py")
@@ -45,12 +50,12 @@ SERVING_DISTRIBUTIONS = (
 )
 
 
-def signature_and_example(task: str):
+def signature_and_example(task: str) -> tuple[ModelSignature, pd.DataFrame]:
     """The input contract a consumer sees in the MLflow UI, and an input example that satisfies it."""
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
-    columns = [
+    columns: list[ColSpec | TensorSpec] = [
         ColSpec(AnyType(), "text"),
         ColSpec("string", "context", required=False),
         ColSpec(AnyType(), "image", required=False),
@@ -82,7 +87,7 @@ def copy_served_code(destination: Path) -> Path:
     return code
 
 
-def log_shapca_model(model_dir: Path, task: str, name: str = "model"):
+def log_shapca_model(model_dir: Path, task: str, name: str = "model") -> ModelInfo:
     """Log a `save_pretrained` directory as a self-contained pyfunc in the active run; returns MLflow's ModelInfo."""
     signature, example = signature_and_example(task)
     with tempfile.TemporaryDirectory() as tmp:

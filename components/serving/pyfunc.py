@@ -22,14 +22,20 @@ window is cut before any per-word work (components/model/processor.py). So one r
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow.pyfunc
 import pandas as pd
+from mlflow.pyfunc.model import PythonModel, PythonModelContext
 
 from components.data.records import Example, Span
 from components.serving.limits import IMAGE_DIR_ENV, ServingLimits
 from components.tasks import get_task
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from components.model.shapca import ShapCA
 
 MODEL_ARTIFACT = "model"  # the artifact key under which `ShapCA.save_pretrained` output travels
 
@@ -104,7 +110,7 @@ def _span(value: Any, field: str, n_tokens: int) -> Span:
     return span
 
 
-def _image(row_id: str, value: Any, limits: ServingLimits):
+def _image(row_id: str, value: Any, limits: ServingLimits) -> Image.Image:
     """The row's image as RGB: its bytes, or a file name read (safely) from the operator's image directory; behind the
     size limit and the decompression-bomb guard every reader uses."""
     from components.common import images
@@ -128,17 +134,18 @@ def _image(row_id: str, value: Any, limits: ServingLimits):
         raise ValueError(f"image {error.reason}") from error
 
 
-def load_shapca(model_uri: str):
+def load_shapca(model_uri: str) -> ShapCA:
     """The ShapCA model inside a logged or registered pyfunc model (e.g. `models:/shapca-twitter2017@champion`)."""
     return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
 
 
-class ShapCAPyfunc(mlflow.pyfunc.PythonModel):
+class ShapCAPyfunc(PythonModel):
     # Class-level defaults so that a wrapper built in-process (tests, `evaluate`) is bounded too; load_context resolves
     # the model_config and the operator's environment.
     limits: ServingLimits = ServingLimits()
+    model: ShapCA  # set by load_context (or by hand in-process)
 
-    def load_context(self, context) -> None:  # MLflow's name: its PythonModelContext (artifacts, model_config)
+    def load_context(self, context: PythonModelContext) -> None:  # MLflow's name: the model's artifacts and config
         from components.model.shapca import ShapCA
 
         self.limits = ServingLimits.resolve(getattr(context, "model_config", None))
@@ -153,7 +160,7 @@ class ShapCAPyfunc(mlflow.pyfunc.PythonModel):
         spans = {name: _span(row.get(name), name, len(tokens)) for name in task.serving_spans}
         return task.serving_record(row_id, tokens, spans, self.model.labels)
 
-    def _format(self, example, prediction, kept_words: int) -> dict:
+    def _format(self, example: Example, prediction: Any, kept_words: int) -> dict[str, Any]:
         task = get_task(self.model.task)
         dropped = len(example.tokens) - kept_words
         # A task that reads the whole sentence or fails the row (entity markers) reports no cut: only taggers do.
@@ -179,9 +186,9 @@ class ShapCAPyfunc(mlflow.pyfunc.PythonModel):
             for (_, record), prediction, k in zip(rows, predictions, kept, strict=False)
         ]
 
-    def predict(self, model_input: pd.DataFrame, params: dict | None = None) -> list[dict]:
-        # No MLflow context argument: MLflow passes one only to a predict that names it, and everything the model
-        # needs was read in load_context.
+    # No MLflow context argument: MLflow passes one only to a predict that names it (its documented form, which the
+    # base class's signature does not spell), and everything the model needs was read in load_context.
+    def predict(self, model_input: pd.DataFrame, params: dict | None = None) -> list[dict]:  # type: ignore[override]
         from mlflow.exceptions import MlflowException
 
         limits = self.limits

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -48,14 +48,14 @@ class EncodedWords:
     max_text_tokens: int  # the window, for messages
 
 
-def check_span(example, span: Span, what: str) -> None:
+def check_span(example: Example, span: Span, what: str) -> None:
     if not span.fits(len(example.tokens)):
         raise ValueError(
             f"example {example.id}: {what} {span} is not a non-empty span inside its {len(example.tokens)} tokens"
         )
 
 
-def label_id(ids: dict[str, int], example, label: str, what: str, where: str = "") -> int:
+def label_id(ids: dict[str, int], example: Example, label: str, what: str, where: str = "") -> int:
     if label not in ids:
         raise ValueError(f"example {example.id}: {what} {label!r}{where} is not one of the model's labels {list(ids)}")
     return ids[label]
@@ -70,7 +70,7 @@ class Task:
 
     name: ClassVar[str]
     description: ClassVar[str]  # what the model card calls the task
-    example_type: ClassVar[type]
+    example_type: ClassVar[type[Example]]
     head_name: ClassVar[str]  # the nn.Module in the task's head.py
     checks: ClassVar[type[TaskChecks]] = TaskChecks
     settings: ClassVar[type[HeadSettings]] = HeadSettings
@@ -109,7 +109,7 @@ class Task:
         raise NotImplementedError
 
     @classmethod
-    def input_words(cls, example) -> list[str]:
+    def input_words(cls, example: Any) -> list[str]:
         """The words the text encoder reads for `example` (before the window cuts them)."""
         if not isinstance(example, cls.example_type):
             raise ValueError(
@@ -119,12 +119,12 @@ class Task:
         return list(example.tokens)
 
     @classmethod
-    def encode_labels(cls, examples: list, ids: LabelIds, words: EncodedWords) -> LabelArrays:
+    def encode_labels(cls, examples: Sequence[Any], ids: LabelIds, words: EncodedWords) -> LabelArrays:
         """The batch's label arrays from the records' gold labels."""
         raise NotImplementedError
 
     @classmethod
-    def label_columns(cls, example) -> dict[str, str]:
+    def label_columns(cls, example: Any) -> dict[str, str]:
         """The example's gold labels as string columns (a run's MLflow dataset of a split, components/tracking)."""
         raise NotImplementedError
 
@@ -139,15 +139,15 @@ class Task:
         return {"text": "Obama visits the Golden Gate Bridge in San Francisco"}
 
     @classmethod
-    def score(cls, examples: list, predictions: list) -> Scores:
+    def score(cls, examples: Sequence[Any], predictions: Sequence[Any]) -> Scores:
         raise NotImplementedError
 
     @classmethod
-    def confusion(cls, examples: list, predictions: list) -> tuple[list[str], list[str]]:
+    def confusion(cls, examples: Sequence[Any], predictions: Sequence[Any]) -> tuple[list[str], list[str]]:
         """Paired (gold, predicted) labels for a confusion matrix."""
         raise NotImplementedError
 
     @classmethod
-    def to_json(cls, example, prediction) -> dict:
+    def to_json(cls, example: Any, prediction: Any) -> dict[str, Any]:
         """A prediction as the JSON a consumer reads (the serving contract, components/serving/pyfunc.py)."""
         raise NotImplementedError

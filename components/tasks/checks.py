@@ -8,8 +8,13 @@ validation fail). Great Expectations is imported when a suite is built, not when
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from great_expectations.expectations import Expectation
 
 
 @dataclass(frozen=True)
@@ -23,15 +28,15 @@ class Policy:
     check_published_sizes: bool
 
 
-def meta(check: str, blocking: bool = True, **extra) -> dict:
+def meta(check: str, blocking: bool = True, **extra: Any) -> dict[str, Any]:
     return {"check": check, "blocking": blocking, **extra}
 
 
-def all_in(column: str, values: list, check: str, blocking: bool = True, **kwargs):
+def all_in(column: str, values: Sequence[Any], check: str, blocking: bool = True, **kwargs: Any) -> Expectation:
     """Every value of ``column`` is one of ``values`` (``mostly`` relaxes it to a share)."""
     import great_expectations.expectations as gxe
 
-    return gxe.ExpectColumnValuesToBeInSet(column=column, value_set=values, meta=meta(check, blocking), **kwargs)
+    return gxe.ExpectColumnValuesToBeInSet(column=column, value_set=list(values), meta=meta(check, blocking), **kwargs)
 
 
 class TaskChecks:
@@ -43,19 +48,21 @@ class TaskChecks:
     frame_kinds: ClassVar[tuple[str, ...]] = ()  # the kinds of `record_frames`, each a GX data asset
 
     @classmethod
-    def sentence_row(cls, example) -> dict[str, Any]:
+    def sentence_row(cls, example: Any) -> dict[str, Any]:
         """The values of `sentence_columns` for one example."""
         return {}
 
     @classmethod
-    def sentence_expectations(cls, labels: list[str]) -> list:
+    def sentence_expectations(cls, labels: list[str]) -> list[Expectation]:
         return []
 
     @classmethod
-    def record_frames(cls, labels: list[str], examples: list, policy: Policy) -> list[tuple[str, Any, list]]:
+    def record_frames(
+        cls, labels: list[str], examples: Sequence[Any], policy: Policy
+    ) -> list[tuple[str, pd.DataFrame, list[Expectation]]]:
         """(frame kind, frame, expectations) of the frames beyond the sentences."""
         return []
 
     @classmethod
-    def stats(cls, examples: list) -> dict[str, Any]:
+    def stats(cls, examples: Sequence[Any]) -> dict[str, Any]:
         return {}

@@ -128,12 +128,12 @@ def build_run_inputs(
     ``split_files`` maps a split to its file relative to the data directory (``DatasetSpec.files``) and
     ``context_files`` lists the published context files (``DatasetSpec.context_files[generator]``);
     ``context_source`` is the context-set file a run was pointed at instead (``data.context_file``)."""
-    import mlflow.data
+    from mlflow.data.pandas_dataset import from_pandas
 
     datasets = {}
     for split, examples in splits.items():
         frame = split_frame(task, examples)
-        datasets[split] = mlflow.data.from_pandas(
+        datasets[split] = from_pandas(
             frame,
             source=DvcDataSource(dvc_file, data_md5, [split_files[split]]),
             name=f"{dataset}-{split}",
@@ -144,12 +144,13 @@ def build_run_inputs(
     if contexts is not None:
         frame = pd.DataFrame(sorted(contexts.contexts.items()), columns=["image_id", "context"])
         if context_source is not None:
-            from mlflow.data.sources import LocalArtifactDatasetSource
+            # made by mlflow when the module is imported (artifact_dataset_sources): invisible to the type checker
+            from mlflow.data.sources import LocalArtifactDatasetSource  # type: ignore[attr-defined]
 
             source: DatasetSource = LocalArtifactDatasetSource(str(Path(context_source).resolve()))
         else:
             source = DvcDataSource(dvc_file, data_md5, list(context_files))
-        context_dataset = mlflow.data.from_pandas(
+        context_dataset = from_pandas(
             frame, source=source, name=f"{dataset}-contexts-{contexts.generator}", digest=context_digest(contexts)
         )
     return RunInputs(datasets, context_dataset, contexts)
@@ -172,7 +173,7 @@ def log_run_inputs(client, run_id: str, inputs: RunInputs) -> None:
         ]
         entries.append(DatasetInput(inputs.contexts._to_mlflow_entity(), tags=tags))
     client.log_inputs(run_id, datasets=entries)
-    if inputs.context_set is not None:
+    if inputs.context_set is not None and inputs.contexts is not None:
         from components.contexts.context_set import write_context_set
 
         with tempfile.TemporaryDirectory() as tmp:

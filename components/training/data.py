@@ -159,17 +159,20 @@ def load_training_data(cfg: DataConfig, published_contexts: Path | None = None) 
 def check_image_coverage(data: TrainingData, max_missing_rate: float) -> None:
     """Log each split's image coverage; fail (before any training) when a split misses more than `max_missing_rate`
     of its images: a data.image_dir pointing at the wrong place must not train a 'multimodal' model on no images."""
+    if data.images is None:
+        return
+    image_dir = data.images.image_dir
     for split, coverage in data.image_coverage().items():
         log.info(
             "images: %s split %.1f%% of %d examples have an image in %s",
             split,
             100 * coverage,
             len(data.splits[split]),
-            data.images.image_dir,
-        )  # type: ignore[union-attr]
+            image_dir,
+        )
         if 1.0 - coverage > max_missing_rate:
             raise ValueError(
-                f"data.image_dir {data.images.image_dir}: {100 * (1 - coverage):.1f}% of the {split} split's images "  # type: ignore[union-attr]
+                f"data.image_dir {image_dir}: {100 * (1 - coverage):.1f}% of the {split} split's images "
                 f"are missing, over data.max_missing_image_rate={max_missing_rate:g}; point data.image_dir at "
                 "<image_id>.jpg files or raise the rate"
             )

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -141,7 +142,7 @@ def fit(
         log.warning("resume requested but %s holds no checkpoint: starting from scratch", checkpoint_dir)
     earlier_seconds = state.train_seconds  # the parts before this one (0 for a fresh run)
 
-    train_model: torch.nn.Module = model
+    train_model: Any = model  # the model, wrapped by DDP and compiled as asked: what the step calls
     if ranks.enabled:
         train_model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True

@@ -41,7 +41,7 @@ def sentences_frame(
             "has_context": int(context is not None),
             "context": context,
         }
-        if train_sentences is not None:
+        if train_sentences is not None and train_examples is not None:
             row["text_in_train"] = sentence_key(ex.tokens) in train_sentences
             row["example_in_train"] = example_key(ex.tokens, ex.image_id) in train_examples
         row.update(task_row(ex))

@@ -76,6 +76,7 @@ def open_gx_workspace(gx_dir: str | Path | None = None) -> GxWorkspace:
         raise FileNotFoundError(f"{root}/great_expectations.yml: no GX project there (the repository's gx/ holds it)")
     data_context = gx.get_context(mode="file", context_root_dir=str(root))
     data_context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    datasource: Any  # GX's pandas datasource (its generic type does not name add_dataframe_asset)
     try:
         datasource = data_context.data_sources.get(DATASOURCE)
     except (KeyError, ValueError):
@@ -203,6 +204,7 @@ def _run(
         column = kwargs.get("column") or (
             f"{kwargs['column_A']}={kwargs['column_B']}" if "column_A" in kwargs else None
         )
+        examples: list[str]
         if item.exception_info and item.exception_info.get("raised_exception"):
             observed, unexpected, elements, value, examples = (
                 f"error: {item.exception_info.get('exception_message')}",
@@ -344,7 +346,7 @@ def validate_examples(
         )
         stats["contexts"] = {
             "generator": context_generator,
-            "images": len(context_texts),
+            "images": len(contexts.context_set.contexts),
             "published_set": has_published_set,
         }
 

@@ -9,20 +9,25 @@ shared with train under another image) are reported but never block.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from components.datasets import DatasetSpec
 from components.tasks import get_task
 from components.tasks.checks import Policy, all_in, meta
+
+if TYPE_CHECKING:
+    from great_expectations.expectations import Expectation
 
 # The checks below are built only when a suite is built, so GX is imported by the command that validates, not by
 # whoever imports this module.
 
 
-def sentence_expectations(spec: DatasetSpec, split: str, policy: Policy) -> list:
+def sentence_expectations(spec: DatasetSpec, split: str, policy: Policy) -> list[Expectation]:
     import great_expectations.expectations as gxe
 
     checks = get_task(spec.task).checks
     unit = checks.unit
-    out = []
+    out: list[Expectation] = []
     if policy.check_published_sizes:
         expected = spec.sizes[split]
         check = f"split size = published {expected} {unit}"
@@ -62,7 +67,7 @@ def sentence_expectations(spec: DatasetSpec, split: str, policy: Policy) -> list
     return out
 
 
-def problem_expectations() -> list:
+def problem_expectations() -> list[Expectation]:
     import great_expectations.expectations as gxe
 
     return [gxe.ExpectTableRowCountToEqual(value=0, meta=meta("reader problems = 0"))]

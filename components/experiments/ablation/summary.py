@@ -21,11 +21,12 @@ class Stat:
     n: int
 
     @classmethod
-    def of(cls, values: Sequence[float]) -> Stat | None:
-        values = [float(v) for v in values if v is not None]
-        if not values:
+    def of(cls, values: Sequence[float | None]) -> Stat | None:
+        """Mean, sample std and count of the values that are there (None: a run that did not record it)."""
+        present = [float(v) for v in values if v is not None]
+        if not present:
             return None
-        return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None, len(values))
+        return cls(statistics.fmean(present), statistics.stdev(present) if len(present) > 1 else None, len(present))
 
 
 @dataclass

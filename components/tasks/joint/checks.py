@@ -7,12 +7,16 @@ and triple spans inside the sentence, triple ends that are entities, relations i
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from components.tasks.checks import TaskChecks, all_in, meta
+from components.tasks.checks import Policy, TaskChecks, all_in, meta
 from components.tasks.joint.records import JointExample
+
+if TYPE_CHECKING:
+    from great_expectations.expectations import Expectation
 
 
 def entities_frame(examples: Iterable[JointExample]) -> pd.DataFrame:
@@ -48,18 +52,20 @@ class JointChecks(TaskChecks):
     frame_kinds = ("entities", "triples")
 
     @classmethod
-    def sentence_row(cls, example):
+    def sentence_row(cls, example: JointExample) -> dict[str, Any]:
         return {"n_entities": len(example.entities), "n_triples": len(example.triples)}
 
     @classmethod
-    def sentence_expectations(cls, labels):
+    def sentence_expectations(cls, labels: list[str]) -> list[Expectation]:
         import great_expectations.expectations as gxe
 
         check = "at least one entity pair"
         return [gxe.ExpectColumnValuesToBeBetween(column="n_entities", min_value=2, meta=meta(check))]
 
     @classmethod
-    def record_frames(cls, labels, examples, policy):
+    def record_frames(
+        cls, labels: list[str], examples: Sequence[JointExample], policy: Policy
+    ) -> list[tuple[str, pd.DataFrame, list[Expectation]]]:
         return [
             ("entities", entities_frame(examples), [all_in("in_bounds", [True], "entity span inside sentence")]),
             (
@@ -74,7 +80,7 @@ class JointChecks(TaskChecks):
         ]
 
     @classmethod
-    def stats(cls, examples):
+    def stats(cls, examples: Sequence[JointExample]) -> dict[str, Any]:
         return dict(
             entities=sum(len(e.entities) for e in examples),
             triples=sum(len(e.triples) for e in examples),

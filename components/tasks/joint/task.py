@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from pydantic import Field
@@ -30,6 +31,9 @@ from components.tasks.joint.records import JointExample, Triple
 from components.tasks.re.records import NO_RELATION
 
 ENTITY_TYPE = "ENT"  # the one entity type of the untyped BIO tagging
+
+
+Prediction = list[tuple[Triple, float]]  # a sentence's (triple, score) pairs, the head's `decode`
 
 
 class JointSettings(HeadSettings):
@@ -78,7 +82,7 @@ class JointTask(Task):
         }
 
     @classmethod
-    def encode_labels(cls, examples: list, ids: LabelIds, words: EncodedWords) -> LabelArrays:
+    def encode_labels(cls, examples: Sequence[JointExample], ids: LabelIds, words: EncodedWords) -> LabelArrays:
         """Entity BIO tags (B, W) (a span overlapping an earlier one is not tagged: BIO cannot hold both) and every
         ordered pair of gold entities with its relation (the first triple's where a pair has several), 0 where none:
         pair_sample (P,), pair_head (P, 2), pair_tail (P, 2), pair_label (P,)."""
@@ -112,28 +116,30 @@ class JointTask(Task):
         return {"tags": tags, "pair_sample": sample, "pair_head": head, "pair_tail": tail, "pair_label": label}
 
     @classmethod
-    def label_columns(cls, example):
+    def label_columns(cls, example: JointExample) -> dict[str, str]:
         triples = [[t.head.start, t.head.end, t.relation, t.tail.start, t.tail.end] for t in example.triples]
         return {"entities": json_spans(example.entities), "triples": json.dumps(triples)}
 
     @classmethod
-    def serving_record(cls, row_id, tokens, spans, labels):
+    def serving_record(cls, row_id: str, tokens: list[str], spans: dict[str, Span], labels: list[str]) -> JointExample:
         return JointExample(id=row_id, image_id=row_id, tokens=tokens, entities=[], triples=[])
 
     @classmethod
-    def score(cls, examples, predictions):
+    def score(cls, examples: Sequence[JointExample], predictions: Sequence[Prediction]) -> Scores:
         gold = [set(e.triples) for e in examples]
         pred = [{triple for triple, _ in sentence} for sentence in predictions]
         return triple_scores(gold, pred)
 
     @classmethod
-    def confusion(cls, examples, predictions):
+    def confusion(
+        cls, examples: Sequence[JointExample], predictions: Sequence[Prediction]
+    ) -> tuple[list[str], list[str]]:
         at_pair = [[((t.head, t.tail), t.relation) for t in set(e.triples)] for e in examples]
         predicted_at_pair = [[((t.head, t.tail), t.relation) for t in {t for t, _ in s}] for s in predictions]
         return paired_labels(at_pair, predicted_at_pair, NO_RELATION)
 
     @classmethod
-    def to_json(cls, example, prediction):
+    def to_json(cls, example: JointExample, prediction: Prediction) -> dict[str, Any]:
         triples = [
             {
                 "head": [t.head.start, t.head.end],

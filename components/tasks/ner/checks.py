@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from components.data.bio import bio_tags, bio_to_spans
 from components.tasks.checks import Policy, TaskChecks, all_in, meta
 from components.tasks.ner.records import NerExample
+
+if TYPE_CHECKING:
+    from great_expectations.expectations import Expectation
 
 
 def bio_mentions(tags: Sequence[str]) -> list[tuple[str, bool]]:
@@ -41,18 +45,20 @@ class NerChecks(TaskChecks):
     frame_kinds = ("tokens", "mentions")
 
     @classmethod
-    def sentence_row(cls, example):
+    def sentence_row(cls, example: NerExample) -> dict[str, Any]:
         return {"n_tags": len(example.tags)}
 
     @classmethod
-    def sentence_expectations(cls, labels):
+    def sentence_expectations(cls, labels: list[str]) -> list[Expectation]:
         import great_expectations.expectations as gxe
 
         check = "as many tags as tokens"
         return [gxe.ExpectColumnPairValuesToBeEqual(column_A="n_tokens", column_B="n_tags", meta=meta(check))]
 
     @classmethod
-    def record_frames(cls, labels, examples, policy: Policy):
+    def record_frames(
+        cls, labels: list[str], examples: Sequence[NerExample], policy: Policy
+    ) -> list[tuple[str, pd.DataFrame, list[Expectation]]]:
         bio_check = f"BIO: mentions starting with I- <= {policy.max_bio_error_rate:.0%}"
         return [
             ("tokens", tokens_frame(examples), [all_in("tag", bio_tags(labels), "tag in label set")]),
@@ -64,7 +70,7 @@ class NerChecks(TaskChecks):
         ]
 
     @classmethod
-    def stats(cls, examples):
+    def stats(cls, examples: Sequence[NerExample]) -> dict[str, Any]:
         mentions = [m for e in examples for m in bio_mentions(e.tags)]
         starts_with_i = sum(1 for _, i in mentions if i)
         return dict(

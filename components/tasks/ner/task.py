@@ -8,14 +8,18 @@ instead of being dropped. Micro P/R/F1 over exact chunk matches, per type beside
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from components.data.bio import OUTSIDE, Entity, bio_tags, bio_to_spans
 from components.data.metrics import Scores, paired_labels, set_match_scores
+from components.data.records import Span
 from components.tasks.base import EncodedWords, LabelArrays, LabelIds, Task, label_id
 from components.tasks.ner.checks import NerChecks
 from components.tasks.ner.records import NerExample
+
+Prediction = list[tuple[Span, str, float]]  # a sentence's entities: (span, type, score), the head's `decode`
 
 
 def span_scores(gold: Sequence[Iterable[Entity]], pred: Sequence[Iterable[Entity]]) -> Scores:
@@ -43,7 +47,7 @@ class NerTask(Task):
         return {"tags": {t: i for i, t in enumerate(bio_tags(labels))}}
 
     @classmethod
-    def encode_labels(cls, examples: list, ids: LabelIds, words: EncodedWords) -> LabelArrays:
+    def encode_labels(cls, examples: Sequence[NerExample], ids: LabelIds, words: EncodedWords) -> LabelArrays:
         """tags (B, W): each word's tag id, 0 (O) past its sentence; words cut at the window have no column."""
         tags = np.zeros((len(examples), words.width), dtype=np.int64)
         for b, ex in enumerate(examples):
@@ -54,21 +58,23 @@ class NerTask(Task):
         return {"tags": tags}
 
     @classmethod
-    def label_columns(cls, example):
+    def label_columns(cls, example: NerExample) -> dict[str, str]:
         return {"tags": " ".join(example.tags)}
 
     @classmethod
-    def serving_record(cls, row_id, tokens, spans, labels):
+    def serving_record(cls, row_id: str, tokens: list[str], spans: dict[str, Span], labels: list[str]) -> NerExample:
         return NerExample(id=row_id, image_id=row_id, tokens=tokens, tags=[OUTSIDE] * len(tokens))
 
     @classmethod
-    def score(cls, examples, predictions):
+    def score(cls, examples: Sequence[NerExample], predictions: Sequence[Prediction]) -> Scores:
         gold = [set(bio_to_spans(e.tags)) for e in examples]
         pred = [{(label, span) for span, label, _ in sentence} for sentence in predictions]
         return span_scores(gold, pred)
 
     @classmethod
-    def confusion(cls, examples, predictions):
+    def confusion(
+        cls, examples: Sequence[NerExample], predictions: Sequence[Prediction]
+    ) -> tuple[list[str], list[str]]:
         at_span = [[(span, label) for label, span in set(bio_to_spans(e.tags))] for e in examples]
         predicted_at_span = [
             [(span, label) for label, span in {(label, span) for span, label, _ in sentence}]
@@ -77,7 +83,7 @@ class NerTask(Task):
         return paired_labels(at_span, predicted_at_span, OUTSIDE)
 
     @classmethod
-    def to_json(cls, example, prediction):
+    def to_json(cls, example: NerExample, prediction: Prediction) -> dict[str, Any]:
         entities = [
             {
                 "start": s.start,

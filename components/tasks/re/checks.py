@@ -4,10 +4,15 @@ label, its head and tail spans lie inside the sentence and differ. A split count
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from components.data.records import example_key
 from components.tasks.checks import TaskChecks, all_in
-from components.tasks.re.records import NO_RELATION
+from components.tasks.re.records import NO_RELATION, ReExample
+
+if TYPE_CHECKING:
+    from great_expectations.expectations import Expectation
 
 
 class ReChecks(TaskChecks):
@@ -15,7 +20,7 @@ class ReChecks(TaskChecks):
     sentence_columns = ("relation", "head_in_bounds", "tail_in_bounds", "distinct_spans")
 
     @classmethod
-    def sentence_row(cls, example):
+    def sentence_row(cls, example: ReExample) -> dict[str, Any]:
         n = len(example.tokens)
         return dict(
             relation=example.relation,
@@ -25,7 +30,7 @@ class ReChecks(TaskChecks):
         )
 
     @classmethod
-    def sentence_expectations(cls, labels):
+    def sentence_expectations(cls, labels: list[str]) -> list[Expectation]:
         return [
             all_in("relation", list(labels), "relation in label set"),
             all_in("head_in_bounds", [True], "head span inside sentence"),
@@ -34,7 +39,7 @@ class ReChecks(TaskChecks):
         ]
 
     @classmethod
-    def stats(cls, examples):
+    def stats(cls, examples: Sequence[ReExample]) -> dict[str, Any]:
         relations = Counter(e.relation for e in examples)
         return dict(
             sentences=len({example_key(e.tokens, e.image_id) for e in examples}),

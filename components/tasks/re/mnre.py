@@ -122,8 +122,8 @@ def read_mnre(
             result.problems.append(line.problem)
             continue
         fields, why = parse_mnre_line(line.text, relation_set)
-        if why is not None:
-            result.problems.append(ReadProblem(path, line.number, why))
+        if fields is None:  # then `why` says what is wrong
+            result.problems.append(ReadProblem(path, line.number, str(why)))
             continue
         result.examples.append(ReExample(id=f"{split}-{index}", **fields))
     return result.examples_or_raise() if strict else result

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from components.data.metrics import Scores, check_lengths, micro_scores, safe_div
+from components.data.records import Span
 from components.tasks.base import EncodedWords, LabelArrays, LabelIds, Task, check_span, json_spans, label_id
 from components.tasks.re.checks import ReChecks
 from components.tasks.re.records import NO_RELATION, ReExample
+
+Prediction = tuple[str, float]  # an instance's (relation, score), the head's `decode`
 
 
 def re_scores(gold_labels: Sequence[str], pred_labels: Sequence[str], none_label: str = NO_RELATION) -> Scores:
@@ -58,7 +62,7 @@ class ReTask(Task):
         return {"relations": {r: i for i, r in enumerate(labels)}}
 
     @classmethod
-    def input_words(cls, example) -> list[str]:
+    def input_words(cls, example: Any) -> list[str]:
         """Words with <h> ... </h> and <t> ... </t> around the head and tail (closing markers first where they meet)."""
         super().input_words(example)
         check_span(example, example.head, "head")
@@ -79,7 +83,7 @@ class ReTask(Task):
         return words
 
     @classmethod
-    def encode_labels(cls, examples: list, ids: LabelIds, words: EncodedWords) -> LabelArrays:
+    def encode_labels(cls, examples: Sequence[ReExample], ids: LabelIds, words: EncodedWords) -> LabelArrays:
         """head_marker, tail_marker (B,): the positions of <h> and <t> in the encoder's tokens; relation (B,)."""
         markers = [words.special_ids[cls.HEAD_START], words.special_ids[cls.TAIL_START]]
         head, tail = [], []
@@ -99,30 +103,30 @@ class ReTask(Task):
         }
 
     @classmethod
-    def label_columns(cls, example):
+    def label_columns(cls, example: ReExample) -> dict[str, str]:
         return {"head": json_spans([example.head]), "tail": json_spans([example.tail]), "relation": example.relation}
 
     @classmethod
-    def serving_example(cls):
+    def serving_example(cls) -> dict[str, object]:
         # the pair "Obama", "the Golden Gate Bridge"
         return {"text": "Obama visits the Golden Gate Bridge", "head": [0, 1], "tail": [2, 5]}
 
     @classmethod
-    def serving_record(cls, row_id, tokens, spans, labels):
+    def serving_record(cls, row_id: str, tokens: list[str], spans: dict[str, Span], labels: list[str]) -> ReExample:
         # The relation is a placeholder: the model's first label, which every RE model has.
         return ReExample(
             id=row_id, image_id=row_id, tokens=tokens, head=spans["head"], tail=spans["tail"], relation=labels[0]
         )
 
     @classmethod
-    def score(cls, examples, predictions):
+    def score(cls, examples: Sequence[ReExample], predictions: Sequence[Prediction]) -> Scores:
         return re_scores([e.relation for e in examples], [label for label, _ in predictions])
 
     @classmethod
-    def confusion(cls, examples, predictions):
+    def confusion(cls, examples: Sequence[ReExample], predictions: Sequence[Prediction]) -> tuple[list[str], list[str]]:
         return [e.relation for e in examples], [label for label, _ in predictions]
 
     @classmethod
-    def to_json(cls, example, prediction):
+    def to_json(cls, example: ReExample, prediction: Prediction) -> dict[str, Any]:
         label, score = prediction
         return {"relation": label, "score": float(score)}
