@@ -44,11 +44,12 @@ run: setup
 	$(BIN)/shapca run
 
 # The fast checks, also run before each commit by .pre-commit-config.yaml: lint and format (pyproject.toml
-# [tool.ruff]), the import layers ([tool.importlinter]). Seconds.
+# [tool.ruff]), the import layers ([tool.importlinter]) and the type check ([tool.mypy]). Seconds to a minute.
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 test: lint
 	$(BIN)/pytest -q

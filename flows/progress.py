@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from typing import cast
+from uuid import UUID
 
 from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -45,8 +47,12 @@ class EpochProgress:
 
     def __init__(self, dataset: str, epochs: int):
         self.epochs = max(1, epochs)
-        self.artifact_id = create_progress_artifact(
-            0.0, key=f"training-progress-{dataset}", description=f"epochs of the {dataset} training done"
+        # Called from sync code, Prefect's sync-or-async function returns the artifact's id, not a coroutine.
+        self.artifact_id = cast(
+            UUID,
+            create_progress_artifact(
+                0.0, key=f"training-progress-{dataset}", description=f"epochs of the {dataset} training done"
+            ),
         )
 
     def __call__(self, epoch: int, metrics: dict[str, float]) -> None:

@@ -17,7 +17,7 @@ PRE_COMMIT = ROOT / ".venv" / "bin" / "pre-commit"
 
 
 def _lint_recipe() -> list[str]:
-    """`make lint`'s commands, as `ruff check`, `ruff format --check`, `lint-imports`."""
+    """`make lint`'s commands, as `ruff check`, `ruff format --check`, `lint-imports`, `mypy`."""
     lines = (ROOT / "Makefile").read_text().splitlines()
     start = lines.index(next(line for line in lines if line.startswith("lint:")))
     recipe = []
@@ -35,8 +35,6 @@ def test_the_hooks_run_what_make_lint_runs():
     assert {hook["language"] for hook in hooks.values()} == {"system"}
     tools = [h["entry"] for h in hooks.values() if h["entry"].startswith(".venv/bin/")]
     assert [t.removeprefix(".venv/bin/").replace(" --force-exclude", "") for t in tools] == _lint_recipe()
-    # The type checker's place: `make typecheck` once the Makefile has it.
-    assert "make -s typecheck" in hooks["typecheck"]["entry"]
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -62,7 +60,7 @@ def test_a_commit_that_breaks_lint_or_format_is_refused(tmp_path):
     shutil.copy(CONFIG, repo)
     shutil.copy(ROOT / "pyproject.toml", repo)
     (repo / ".venv").symlink_to(ROOT / ".venv")
-    env = _env(tmp_path, SKIP="lint-imports")  # the scratch repository holds none of the project's packages
+    env = _env(tmp_path, SKIP="lint-imports,mypy")  # the scratch repository holds none of the project's packages
     assert _git(repo, "init", "-q", env=env).returncode == 0
     installed = subprocess.run([".venv/bin/pre-commit", "install"], cwd=repo, env=env, capture_output=True, text=True)
     assert installed.returncode == 0, installed.stderr
@@ -88,7 +86,7 @@ def test_a_commit_that_breaks_lint_or_format_is_refused(tmp_path):
         "ruff check": "Passed",
         "ruff format --check": "Passed",
         "lint-imports (the import layers of pyproject.toml)": "Skipped",
-        "make typecheck": "Passed",
+        "mypy (components/, flows/, cli/; pyproject.toml [tool.mypy])": "Skipped",
     }
     assert _git(repo, "log", "--format=%s", env=env).stdout.split() == ["clean"]
 
@@ -100,5 +98,10 @@ def test_the_hooks_pass_on_this_checkout(tmp_path):
     )
     assert done.returncode == 0, done.stdout[-3000:]
     verdicts = _verdicts(done.stdout)
-    for name in ("ruff check", "ruff format --check", "lint-imports (the import layers of pyproject.toml)"):
+    for name in (
+        "ruff check",
+        "ruff format --check",
+        "lint-imports (the import layers of pyproject.toml)",
+        "mypy (components/, flows/, cli/; pyproject.toml [tool.mypy])",
+    ):
         assert verdicts[name] == "Passed", done.stdout
