@@ -18,7 +18,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
-pytest_plugins = ["s3_fixtures"]  # moto_endpoint, s3_env
+pytest_plugins = ["s3_fixtures", "production_topology"]  # moto_endpoint, s3_env; production_stack
 
 # Prefect writes under PREFECT_HOME (its memo store, the ephemeral server's database, local results), ~/.prefect by
 # default: the whole suite gets a throwaway one, set before any test module imports prefect, so no test touches the

@@ -1,10 +1,18 @@
-"""The parts of the production topology for end-to-end tests, each a real process on 127.0.0.1:
+"""The production topology for end-to-end tests, each part a real process on 127.0.0.1:
 
 - PostgreSQL 15 (the machine's own cluster): a throwaway role with a database for Prefect and one for MLflow;
 - moto's S3 server in a process of its own (stands in for MinIO), with the bucket `shapca`;
-- the MLflow tracking server on PostgreSQL, proxying artifacts to s3://shapca/mlflow (`--serve-artifacts`);
+- the Prefect server and the MLflow tracking server on PostgreSQL, MLflow proxying artifacts to s3://shapca/mlflow
+  (`--serve-artifacts`); both can be stopped and started again on the same port (`Server`), for fault tests;
 - virtual environments: a worker's (the locked dependencies, not this repository) and a consumer's (nothing but the
   model's own requirements).
+
+`ProductionStack` is all of it with the operator's steps done (the code in a git repository the workers clone, the data
+pushed to the S3 DVC remote, `python -m flows.provision`, `prefect deploy --all`), as README "Production" runs them.
+The session fixture `production_stack` (conftest registers this module as a plugin) builds it once for every test that
+asks: the end-to-end test, the fault tests and the access tests share one stack, so its ~2 minutes of start-up are
+paid once. Each test leaves the stack running and healthy (servers it stopped are started again) and makes no
+assumption about what earlier tests registered.
 
 Every helper undoes what it did, and only that: the cluster is stopped only if this module started it.
 """
@@ -12,6 +20,7 @@ Every helper undoes what it did, and only that: the cluster is stopped only if t
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import secrets
 import shutil
 import site
@@ -22,10 +31,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from prefect_harness import ManagedProcess, free_port
+import boto3
+import pytest
+from prefect_harness import ManagedProcess, PrefectEnv, make_env
+
+from components.common.net import free_port
 
 PG_VERSION, PG_CLUSTER = "15", "main"
 BUCKET = "shapca"
@@ -144,7 +157,41 @@ def start_moto(env: dict[str, str], logs: Path) -> tuple[ManagedProcess, str]:
     return proc, endpoint
 
 
-def start_mlflow_server(env: dict[str, str], db_url: str, logs: Path) -> tuple[ManagedProcess, str]:
+@dataclass
+class Server:
+    """A server process that a fault test can stop and start again: same command, same port, same database."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    logs: Path
+    health_url: str
+    start_timeout: float = 180
+    process: ManagedProcess | None = None
+    starts: int = 0
+
+    def start(self) -> float:
+        """Start it and wait until `health_url` answers; returns the seconds that took."""
+        if self.alive():
+            raise AssertionError(f"{self.name} is already running")
+        self.starts += 1
+        name = self.name if self.starts == 1 else f"{self.name}-{self.starts}"  # one log file per start
+        self.process = start_process(name, self.args, self.env, self.logs, self.logs)
+        return wait_http(self.health_url, self.process, timeout=self.start_timeout)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.alive()
+
+    def log(self, tail_chars: int = 4000) -> str:
+        return self.process.log(tail_chars) if self.process is not None else ""
+
+
+def mlflow_server(env: dict[str, str], db_url: str, logs: Path) -> Server:
+    """The MLflow tracking server on PostgreSQL, proxying artifacts to s3://shapca/mlflow (not started yet)."""
     port = free_port()
     args = [
         str(Path(sys.executable).with_name("mlflow")),
@@ -161,10 +208,21 @@ def start_mlflow_server(env: dict[str, str], db_url: str, logs: Path) -> tuple[M
         "--workers",
         "1",
     ]
-    proc = start_process("mlflow-server", args, env, logs, logs)
-    uri = f"http://127.0.0.1:{port}"
-    wait_http(f"{uri}/health", proc, timeout=180)
-    return proc, uri
+    return Server("mlflow-server", args, env, logs, f"http://127.0.0.1:{port}/health")
+
+
+def start_mlflow_server(env: dict[str, str], db_url: str, logs: Path) -> tuple[ManagedProcess, str]:
+    server = mlflow_server(env, db_url, logs)
+    server.start()
+    assert server.process is not None
+    return server.process, server.health_url.removesuffix("/health")
+
+
+def prefect_server(penv: PrefectEnv, logs: Path) -> Server:
+    """`prefect server start` with the environment of `penv` (its database URL, port and settings; not started yet)."""
+    port = penv.env["PREFECT_SERVER_API_PORT"]
+    args = [str(Path(sys.executable).with_name("prefect")), "server", "start", "--host", "127.0.0.1", "--port", port]
+    return Server("prefect-server", args, penv.env, logs, f"{penv.api_url}/health")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -243,7 +301,7 @@ def prefetch_consumer_venv(path: Path, logs: Path) -> concurrent.futures.Future:
     (`serving_requirements()`), so its ~3 minutes of pip overlap the servers and the training. The consumer still
     installs the registered model's own requirements.txt afterwards (`consumer_venv` on the same path): whatever the
     prefetch guessed wrong is installed then, so the prefetch only saves time and proves nothing."""
-    from components.tracking.pyfunc_model import serving_requirements
+    from components.serving.packaging import serving_requirements
 
     pins = logs / "prefetch-requirements.txt"
     pins.write_text("\n".join(serving_requirements()) + "\n")
@@ -251,3 +309,197 @@ def prefetch_consumer_venv(path: Path, logs: Path) -> concurrent.futures.Future:
     future = pool.submit(consumer_venv, path, pins, logs)
     pool.shutdown(wait=False)
     return future
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The whole stack, operator steps done
+
+
+def run_checked(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -> str:
+    """Run a command; a non-zero exit fails with its output. Returns stdout."""
+    result = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(
+            f"`{' '.join(args)}` exited {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        )
+    return result.stdout
+
+
+def s3_keys(s3, prefix: str) -> list[str]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+ROLES = ("operator", "trainer", "consumer")
+
+
+@dataclass
+class ProductionStack:
+    """Handles on every part of the running topology, and the environment each role's processes get."""
+
+    root: Path  # everything the stack writes lives under it
+    logs: Path
+    project_root: Path
+    base_env: dict[str, str]  # this test process's environment without Prefect, MLflow, S3 or project settings
+    s3_env: dict[str, str]  # endpoint and credentials every S3 client of the stack reads
+    s3: object  # a boto3 S3 client with the bucket owner's credentials (the test's own view of the bucket)
+    moto: ManagedProcess
+    prefect: Server
+    penv: PrefectEnv  # the operator's Prefect CLI and API (`penv.cli`, `penv.api`, `penv.flow_run`)
+    mlflow: Server
+    repo: Path  # the bare git repository every flow run clones (SHAPCA_REPO_URL)
+    commit: str
+    worker_bin: Path  # a virtualenv with the locked dependencies and without this project
+    consumer_prefetch: concurrent.futures.Future
+    operator_output: dict[str, str]  # what the operator's commands printed (provision, deploy)
+    timings: dict[str, float]
+    workers: list[ManagedProcess] = field(default_factory=list)
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow.health_url.removesuffix("/health")
+
+    def env(self, role: str) -> dict[str, str]:
+        """What a process of `role` (operator, trainer = the workers, consumer) gets: the endpoints and that role's
+        credentials. Nothing else of this test process leaks in."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}: expected one of {ROLES}")
+        env = {**self.base_env, "MLFLOW_TRACKING_URI": self.tracking_uri, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
+        if role == "consumer":
+            return env  # a registry consumer knows the tracking server and nothing else
+        return {**env, **self.s3_env, "PREFECT_API_URL": self.penv.api_url, "SHAPCA_REPO_URL": str(self.repo)}
+
+    def start_worker(self, pool: str = "gpu", name: str | None = None) -> tuple[ManagedProcess, Path]:
+        """`prefect worker start --pool <pool>` as the trainer, from a new empty directory with its own empty
+        PREFECT_HOME, in the worker virtualenv (no checkout). Returns the process and its working directory."""
+        index = len(self.workers) + 1
+        name = name or f"worker-{pool}-{index}"
+        workdir = self.root / "workers" / name
+        workdir.mkdir(parents=True)
+        env = {
+            **self.env("trainer"),
+            "PATH": f"{self.worker_bin}:{self.base_env.get('PATH', '/usr/bin:/bin')}",
+            "VIRTUAL_ENV": str(self.worker_bin.parent),
+            "PREFECT_HOME": str(self.root / "workers" / f"{name}-prefect-home"),
+            "TRANSFORMERS_OFFLINE": "1",
+            "OMP_NUM_THREADS": "2",
+        }
+        args = [str(self.worker_bin / "prefect"), "worker", "start", "--pool", pool, "--limit", "1", "--name", name]
+        worker = start_process(name, args, env, workdir, self.logs)
+        self.workers.append(worker)
+        return worker, workdir
+
+    def stop_workers(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+    def deployments(self) -> dict[tuple[str, str], dict]:
+        """(flow name, deployment name) -> the deployment as the API returns it."""
+        flows = {f["id"]: f["name"] for f in self.penv.api("POST", "/flows/filter", {})}
+        return {(flows[d["flow_id"]], d["name"]): d for d in self.penv.api("POST", "/deployments/filter", {})}
+
+
+def base_environment() -> dict[str, str]:
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PREFECT_", "MLFLOW_", "AWS_", "SHAPCA_", "VIRTUAL_ENV", "PYTHONPATH"))
+    }
+
+
+@contextmanager
+def start_production_stack(project_root: Path, root: Path) -> Iterator[ProductionStack]:
+    """Start the topology and do the operator's steps; stop every process on exit (databases dropped too)."""
+    logs = root / "logs"
+    logs.mkdir(parents=True)
+    base_env = base_environment()
+    timings: dict[str, float] = {}
+    t_start = time.monotonic()
+    processes: list[ManagedProcess] = []
+    servers: list[Server] = []
+    stack: ProductionStack | None = None
+    with postgres_databases() as dbs:
+        consumer_prefetch = prefetch_consumer_venv(root / "consumer-venv", logs)
+        try:
+            moto, endpoint = start_moto(base_env, logs)
+            processes.append(moto)
+            s3_env = aws_env(root, endpoint)
+            s3 = boto3.client(
+                "s3",
+                endpoint_url=endpoint,
+                region_name="us-east-1",
+                aws_access_key_id=s3_env["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=s3_env["AWS_SECRET_ACCESS_KEY"],
+            )
+            s3.create_bucket(Bucket=BUCKET)
+
+            # Servers: Prefect and MLflow, both on PostgreSQL; MLflow holds the only S3 credentials consumers need.
+            penv = make_env(
+                root / "operator",
+                free_port(),
+                {
+                    **{k: v for k, v in base_env.items() if k != "HOME"},
+                    **s3_env,
+                    "PREFECT_SERVER_DATABASE_CONNECTION_URL": dbs.prefect_url,
+                    "HOME": os.environ.get("HOME", str(root)),
+                },
+            )
+            prefect = prefect_server(penv, logs)
+            servers.append(prefect)
+            timings["prefect_server_s"] = prefect.start()
+            mlflow = mlflow_server({**base_env, **s3_env}, dbs.mlflow_url, logs)
+            servers.append(mlflow)
+            timings["mlflow_server_s"] = mlflow.start()
+            timings["servers_s"] = time.monotonic() - t_start
+
+            # The operator, from the checkout: the code to git, data to the S3 remote, the server provisioned.
+            repo = root / "git" / "shapca-ops.git"
+            repo.parent.mkdir()
+            commit = snapshot_repository(project_root, repo)
+            tracking_uri = mlflow.health_url.removesuffix("/health")
+            operator = {**penv.env, "MLFLOW_TRACKING_URI": tracking_uri, "SHAPCA_REPO_URL": str(repo)}
+            penv.env.update(operator)
+            output: dict[str, str] = {}
+            t0 = time.monotonic()
+            run_checked([str(Path(sys.executable).with_name("dvc")), "push", "-r", "storage"], operator, project_root)
+            timings["dvc_push_s"] = time.monotonic() - t0
+            output["provision"] = run_checked([sys.executable, "-m", "flows.provision"], operator, project_root)
+            t0 = time.monotonic()
+            output["deploy"] = penv.cli("deploy", "--all", cwd=project_root, timeout=180).stdout
+            timings["deploy_s"] = time.monotonic() - t0
+            worker_bin = worker_venv(root / "worker-venv")
+            timings["stack_s"] = time.monotonic() - t_start
+            stack = ProductionStack(
+                root=root,
+                logs=logs,
+                project_root=project_root,
+                base_env=base_env,
+                s3_env=s3_env,
+                s3=s3,
+                moto=moto,
+                prefect=prefect,
+                penv=penv,
+                mlflow=mlflow,
+                repo=repo,
+                commit=commit,
+                worker_bin=worker_bin,
+                consumer_prefetch=consumer_prefetch,
+                operator_output=output,
+                timings=timings,
+            )
+            yield stack
+        finally:
+            # Workers first (they would keep retrying a server that is gone), then the servers, then S3.
+            if stack is not None:
+                stack.stop_workers()
+            for server in reversed(servers):
+                server.stop()
+            for proc in reversed(processes):
+                proc.stop()
+            consumer_prefetch.cancel()
+
+
+@pytest.fixture(scope="session")
+def production_stack(project_root, tmp_path_factory) -> Iterator[ProductionStack]:
+    with start_production_stack(project_root, tmp_path_factory.mktemp("production-stack")) as stack:
+        yield stack

@@ -13,14 +13,17 @@ import torch
 
 from components.config import TrainConfig
 from components.data.example_dataset import ExampleDataset
-from components.data.records import JointExample, NerExample, ReExample, Span
-from components.model.config import ShapCAConfig
-from components.model.heads import word_states
+from components.data.records import Span
 from components.model.processor import ShapCAProcessor
 from components.model.shapca import ShapCA
+from components.model.shapca_config import ShapCAConfig
 from components.model.word_features import SHAPES, word_bytes, word_shape
+from components.serving.packaging import log_shapca_model
+from components.tasks.joint.records import JointExample
+from components.tasks.layers import word_states
+from components.tasks.ner.records import NerExample
+from components.tasks.re.records import ReExample
 from components.tracking.mlflow_setup import setup_tracking
-from components.tracking.pyfunc_model import log_shapca_model
 from components.training.step import build_optimizer
 
 torch.set_num_threads(2)
@@ -112,7 +115,10 @@ def test_a_words_case_changes_the_states_its_head_reads(tiny_bert_dir, task, at,
     assert torch.equal(upper.input_ids, lower.input_ids)
     states = [model.encode(b).fusion.states for b in (upper, lower)]  # (1, T, d)
     if task == "re":  # the head reads the states of its entity markers, which the encoder contextualised
-        read = [s[0, [b.head_marker[0], b.tail_marker[0]]] for s, b in zip(states, (upper, lower), strict=True)]
+        read = [
+            s[0, [b.labels["head_marker"][0], b.labels["tail_marker"][0]]]
+            for s, b in zip(states, (upper, lower), strict=True)
+        ]
     else:
         read = [word_states(s, b.word_index)[0] for s, b in zip(states, (upper, lower), strict=True)]  # (W, d)
         if at == "states":  # only the changed word's own state moves

@@ -111,11 +111,11 @@ def word_feature_inputs(words: list[list[str]], kind: str, max_word_bytes: int) 
     out: dict[str, Tensor] = {}
     if "chars" in kind:
         ids = [[word_bytes(word, max_word_bytes) for word in sample] for sample in words]
-        longest = max(len(w) for sample in ids for w in sample)
+        longest = max(len(w) for sample_ids in ids for w in sample_ids)
         chars = torch.zeros(len(words), n_words, longest, dtype=torch.long)  # (B, W, L)
-        for b, sample in enumerate(ids):
-            for w, word in enumerate(sample):
-                chars[b, w, : len(word)] = torch.tensor(word)
+        for b, sample_ids in enumerate(ids):
+            for w, word_ids in enumerate(sample_ids):
+                chars[b, w, : len(word_ids)] = torch.tensor(word_ids)
         out["word_chars"] = chars
     if "shape" in kind:
         shapes = torch.zeros(len(words), n_words, dtype=torch.long)  # (B, W)
