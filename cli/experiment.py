@@ -33,7 +33,7 @@ def ablation(
         str | None,
         typer.Option(
             help="comma-separated numbers or names: 1 text, 2 concat, 3 fusion, 4 infonce, 5 shapca, 6 coverage, "
-            "7 maxsim (default: the grid for this dataset and generator)"
+            "7 maxsim, 8 gatefloor, 9 gateopen (default: the grid for this dataset and generator)"
         ),
     ] = None,
     generator: Annotated[Generator | None, typer.Option(help="context generator")] = None,

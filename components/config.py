@@ -44,6 +44,7 @@ class TrainConfig(BaseModel):
     # from-scratch layers under-train in 3 epochs (text only 3.5 test F1 lower, the fusion gate stays where it starts).
     lr_encoder: float = 1e-4  # pretrained encoders
     lr_head: float = 5e-3  # everything trained from scratch (projections, fusion, heads, CRF)
+    lr_fusion: float | None = None  # the fusion module's own rate (None: lr_head), e.g. to let an open gate stay open
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     grad_clip: float = 1.0

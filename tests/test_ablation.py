@@ -167,7 +167,7 @@ def test_summary_and_rendered_table_come_from_the_mlflow_runs(grid, monkeypatch)
     text_only = next(s for s in summaries if s.variant == "text")
     assert text_only.probe == {}  # no contexts, nothing to probe
     assert shapca.probe["shapley_top1"].mean == pytest.approx(metrics["shapca"]["dev_probe_shapley_top1"])
-    probe_row = next(line for line in section.splitlines() if line.startswith("| 5 | shapca | [`"))
+    *_, probe_row = (line for line in section.splitlines() if line.startswith("| 5 | shapca | [`"))  # the last table
     assert f"| {100 * metrics['shapca']['dev_probe_cosine_top1']:.1f} |" in probe_row
     assert f"| {metrics['shapca']['dev_probe_context_gate']:.3f} |" in probe_row
     for run in grid["runs"]:
@@ -222,8 +222,8 @@ def test_an_interrupted_point_resumes_its_run_from_the_checkpoint(tmp_path, tiny
 
 def test_grid_arguments_are_checked():
     assert [v.key for v in parse_variants("1,shapca,2,1")] == ["text", "shapca", "concat"]
-    with pytest.raises(ValueError, match="unknown ablation variant '8'"):
-        parse_variants("1,8")
+    with pytest.raises(ValueError, match="unknown ablation variant '10'"):
+        parse_variants("1,10")
     base = load_config("configs/default.yaml")
     with pytest.raises(ValueError, match="model.alignment is what the ablation variants set"):
         point_config(base, VARIANTS["text"], 1, overrides=["model.alignment=none"])
@@ -284,3 +284,56 @@ def test_a_runs_identity_is_read_back_from_its_params_without_the_measured_ones(
     }
     assert identity_from_params({**identity, **measured}) == identity
     assert identity_hash(identity_from_params({**identity, **measured})) == identity_hash(identity)
+
+
+def test_the_gate_variants_and_case_features_are_settings_the_report_tells_apart():
+    """Variants 8 and 9 set the context gate's options on top of variant 4 and run only when named; case features
+    are a base override, so with and without they are two settings of one variant, each row saying which it is."""
+    from components.experiments.ablation.summary import Stat, VariantSummary
+    from components.experiments.ablation.variants import default_variants
+
+    base = load_config("configs/default.yaml")
+    floor = point_config(base, VARIANTS["gatefloor"], 13).model
+    assert (floor.alignment, floor.context_gate_floor, floor.context_gate_bias) == ("infonce", 0.25, None)
+    opened = point_config(base, VARIANTS["gateopen"], 13)
+    assert (opened.model.context_gate_bias, opened.train.lr_fusion) == (2.0, 1e-3)
+    assert [v.number for v in default_variants("twitter2017", "blip2")] == [1, 2, 3, 4, 5, 6, 7]
+    with pytest.raises(ValueError, match="model.context_gate_floor is what the ablation variants set"):
+        point_config(base, VARIANTS["infonce"], 13, overrides=["model.context_gate_floor=0.1"])
+
+    chars = point_config(base, VARIANTS["infonce"], 13, overrides=["model.word_features=chars"])
+    plain = point_config(base, VARIANTS["infonce"], 13)
+    assert config_hash(chars, include_seed=False) != config_hash(plain, include_seed=False)
+    baseline = {k: v for k, v in config_identity(base).items() if k != "train.seed"}
+
+    def summary(cfg) -> VariantSummary:
+        one = Stat(0.8, None, 1)
+        return VariantSummary(
+            group="twitter2017/blip2",
+            variant="infonce",
+            number=4,
+            label=VARIANTS["infonce"].label,
+            setting_hash=config_hash(cfg, include_seed=False),
+            seeds=[13],
+            run_ids=[f"run-{cfg.model.word_features}"],
+            test_f1=one,
+            dev_f1=one,
+            per_type_f1={"PER": one},
+            best_epoch=Stat(3, None, 1),
+            epochs_run=Stat(3, None, 1),
+            wall_seconds=Stat(400, None, 1),
+            commits=["abc"],
+            dirty=False,
+            resumed=False,
+            identity={k: v for k, v in config_identity(cfg).items() if k != "train.seed"},
+            probe={"context_gate": Stat(0.01, None, 1)},
+        )
+
+    text = render_results_markdown(
+        [summary(plain), summary(chars)], [], experiment="x", tracking_uri="sqlite://", command="c", baseline=baseline
+    )
+    section = text.split("## twitter2017 · contexts: blip2")[1].split("## Runs")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| 4 ")]
+    assert len(rows) == 6  # main table, per-type table, probe table: one row per setting each
+    labelled = [row for row in rows if "`model.word_features=chars`" in row]
+    assert len(labelled) == 3 and all(config_hash(chars, include_seed=False)[:8] in row for row in labelled)

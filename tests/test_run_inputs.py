@@ -227,6 +227,7 @@ def test_the_version_card_compares_with_the_champion_it_was_decided_against():
             "data.dataset": "twitter2017",
             "data.context_generator": "mplug-owl",
             "model.image_encoder": "clip",
+            "model.word_features": "chars+shape",
             "train.epochs": "6",
         },
         model_metrics={"dev_f1": 0.71, "test_f1": 0.70},
@@ -242,6 +243,7 @@ def test_the_version_card_compares_with_the_champion_it_was_decided_against():
     assert "| dev_f1 | 71.00 | 73.00 |" in card and "| test_f1 | 70.00 | 72.00 |" in card
     assert "**Decision**: challenger: dev_f1 0.71 does not beat champion v2" in card
     assert "6 epochs (best: 5), 600 s of training" in card
+    assert "word features `chars+shape`" in card
     assert "No images" not in card and "Images through `clip`" in card  # the limit follows the config
 
 

@@ -29,6 +29,8 @@ class Batch:
     context_attention_mask: Tensor | None = None  # (B, T_c)
     context_segment_mask: Tensor | None = None  # (B, T) bool, concat mode: tokens of the context segment
     pixel_values: Tensor | None = None  # (B, 3, H, W); zeros for samples without an image; None if no sample has one
+    word_chars: Tensor | None = None  # (B, W, L) each raw word's UTF-8 bytes + 1, 0 = padding (word_features.py)
+    word_shapes: Tensor | None = None  # (B, W) each raw word's shape class (word_features.py)
     # The task's label tensors by name, as its `encode_labels` builds them (components/tasks/<task>/task.py says
     # which and their shapes); its head reads them.
     labels: dict[str, Tensor] = field(default_factory=dict)

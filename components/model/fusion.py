@@ -7,6 +7,11 @@ cross-attention, and a per-token gate decides how much of each to add:
 
 h: text token states (B, T, d); C: context token states (B, T_c, d_c); V: image patch states (B, P, d_v), projected to
 d first when their width differs. A sample without a context or an image has that gate closed (0), so h' = h there.
+
+A gate that cannot close (the method's first hypothesis for why contexts do not help: every trained gate ends near 0,
+docs/RESULTS.md): `model.context_gate_floor` f makes the context gate g^c = f + (1 - f) sigmoid(.), so a token always
+takes at least f of its attended context; `model.context_gate_bias` starts b_c there (2.0: g^c about 0.88) instead of
+near 0 (g^c about 0.5). Both leave the image gate as it is.
 """
 
 from __future__ import annotations
@@ -20,13 +25,18 @@ from torch import Tensor, nn
 class GatedCrossAttention(nn.Module):
     """One source: cross-attention from the text tokens to the source's states, and its per-token gate."""
 
-    def __init__(self, dim: int, source_dim: int, heads: int, dropout: float):
+    def __init__(
+        self, dim: int, source_dim: int, heads: int, dropout: float, floor: float = 0.0, bias: float | None = None
+    ):
         super().__init__()
         if dim % heads:
             raise ValueError(f"model.fusion_heads = {heads} must divide the text encoder's hidden size {dim}")
         self.project = nn.Linear(source_dim, dim) if source_dim != dim else nn.Identity()
         self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
         self.gate = nn.Linear(2 * dim, 1)
+        if bias is not None:
+            nn.init.constant_(self.gate.bias, bias)  # after nn.Linear's own init: the same random draws as without
+        self.floor = floor
 
     def forward(self, text: Tensor, source: Tensor, source_mask: Tensor, present: Tensor) -> tuple[Tensor, Tensor]:
         """text (B, T, d), source (B, S, d_s), source_mask (B, S) True = real, present (B,)
@@ -34,6 +44,8 @@ class GatedCrossAttention(nn.Module):
         source = self.project(source)  # (B, S, d)
         attended, _ = self.attn(text, source, source, key_padding_mask=~source_mask.bool(), need_weights=False)
         gate = torch.sigmoid(self.gate(torch.cat([text, attended], dim=-1)))  # (B, T, 1)
+        if self.floor:
+            gate = self.floor + (1 - self.floor) * gate  # in [floor, 1)
         gate = gate * present.to(gate.dtype)[:, None, None]  # a missing source closes the gate
         return gate * attended, gate.squeeze(-1)
 
@@ -46,9 +58,23 @@ class FusionOutput:
 
 
 class AdaptiveFusion(nn.Module):
-    def __init__(self, dim: int, context_dim: int | None, image_dim: int | None, heads: int, dropout: float):
+    def __init__(
+        self,
+        dim: int,
+        context_dim: int | None,
+        image_dim: int | None,
+        heads: int,
+        dropout: float,
+        *,
+        context_gate_floor: float = 0.0,
+        context_gate_bias: float | None = None,
+    ):
         super().__init__()
-        self.context = GatedCrossAttention(dim, context_dim, heads, dropout) if context_dim else None
+        self.context = (
+            GatedCrossAttention(dim, context_dim, heads, dropout, context_gate_floor, context_gate_bias)
+            if context_dim
+            else None
+        )
         self.image = GatedCrossAttention(dim, image_dim, heads, dropout) if image_dim else None
         self.dropout = nn.Dropout(dropout)
 

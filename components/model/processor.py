@@ -13,6 +13,10 @@ bounded by the window, not by its length. A tagger's example that loses words wa
 tokenizer turns into nothing (zero-width joiners, variation selectors) is encoded as the unknown token so that it keeps
 a state.
 
+Case. The tokenizers are uncased; with `word_features` (model.word_features) the processor also turns each raw word,
+as written, into its UTF-8 bytes (`word_chars`) and/or its shape class (`word_shapes`): word_features.py. The byte
+alphabet, the shape classes and the byte cut are saved in processor.json and checked on load.
+
 Context modes: "fusion" tokenizes each context as its own sequence for the context encoder; "concat" appends it to
 the text as a second segment (text [SEP] context); "none" ignores contexts. A sample without a context (or with an
 empty one) gets has_context = False, and one without an image has_image = False: the model closes those gates and
@@ -31,6 +35,7 @@ from transformers import AutoImageProcessor, AutoTokenizer
 
 from components.common.versioned_json import read_versioned_json, write_versioned_json
 from components.model.batch import Batch
+from components.model.word_features import ALPHABET, MAX_WORD_BYTES, SHAPES, word_feature_inputs
 from components.tasks import get_task
 from components.tasks.base import EncodedWords
 
@@ -58,6 +63,8 @@ class ShapCAProcessor:
         context_mode: str,
         context_tokenizer=None,  # fusion mode with a context encoder of its own; None: the text tokenizer
         image_processor=None,  # None: images are not used
+        word_features: str = "none",  # which raw-word tensors to add (word_features.py)
+        max_word_bytes: int = MAX_WORD_BYTES,
     ):
         self.task_spec = get_task(task)
         self.task, self.labels = task, self.task_spec.check_labels(labels)
@@ -68,6 +75,7 @@ class ShapCAProcessor:
             max_context_tokens,
             context_mode,
         )
+        self.word_features, self.max_word_bytes = word_features, max_word_bytes
         if self.task_spec.special_tokens:  # e.g. entity markers: whole tokens (the model gives them embeddings)
             tokenizer.add_special_tokens({"additional_special_tokens": list(self.task_spec.special_tokens)})
 
@@ -83,6 +91,7 @@ class ShapCAProcessor:
             context_mode=config.context_mode,
             context_tokenizer=context_tokenizer,
             image_processor=image_processor,
+            word_features=config.word_features,
         )
 
     # -- save / load -------------------------------------------------------------------------------------------
@@ -108,6 +117,13 @@ class ShapCAProcessor:
             "context_mode": self.context_mode,
             "parts": sorted(self._parts()),
         }
+        if self.word_features != "none":  # the byte alphabet and shape classes its ids mean
+            meta["word_features"] = {
+                "kind": self.word_features,
+                "alphabet": ALPHABET,
+                "shapes": list(SHAPES),
+                "max_word_bytes": self.max_word_bytes,
+            }
         write_versioned_json(directory / PROCESSOR_FILE, FORMAT, FORMAT_VERSION, meta)
 
     @classmethod
@@ -116,6 +132,12 @@ class ShapCAProcessor:
         path = directory / PROCESSOR_FILE
         meta = read_versioned_json(path, FORMAT, FORMAT_VERSION, "ShapCAProcessor.save_pretrained")
         parts = set(meta["parts"])
+        words = meta.get("word_features", {"kind": "none", "max_word_bytes": MAX_WORD_BYTES})
+        if words["kind"] != "none" and (words["alphabet"], words["shapes"]) != (ALPHABET, list(SHAPES)):
+            raise ValueError(
+                f"{path}: its word features were written with alphabet {words['alphabet']!r} and shapes "
+                f"{words['shapes']}, this code has {ALPHABET!r} and {list(SHAPES)}"
+            )
 
         def load(name: str, auto):
             if name not in parts:
@@ -131,6 +153,8 @@ class ShapCAProcessor:
             context_mode=meta["context_mode"],
             context_tokenizer=load("context_tokenizer", AutoTokenizer),
             image_processor=load("image_processor", AutoImageProcessor),
+            word_features=words["kind"],
+            max_word_bytes=words["max_word_bytes"],
         )
         if processor.label_ids != meta["label_ids"]:
             raise ValueError(
@@ -164,7 +188,8 @@ class ShapCAProcessor:
             raise ValueError("cannot collate an empty list of examples")
         examples = [example for example, _, _ in items]
         context_text = [context or "" for _, context, _ in items]
-        words = self._encodable([self._words(ex) for ex in examples])
+        raw_words = [self._words(ex) for ex in examples]
+        words = self._encodable(raw_words)
         has_context = torch.tensor([self.context_mode != "none" and bool(c.strip()) for c in context_text])
 
         if self.context_mode == "concat":
@@ -208,6 +233,9 @@ class ShapCAProcessor:
             )
             batch.context_input_ids = context_encoding["input_ids"]
             batch.context_attention_mask = context_encoding["attention_mask"]
+        if self.word_features != "none":  # the words as written, before the tokenizer lowercases them
+            for name, tensor in word_feature_inputs(raw_words, self.word_features, self.max_word_bytes).items():
+                setattr(batch, name, tensor)
         if self.image_processor is not None:
             self._add_images(batch, [image for _, _, image in items])
         batch.labels = self._labels(examples, batch, encoding)

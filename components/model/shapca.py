@@ -8,6 +8,9 @@ ACM MM 2024), assembled from its parts:
     image   --vision encoder-->  patch states V (B, P, d_v), pooled v        (optional)
     L_ct, L_ci = ContrastiveAlignment(t, c, v)        alignment.py (Shapley InfoNCE, or plain InfoNCE; the token
                                                       coverage game also reads H, C, V, without special tokens)
+    H += WordFeatures(raw words)                      word_features.py (model.word_features: each word's case,
+                                                      @, #, digits, from its bytes, at its first sub-token: into
+                                                      the encoder's input embeddings or its output states)
     H' = AdaptiveFusion(H, C, V)                      fusion.py
     task loss = head(H')                              the task's head: components/tasks/<task>/head.py
     loss = task loss + lambda_ct L_ct + lambda_ci L_ci
@@ -47,6 +50,7 @@ from components.model.encoders import (
 from components.model.fusion import AdaptiveFusion, FusionOutput
 from components.model.processor import ShapCAProcessor
 from components.model.shapca_config import ShapCAConfig
+from components.model.word_features import WordFeatures, add_at_words
 from components.tasks import TaskName, get_task
 
 CONFIG_FILE = "config.json"
@@ -109,7 +113,7 @@ class ShapCA(nn.Module):
     ):
         super().__init__()
         # The window sizes and the context mode live in both (the processor cuts, the model encodes): they must agree.
-        window = ("max_text_tokens", "max_context_tokens", "context_mode")
+        window = ("max_text_tokens", "max_context_tokens", "context_mode", "word_features")
         disagree = [
             f"{k}: model {getattr(config, k)!r}, processor {getattr(processor, k)!r}"
             for k in window
@@ -140,7 +144,15 @@ class ShapCA(nn.Module):
         image_dim = hidden_size(self.image_encoder) if self.image_encoder is not None else None
         fused_context = context_dim if config.context_mode == "fusion" else None
         self.fusion = (
-            AdaptiveFusion(dim, fused_context, image_dim, config.fusion_heads, config.dropout)
+            AdaptiveFusion(
+                dim,
+                fused_context,
+                image_dim,
+                config.fusion_heads,
+                config.dropout,
+                context_gate_floor=config.context_gate_floor,
+                context_gate_bias=config.context_gate_bias,
+            )
             if fused_context or image_dim
             else None
         )
@@ -161,6 +173,10 @@ class ShapCA(nn.Module):
             else None
         )
         self.head = task.head_class()(dim, self.labels, config.dropout, settings)
+        # Built last, so that every other layer draws the same initial weights with the word features as without.
+        self.word_features = (
+            WordFeatures(config.word_features, dim, config.dropout) if config.word_features != "none" else None
+        )
 
     # -- construction ------------------------------------------------------------------------------------------
     @classmethod
@@ -248,9 +264,20 @@ class ShapCA(nn.Module):
         extra = {}
         if self._takes_token_types and batch.token_type_ids is not None:  # segment ids of text [SEP] context
             extra["token_type_ids"] = batch.token_type_ids
-        text = self.text_encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **extra)
+        words = None
+        if self.word_features is not None:
+            words = self.word_features(batch.word_chars, batch.word_shapes)  # (B, W, d)
+        if words is not None and self.config.word_features_at == "embeddings":
+            embedded = self.text_encoder.get_input_embeddings()(batch.input_ids)  # (B, T, d)
+            extra["inputs_embeds"] = add_at_words(embedded, words, batch.word_index, batch.word_mask)
+        else:
+            extra["input_ids"] = batch.input_ids
+        text = self.text_encoder(attention_mask=batch.attention_mask, **extra)
         text_states = text.last_hidden_state  # (B, T, d)
         pooled_text = mean_pool(text_states, batch.text_mask)  # (B, d)
+        fusion_input = text_states
+        if words is not None and self.config.word_features_at == "states":  # the alignment reads the encoder's own
+            fusion_input = add_at_words(text_states, words, batch.word_index, batch.word_mask)
         context_states = pooled_context = None
         # In eval mode a batch in which no sample has a context skips the context encoder: every context gate would be
         # closed, so the fused states are the text states exactly (a serving request without contexts pays for one
@@ -272,10 +299,10 @@ class ShapCA(nn.Module):
         if self.image_encoder is not None and batch.pixel_values is not None:
             image_states, pooled_image = encode_images(self.image_encoder, batch.pixel_values)  # (B, P, d_v), (B, d_v)
         if self.fusion is None:
-            fused = FusionOutput(text_states, None, None)
+            fused = FusionOutput(fusion_input, None, None)
         else:
             fused = self.fusion(
-                text_states,
+                fusion_input,
                 context_states,
                 batch.context_attention_mask,
                 batch.has_context,

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from components.model.packaged_encoders import MINILM
+from components.model.word_features import WordFeatureKind
 
 
 class ShapCAConfig(BaseModel):
@@ -51,8 +52,19 @@ class ShapCAConfig(BaseModel):
     lambda_ct: float = 0.1  # weight of the context-text alignment loss
     lambda_ci: float = 0.1  # weight of the context-image alignment loss
 
+    # Word features (word_features.py): each word's surface form (case, @, #, URLs, digits), which the uncased
+    # encoders lose, as a character CNN over its bytes and/or a word-shape class, added at its first sub-token: into
+    # the encoder's input embeddings (every head reads it) or its output states (the fusion and the taggers read it;
+    # the RE head reads only its marker tokens' states, so for RE only "embeddings" reaches it).
+    word_features: WordFeatureKind = "none"
+    word_features_at: Literal["embeddings", "states"] = "embeddings"
+
     # Fusion and the task head.
     fusion_heads: int = 4
+    # The context gate g^c (fusion.py): g = floor + (1 - floor) * sigmoid(.), so it cannot close below the floor; and
+    # its bias's initial value (None: nn.Linear's own init, g about 0.5; 2.0: g about 0.88, open at the start).
+    context_gate_floor: float = Field(0.0, ge=0.0, lt=1.0)
+    context_gate_bias: float | None = None
     dropout: float = 0.1
     # The task head's own settings, as its task defines them (`settings` in components/tasks/<task>/task.py); the
     # experiment config fills in their defaults for its dataset's task.

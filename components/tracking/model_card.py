@@ -182,7 +182,8 @@ def version_card(facts: CardFacts) -> str:
         f"**Model**: text encoder `{p.get('model.text_encoder', '?')}`, contexts `{p.get('model.context_mode', '?')}`, "
         f"alignment `{p.get('model.alignment', '?')}`"
         + (f" (game `{p.get('model.shapley_game', '?')}`)" if p.get("model.alignment") == "shapley" else "")
-        + f", image encoder `{p.get('model.image_encoder', 'None')}`.  ",
+        + f", image encoder `{p.get('model.image_encoder', 'None')}`, "
+        f"word features `{p.get('model.word_features', 'none')}`.  ",
         f"**Context generator**: `{p.get('data.context_generator', '?')}`.  ",
         f"**Run**: `{facts.run_id}` (git `{p.get('lineage.git_commit', '?')[:12]}`"
         + (", dirty tree" if p.get("lineage.git_dirty") == "True" else "")

@@ -1,6 +1,6 @@
 """One training step, the same for the trainer and for every benchmark (components/benchmarks/):
 
-    optimizer = build_optimizer(model, cfg.train)              # AdamW, two learning rates
+    optimizer = build_optimizer(model, cfg.train)              # AdamW, two learning rates (3: train.lr_fusion)
     scheduler = build_scheduler(optimizer, cfg.train, total)   # linear warmup, then linear decay
     out = forward(model, batch, precision)                     # loss must be finite
     backward(out, grad_accum)                                  # gradients of loss / grad_accum
@@ -25,15 +25,18 @@ class NonFiniteLossError(RuntimeError):
 
 
 def build_optimizer(model: ShapCA, train: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW with two learning rates: the pretrained encoders (lr_encoder) and the layers trained from scratch."""
+    """AdamW with two learning rates: the pretrained encoders (lr_encoder) and the layers trained from scratch
+    (lr_head); with `train.lr_fusion`, the fusion module gets a third group of its own."""
     groups = model.parameter_groups()
-    return torch.optim.AdamW(
-        [
-            {"params": groups["encoder"], "lr": train.lr_encoder},
-            {"params": groups["other"], "lr": train.lr_head},
-        ],
-        weight_decay=train.weight_decay,
-    )
+    param_groups = [
+        {"params": groups["encoder"], "lr": train.lr_encoder},
+        {"params": groups["other"], "lr": train.lr_head},
+    ]
+    if train.lr_fusion is not None and model.fusion is not None:
+        fusion = {id(p) for p in model.fusion.parameters()}
+        param_groups[1]["params"] = [p for p in groups["other"] if id(p) not in fusion]
+        param_groups.append({"params": [p for p in groups["other"] if id(p) in fusion], "lr": train.lr_fusion})
+    return torch.optim.AdamW(param_groups, weight_decay=train.weight_decay)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig, total_steps: int):

@@ -101,7 +101,7 @@ def _setting_cell(s: VariantSummary, baseline: dict[str, str] | None) -> str:
     return link + (" " + ", ".join(changed) if changed else "")
 
 
-def _per_type_table(summaries: list[VariantSummary]) -> list[str]:
+def _per_type_table(summaries: list[VariantSummary], baseline: dict[str, str] | None) -> list[str]:
     types = sorted({t for s in summaries for t in s.per_type_f1})
     if not types:
         return []
@@ -110,7 +110,7 @@ def _per_type_table(summaries: list[VariantSummary]) -> list[str]:
         lines += ["| # | variant | setting | " + " | ".join(types) + " |", "|---|---|---|" + "---|" * len(types)]
         for s in summaries:
             cells = " | ".join(_pct(s.per_type_f1.get(t)) for t in types)
-            lines.append(f"| {s.number} | {s.variant} | `{s.setting_hash[:8]}` | {cells} |")
+            lines.append(f"| {s.number} | {s.variant} | {_setting_cell(s, baseline)} | {cells} |")
     else:
         lines += [
             "| type | " + " | ".join(f"{s.number} {s.variant} `{s.setting_hash[:8]}`" for s in summaries) + " |",
@@ -121,7 +121,7 @@ def _per_type_table(summaries: list[VariantSummary]) -> list[str]:
     return lines
 
 
-def _probe_table(summaries: list[VariantSummary]) -> list[str]:
+def _probe_table(summaries: list[VariantSummary], baseline: dict[str, str] | None) -> list[str]:
     """Settings whose runs logged the dev alignment probe: own-context top-1, logit margins, fusion gate."""
     probed = [s for s in summaries if s.probe]
     if not probed:
@@ -139,7 +139,7 @@ def _probe_table(summaries: list[VariantSummary]) -> list[str]:
     for s in probed:
         count = max((stat.n for stat in s.probe.values()), default=0)
         lines.append(
-            f"| {s.number} | {s.variant} | [`{s.setting_hash[:8]}`](#setting-{s.setting_hash[:8]}) | {count} | "
+            f"| {s.number} | {s.variant} | {_setting_cell(s, baseline)} | {count} | "
             f"{_num(s.probe.get('cosine_top1'), 100)} | {_num(s.probe.get('shapley_top1'), 100)} | "
             f"{_num(s.probe.get('cosine_margin'), digits=2)} | {_num(s.probe.get('shapley_margin'), digits=2)} | "
             f"{_num(s.probe.get('shapley_cosine_correlation'), digits=3)} | "
@@ -202,8 +202,8 @@ def render_results_markdown(
         for ref in REFERENCES:
             if ref.dataset == dataset:
                 lines.append(f"| ref | {ref.name}, from {ref.source} | – | {ref.test_f1:.2f} | – | – | – | – | – | – |")
-        lines += _per_type_table(members)
-        lines += _probe_table(members)
+        lines += _per_type_table(members, baseline)
+        lines += _probe_table(members, baseline)
 
     lines += [
         "",
