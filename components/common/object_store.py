@@ -90,6 +90,9 @@ class DirectoryStore:
             self._path(name).unlink(missing_ok=True)
 
 
+S3_RETRIES = {"mode": "standard", "max_attempts": 10}  # exponential backoff, at most 20 s a wait: about a minute
+
+
 def parse_s3_url(url: str) -> tuple[str, str]:
     """`s3://bucket/some/prefix/` -> ("bucket", "some/prefix"); a clear error for anything else."""
     bucket, _, prefix = url.removeprefix("s3://").partition("/")
@@ -103,11 +106,13 @@ class S3Store:
 
     def __init__(self, url: str):
         import boto3
+        from botocore.config import Config
 
         self.bucket, prefix = parse_s3_url(url)
         self.url = url.rstrip("/")
         self.prefix = prefix + "/" if prefix else ""
-        self.client = boto3.session.Session().client("s3")
+        # botocore's standard retries, more of them: a blip of S3 (throttling, a restart) costs seconds, not the write.
+        self.client = boto3.session.Session().client("s3", config=Config(retries=S3_RETRIES))
 
     def _key(self, name: str) -> str:
         return self.prefix + _check_name(name)

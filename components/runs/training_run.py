@@ -125,7 +125,7 @@ def train_on_this_rank(
     ):
         run_id_file.write_text(run.run_id)
         if shared is not None:
-            shared.save_run_id(run.run_id)
+            shared.save_run_id(run.run_id)  # a failure here fails the training before any work is done
         run.log_params(cfg.flat())
         run.log_params({f"data.{s}_size": len(ex) for s, ex in data.splits.items()})
         run.log_params({f"data.{s}_context_coverage": round(c, 4) for s, c in data.context_coverage().items()})
@@ -141,8 +141,12 @@ def train_on_this_rank(
                 on_epoch_end(epoch, metrics)
             if shared is not None:
                 # After the epoch's metrics: a kill in between repeats the epoch (its metrics logged twice at the same
-                # step, with the same values), never leaves a gap in the history.
-                shared.push(out_dir / "checkpoints", epoch)
+                # step, with the same values), never leaves a gap in the history. Best-effort: an unreachable store
+                # costs a retry the epochs since the last published one, not this training.
+                try:
+                    shared.push(out_dir / "checkpoints", epoch)
+                except Exception as exc:
+                    log.warning("checkpoint of epoch %d not published to %s: %s", epoch, shared.url, exc)
 
         result = fit(
             cfg, data, resume=resume, on_epoch_end=epoch_done, on_step=lambda step, m: run.log_metrics(m, step=step)
@@ -177,7 +181,10 @@ def train_on_this_rank(
         run.log_metrics(test.scores.as_dict("test"), model_id=model_id, dataset=inputs.splits["test"])
 
     if shared is not None:
-        shared.clear()  # the run is FINISHED with its model: nothing is left to resume
+        try:
+            shared.clear()  # the run is FINISHED with its model: nothing is left to resume
+        except Exception as exc:
+            log.warning("could not remove the published checkpoints at %s: %s", shared.url, exc)
     return TrainRunResult(
         run_id=run.run_id,
         model_uri=model_uri,
