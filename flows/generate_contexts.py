@@ -67,7 +67,9 @@ def _artifact_key(text: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
 
 
-@flow(name="generate-contexts", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
+# persist_result=False: called by train-shapca, this subflow runs again on every attempt of a retried flow run, so each
+# attempt publishes the context set into its own clone (the generated contexts come from the shared cache).
+@flow(name="generate-contexts", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True, persist_result=False)
 def generate_contexts_flow(
     config: ContextsConfig | None = None, num_shards: int | None = None, limit_per_split: int | None = None
 ) -> dict:
