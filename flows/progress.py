@@ -6,9 +6,9 @@ worker (a background thread), and the progress artifact is written by a thread o
 value while the API is slow or down (`LatestOnly`). An API outage costs the UI some progress updates, not training time.
 
 The library logs through the stdlib logger `components` and never imports Prefect; `forward_library_logs` attaches
-Prefect's API log handler to that logger for the duration of a task, so its lines land in the flow run's logs. It
-also forwards urllib3's warnings, which is where the MLflow client (and boto3) say that they are retrying a request
-while a server is unreachable.
+Prefect's API log handler to that logger for the duration of a task, so its lines land in the flow run's logs, at the
+level SHAPCA_LOG_LEVEL names (INFO when unset; components/common/log_level.py). It also forwards urllib3's warnings,
+which is where the MLflow client (and boto3) say that they are retrying a request while a server is unreachable.
 """
 
 from __future__ import annotations
@@ -18,15 +18,17 @@ import contextvars
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from typing import cast
+from uuid import UUID
 
 from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.logging.handlers import APILogHandler
 from prefect.runtime import flow_run
 
+from components.common.log_level import LIBRARY_LOGGER, log_level_from_env
 from components.data.metrics import SELECTION_METRIC_KEY
 
-LIBRARY_LOGGER = "components"
 # `Retrying (Retry(total=9, ...)) after connection broken by 'NewConnectionError(...)': /api/2.0/mlflow/runs/log-batch`
 RETRY_LOGGERS = ("urllib3.connectionpool",)
 HEADLINE = ("train_loss", "train_align_loss", "dev_precision", "dev_recall", SELECTION_METRIC_KEY)
@@ -49,9 +51,10 @@ class _ThisFlowRun(logging.Filter):
 
 
 @contextlib.contextmanager
-def forward_library_logs(level: int = logging.INFO) -> Iterator[None]:
-    """Send the `components` logger's records (and the HTTP clients' retry warnings) to the current flow run's logs
-    while the block runs."""
+def forward_library_logs(level: int | None = None) -> Iterator[None]:
+    """Send the `components` logger's records at ``level`` and above (default: SHAPCA_LOG_LEVEL's), and the HTTP
+    clients' retry warnings, to the current flow run's logs while the block runs."""
+    level = log_level_from_env() if level is None else level
     targets = [(logging.getLogger(LIBRARY_LOGGER), level)]
     targets += [(logging.getLogger(name), logging.WARNING) for name in RETRY_LOGGERS]
     attached = []
@@ -122,13 +125,14 @@ class EpochProgress:
         self.epochs = max(1, epochs)
         self.key = f"training-progress-{dataset}"
         self.description = f"epochs of the {dataset} training done"
-        self.artifact_id = None
+        self.artifact_id: UUID | None = None
         self.updates = LatestOnly(f"progress-{dataset}")
         self.updates.submit(lambda: self._show(0.0))
 
     def _show(self, percent: float) -> None:
         if self.artifact_id is None:
-            self.artifact_id = create_progress_artifact(percent, key=self.key, description=self.description)
+            # Called from sync code, Prefect's sync-or-async function returns the artifact's id, not a coroutine.
+            self.artifact_id = cast(UUID, create_progress_artifact(percent, key=self.key, description=self.description))
         else:
             update_progress_artifact(self.artifact_id, percent)
 

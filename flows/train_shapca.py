@@ -33,7 +33,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from components.config import ExperimentConfig, load_config
-from components.contexts.config import ContextsConfig
+from components.contexts.settings import ContextsConfig
 from components.tracking.registry import registered_model_name
 from components.training.data import context_limit, contexts_config_for
 from flows.attempt_watch import watch_this_attempt
