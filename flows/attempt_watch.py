@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import UUID
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
@@ -75,7 +76,7 @@ class AttemptWatch:
         while not self.done.wait(self.interval_s):
             try:
                 with get_client(sync_client=True) as client:
-                    run = client.read_flow_run(self.flow_run_id)
+                    run = client.read_flow_run(UUID(self.flow_run_id))
             except Exception as exc:
                 if not self.unreachable:
                     self.log.warning("Prefect API unreachable (%s): the watch resumes when it answers", exc)

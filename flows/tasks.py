@@ -183,7 +183,7 @@ def with_run_output_dir(cfg: ExperimentConfig, flow_run_id) -> ExperimentConfig:
     """Checkpoints under `<train.output_dir>/flow-run-<id>`, and published to `$SHAPCA_CHECKPOINTS/flow-run-<id>` when
     that is set (and train.checkpoint_url is not): a retried flow run resumes its own training, on any host, never
     another run's checkpoint."""
-    update = {"output_dir": Path(cfg.train.output_dir) / f"flow-run-{flow_run_id}"}
+    update: dict[str, object] = {"output_dir": Path(cfg.train.output_dir) / f"flow-run-{flow_run_id}"}
     if cfg.train.checkpoint_url is None and (shared := os.environ.get(CHECKPOINTS_ENV, "").strip().rstrip("/")):
         update["checkpoint_url"] = f"{shared}/flow-run-{flow_run_id}"
     return cfg.model_copy(update={"train": cfg.train.model_copy(update=update)})

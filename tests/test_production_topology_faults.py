@@ -170,12 +170,14 @@ class Runs:
     def retry_when_crashed(self, flow_run_id: str) -> subprocess.Popen:
         """`prefect flow-run retry <id>` the moment the run is Crashed: the CLI, started beforehand and waiting, so
         that its start-up time does not delay the retry (a person at the terminal, waiting for the crash)."""
+        # Prefect's own client, so that it authenticates as the operator's CLI does (stack.penv's environment).
         script = (
-            "import json, sys, time, urllib.request\n"
+            "import sys, time\n"
             "from prefect.cli import app\n"
-            f"url = '{self.penv.api_url}/flow_runs/{flow_run_id}'\n"
-            "while json.load(urllib.request.urlopen(url, timeout=10))['state']['type'] != 'CRASHED':\n"
-            "    time.sleep(0.2)\n"
+            "from prefect.client.orchestration import get_client\n"
+            "with get_client(sync_client=True) as client:\n"
+            f"    while client.read_flow_run('{flow_run_id}').state.type.value != 'CRASHED':\n"
+            "        time.sleep(0.2)\n"
             f"sys.argv = ['prefect', 'flow-run', 'retry', '{flow_run_id}']\n"
             "sys.exit(app())\n"
         )

@@ -16,6 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Protocol
 
+Names = list[str]  # object names; spelled once here because the stores' own `list` method shadows the builtin in them
+
 
 class ObjectStore(Protocol):
     url: str
@@ -30,11 +32,11 @@ class ObjectStore(Protocol):
 
     def get_bytes(self, name: str) -> bytes | None: ...
 
-    def list(self, prefix: str = "") -> list[str]:
+    def list(self, prefix: str = "") -> Names:
         """The names under `prefix` (relative to the store), sorted."""
         ...
 
-    def delete(self, names: list[str]) -> None: ...
+    def delete(self, names: Names) -> None: ...
 
 
 def _check_name(name: str) -> str:
@@ -79,13 +81,13 @@ class DirectoryStore:
         source = self._path(name)
         return source.read_bytes() if source.is_file() else None
 
-    def list(self, prefix: str = "") -> list[str]:
+    def list(self, prefix: str = "") -> Names:
         if not self.root.is_dir():
             return []
         names = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
         return sorted(n for n in names if n.startswith(prefix) and not n.endswith(".tmp"))
 
-    def delete(self, names: list[str]) -> None:
+    def delete(self, names: Names) -> None:
         for name in names:
             self._path(name).unlink(missing_ok=True)
 
@@ -148,11 +150,11 @@ class S3Store:
                 return None
             raise
 
-    def list(self, prefix: str = "") -> list[str]:
+    def list(self, prefix: str = "") -> Names:
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
         return sorted(item["Key"][len(self.prefix) :] for page in pages for item in page.get("Contents", []))
 
-    def delete(self, names: list[str]) -> None:
+    def delete(self, names: Names) -> None:
         for start in range(0, len(names), 1000):  # DeleteObjects takes at most 1000 keys
             batch = [{"Key": self._key(n)} for n in names[start : start + 1000]]
             self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})

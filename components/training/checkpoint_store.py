@@ -21,10 +21,12 @@ run to continue, and no run is left RUNNING.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from components.common.object_store import ObjectStore, open_store
 from components.training.checkpoint import write_atomically
@@ -82,7 +84,7 @@ class CheckpointStore:
         checkpoint_dir = Path(checkpoint_dir)
         previous = self.pointer() or {}
         prefix = f"epochs/{epoch:06d}"
-        pointer = {"format": FORMAT, "format_version": FORMAT_VERSION, "epoch": epoch}
+        pointer: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION, "epoch": epoch}
         for part in PARTS:
             local = checkpoint_dir / part
             if not local.is_dir():
@@ -108,8 +110,7 @@ class CheckpointStore:
             return None
         for part in PARTS:
             if part in pointer:
-                entry = pointer[part]
-                write_atomically(Path(checkpoint_dir) / part, lambda tmp, entry=entry: self._download(entry, tmp))
+                write_atomically(Path(checkpoint_dir) / part, functools.partial(self._download, pointer[part]))
         log.info("pulled the checkpoint of epoch %d from %s", pointer["epoch"], self.url)
         return pointer["epoch"]
 
