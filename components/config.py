@@ -55,6 +55,9 @@ class TrainConfig(BaseModel):
     compile: bool = False
     num_gpus: int = 1  # > 1: training runs under torchrun with DDP
     output_dir: Path = Path("outputs")
+    # Where every epoch's checkpoint is also published (s3://bucket/prefix, or a directory every host mounts), so that
+    # a resumed training on another host continues from it (components/training/checkpoint_store.py). None: local only.
+    checkpoint_url: str | None = None
     num_workers: int = 0
 
 
@@ -107,7 +110,7 @@ class ExperimentConfig(BaseModel):
 
 
 # Fields that say where things go rather than what is trained: two configs differing only here train the same model.
-IDENTITY_EXCLUDED = ("train.output_dir", "train.num_workers", "data.data_dir", "tracking.")
+IDENTITY_EXCLUDED = ("train.output_dir", "train.checkpoint_url", "train.num_workers", "data.data_dir", "tracking.")
 SEED_KEY = "train.seed"
 
 

@@ -69,8 +69,15 @@ def _artifact_key(text: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
 
 
+# persist_result=False: called by train-shapca, this subflow runs again on every attempt of a retried flow run, so each
+# attempt publishes the context set into its own clone (the generated contexts come from the shared cache).
 # Prefect types `task_runner` as TaskRunner[PrefectFuture], invariantly: its own ThreadPoolTaskRunner does not match.
-@flow(name="generate-contexts", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)  # type: ignore[arg-type]
+@flow(
+    name="generate-contexts",
+    task_runner=ThreadPoolTaskRunner(max_workers=4),  # type: ignore[arg-type]
+    log_prints=True,
+    persist_result=False,
+)
 def generate_contexts_flow(
     config: ContextsConfig | None = None, num_shards: int | None = None, limit_per_split: int | None = None
 ) -> dict:

@@ -26,6 +26,7 @@ so that a retry on another worker host finds what the first attempt finished.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 from prefect import task
@@ -130,8 +131,12 @@ def validate(
 
 @task(name="train", cache_policy=TRAINING_CACHE, persist_result=True)
 def train(cfg: ExperimentConfig, resume: bool = False) -> TrainRunResult:
-    with forward_library_logs():
-        return train_and_log(cfg, resume=resume, on_epoch_end=EpochProgress(cfg.data.dataset, cfg.train.epochs))
+    progress = EpochProgress(cfg.data.dataset, cfg.train.epochs)
+    try:
+        with forward_library_logs():
+            return train_and_log(cfg, resume=resume, on_epoch_end=progress)
+    finally:
+        progress.flush()
 
 
 @task(
@@ -171,11 +176,17 @@ def with_context_file(cfg: ExperimentConfig, path: str | Path) -> ExperimentConf
     return cfg.model_copy(update={"data": cfg.data.model_copy(update={"context_file": Path(path)})})
 
 
+CHECKPOINTS_ENV = "SHAPCA_CHECKPOINTS"  # s3://shapca/checkpoints in the deployments (prefect.yaml)
+
+
 def with_run_output_dir(cfg: ExperimentConfig, flow_run_id) -> ExperimentConfig:
-    """Checkpoints under `<train.output_dir>/flow-run-<id>`: a retried flow run resumes its own training, never
-    another run's checkpoint left in a shared directory."""
-    run_dir = Path(cfg.train.output_dir) / f"flow-run-{flow_run_id}"
-    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"output_dir": run_dir})})
+    """Checkpoints under `<train.output_dir>/flow-run-<id>`, and published to `$SHAPCA_CHECKPOINTS/flow-run-<id>` when
+    that is set (and train.checkpoint_url is not): a retried flow run resumes its own training, on any host, never
+    another run's checkpoint."""
+    update: dict[str, object] = {"output_dir": Path(cfg.train.output_dir) / f"flow-run-{flow_run_id}"}
+    if cfg.train.checkpoint_url is None and (shared := os.environ.get(CHECKPOINTS_ENV, "").strip().rstrip("/")):
+        update["checkpoint_url"] = f"{shared}/flow-run-{flow_run_id}"
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update=update)})
 
 
 def registered_model_uri(model_name: str, version: str) -> str:

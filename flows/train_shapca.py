@@ -14,9 +14,14 @@ model); by default it imports the precomputed set of `data.context_generator`.
 A person watching the run in the Prefect UI sees the library's log lines, one line of metrics per epoch and the
 progress artifact `training-progress-<dataset>` (flows/progress.py).
 
-A failed run retried (`prefect flow-run retry <id>`) skips what finished: validation (cached per data version), a
-finished training (cached within the flow run) and a registration already made; an unfinished training resumes from
-its last epoch checkpoint, kept in `<train.output_dir>/flow-run-<id>/`.
+Every attempt of a flow run (a retry by the crashed-run automation of `python -m flows.provision`, or
+`prefect flow-run retry <id>`) starts in a fresh clone and prepares it: the validate-data and generate-contexts
+subflows run again (data pulled and checked, context set imported; the GX validation and the contexts come from their
+caches on S3). It then skips what finished (a training cached within the flow run, a registration already made) and
+resumes an unfinished training from its last epoch checkpoint, published after every epoch to
+`$SHAPCA_CHECKPOINTS/flow-run-<id>` (S3), continuing the same MLflow run. While it runs, the attempt watches its own
+flow run (flows/attempt_watch.py): it stops when cancelled even if its worker no longer can, and when another attempt
+owns the run.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from components.config import ExperimentConfig, load_config
 from components.contexts.settings import ContextsConfig
 from components.tracking.registry import registered_model_name
 from components.training.data import context_limit, contexts_config_for
+from flows.attempt_watch import watch_this_attempt
 from flows.generate_contexts import generate_contexts_flow
 from flows.outcomes import TrainingOutcome
 from flows.tasks import (
@@ -52,13 +58,16 @@ def train_shapca(
     contexts: ContextsConfig | None = None,
 ) -> TrainingOutcome:
     cfg = with_run_output_dir(resolve_config(config, overrides), flow_run.id)
-    validate_data(dataset=cfg.data.dataset, context_generator=cfg.data.context_generator, data_dir=cfg.data.data_dir)
-    contexts_cfg = contexts_config_for(cfg.data, contexts)  # the same route `shapca train` takes in one process
-    if contexts_cfg is not None:
-        published = generate_contexts_flow(config=contexts_cfg, limit_per_split=context_limit(cfg.data))
-        cfg = with_context_file(cfg, published["path"])
-    run = train(cfg, resume=flow_run.run_count > 1)
-    registered = register_model(run, cfg) if cfg.tracking.register_model else None  # (version, decision)
+    with watch_this_attempt(cfg.train.output_dir):
+        validate_data(
+            dataset=cfg.data.dataset, context_generator=cfg.data.context_generator, data_dir=cfg.data.data_dir
+        )
+        contexts_cfg = contexts_config_for(cfg.data, contexts)  # the same route `shapca train` takes in one process
+        if contexts_cfg is not None:
+            published = generate_contexts_flow(config=contexts_cfg, limit_per_split=context_limit(cfg.data))
+            cfg = with_context_file(cfg, published["path"])
+        run = train(cfg, resume=flow_run.run_count > 1)
+        registered = register_model(run, cfg) if cfg.tracking.register_model else None  # (version, decision)
     outcome = TrainingOutcome.of(run, registered_model_name(cfg.data.dataset), registered)
     create_markdown_artifact(
         outcome.markdown(),

@@ -41,6 +41,7 @@ from prefect_harness import ManagedProcess, PrefectEnv, make_env
 from components.common.net import free_port
 
 PG_VERSION, PG_CLUSTER = "15", "main"
+LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 BUCKET = "shapca"
 FAKE_AWS = {
     "AWS_ACCESS_KEY_ID": "e2e-access-key-id",
@@ -441,6 +442,10 @@ def start_production_stack(project_root: Path, root: Path) -> Iterator[Productio
                     **{k: v for k, v in base_env.items() if k != "HOME"},
                     **s3_env,
                     "PREFECT_SERVER_DATABASE_CONNECTION_URL": dbs.prefect_url,
+                    # Deployment concurrency leases on the server's disk (PREFECT_HOME), not in its memory: a restarted
+                    # server still knows them, and a running training's next lease renewal does not fail (README
+                    # "Production", failure modes).
+                    "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": LEASE_STORAGE,
                     "HOME": os.environ.get("HOME", str(root)),
                 },
             )

@@ -8,8 +8,9 @@ import torch
 from mlflow import MlflowClient
 
 from components.config import ExperimentConfig, config_hash
-from components.runs.run_dir import RUN_ID_FILE, ResumeRefused, claim_output_dir, run_to_continue
+from components.runs.run_dir import RUN_ID_FILE, ResumeRefused, claim_output_dir, mark_interrupted, run_to_continue
 from components.tracking.mlflow_setup import setup_tracking
+from components.tracking.run_logging import start_run
 from components.training.checkpoint import (
     TrainerState,
     has_checkpoint,
@@ -112,3 +113,28 @@ def test_two_trainings_cannot_share_an_output_directory(tmp_path):
                 pass
     with claim_output_dir(tmp_path / "out"):  # released: usable again
         pass
+
+
+def test_an_interrupted_training_ends_its_run_killed_and_an_error_ends_it_failed(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    setup = setup_tracking("crash-safety", tracking_uri=uri)
+    client = MlflowClient(uri)
+    ended = {}
+    for name, exc in (("interrupted", KeyboardInterrupt()), ("error", RuntimeError("bad batch"))):
+        with pytest.raises(type(exc)):
+            with start_run(setup, run_name=name) as run:
+                ended[name] = run.run_id
+                raise exc  # a cancellation (SIGTERM as an exception, Ctrl-C) / a bug
+    assert client.get_run(ended["interrupted"]).info.status == "KILLED"
+    assert client.get_run(ended["error"]).info.status == "FAILED"
+
+
+def test_a_training_stopped_from_outside_leaves_its_run_killed_not_running(store, tmp_path):
+    client, experiment = store
+    assert mark_interrupted(tmp_path / "not-started", client) is None  # stopped before its run opened: nothing to do
+    running = _previous_run(client, experiment, tmp_path / "out", "RUNNING")
+    assert mark_interrupted(tmp_path / "out", client) == running
+    assert client.get_run(running).info.status == "KILLED"
+    finished = _previous_run(client, experiment, tmp_path / "done", "FINISHED")
+    mark_interrupted(tmp_path / "done", client)
+    assert client.get_run(finished).info.status == "FINISHED"

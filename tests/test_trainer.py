@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from components.config import load_config
+from components.runs.run_dir import RUN_ID_FILE
+from components.training.checkpoint_store import CheckpointStore, restore_checkpoint
 from components.training.data import load_training_data
 from components.training.step import NonFiniteLossError
 from components.training.trainer import fit
@@ -61,6 +63,37 @@ def test_resumed_run_ends_where_an_uninterrupted_run_ends(tmp_path, tiny_bert_di
     assert full_state.keys() == resumed_state.keys()
     for key in full_state:
         torch.testing.assert_close(full_state[key], resumed_state[key], msg=key)
+    assert full.test.metrics == resumed.test.metrics
+
+
+def test_a_training_resumed_on_another_host_ends_where_an_uninterrupted_one_ends(
+    s3_env, tmp_path, tiny_bert_dir, data_dir
+):
+    """The checkpoint of epoch 2 published to S3 (components/training/checkpoint_store.py) and pulled into an empty
+    output directory carries everything the rest of the training depends on."""
+    host_a = tmp_path / "host-a"
+    cfg_a = _config(host_a, tiny_bert_dir, data_dir)
+    data = load_training_data(cfg_a.data)
+    full = fit(_config(tmp_path / "full", tiny_bert_dir, data_dir), data)
+
+    location = f"s3://{s3_env.bucket}/checkpoints/flow-run-1"
+
+    def publish_then_die(epoch, metrics):
+        CheckpointStore(location).push(host_a / "checkpoints", epoch)
+        if epoch == 2:
+            raise Interrupt  # the host is gone right after publishing epoch 2
+
+    with pytest.raises(Interrupt):
+        fit(cfg_a, data, on_epoch_end=publish_then_die)
+
+    host_b = tmp_path / "host-b"
+    assert restore_checkpoint(location, host_b, RUN_ID_FILE) == 2
+    resumed = fit(_config(host_b, tiny_bert_dir, data_dir), data, resume=True)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    for a, b in zip(full.history, resumed.history, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6, abs=1e-6)
+    for key, value in full.model.state_dict().items():
+        torch.testing.assert_close(value, resumed.model.state_dict()[key], msg=key)
     assert full.test.metrics == resumed.test.metrics
 
 

@@ -37,6 +37,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from components.common.object_store import parse_s3_url
+
 logger = logging.getLogger(__name__)
 
 _TMP_SUFFIX = ".tmp"
@@ -169,12 +171,12 @@ class S3ContextCache:
     def __init__(self, url: str):
         import boto3
 
-        bucket, _, prefix = url.removeprefix("s3://").partition("/")
-        if not url.startswith("s3://") or not bucket:
-            raise ValueError(f"context cache {url!r}: expected s3://<bucket>[/<prefix>]")
+        try:
+            self.bucket, prefix = parse_s3_url(url)
+        except ValueError as exc:
+            raise ValueError(f"context cache {exc}") from None
         self.url = url.rstrip("/")
-        self.bucket = bucket
-        self.records_prefix = "/".join(p for p in (prefix.strip("/"), "records") if p) + "/"
+        self.records_prefix = "/".join(p for p in (prefix, "records") if p) + "/"
         from botocore.config import Config
 
         # A session per cache (sessions are not thread-safe), with a connection per lookup thread.

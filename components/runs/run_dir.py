@@ -87,3 +87,22 @@ def run_to_continue(client, cfg: ExperimentConfig, out_dir: Path, resume: bool) 
             "nothing to resume: train without --resume for a new run"
         )
     return run_id
+
+
+def mark_interrupted(out_dir: Path, client=None) -> str | None:
+    """The training in `out_dir` is being stopped from outside (cancelled, or superseded by another attempt): mark
+    its MLflow run KILLED if it is still RUNNING, so that no run is left RUNNING. A retry continues a KILLED run.
+    Returns the run id (None: no run started yet)."""
+    run_id = previous_run_id(Path(out_dir))
+    if run_id is None:
+        return None
+    if client is None:
+        from mlflow import MlflowClient
+
+        from components.tracking.mlflow_setup import resolve_tracking_uri
+
+        client = MlflowClient(resolve_tracking_uri())
+    if client.get_run(run_id).info.status == "RUNNING":
+        client.set_terminated(run_id, status="KILLED")
+        log.warning("run %s in %s marked KILLED: its training was stopped", run_id, out_dir)
+    return run_id

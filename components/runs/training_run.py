@@ -34,6 +34,7 @@ from components.tracking.plots import confusion_matrix_png, shapley_heatmap_png
 from components.tracking.run_inputs import training_inputs
 from components.tracking.run_logging import start_run
 from components.training.alignment_probe import probe_alignment
+from components.training.checkpoint_store import CheckpointStore, restore_checkpoint
 from components.training.data import TrainingData, load_training_data, publish_run_contexts
 from components.training.trainer import EpochCallback, fit
 
@@ -108,6 +109,8 @@ def train_on_this_rank(
     # refusal changes no run's status (components/runs/run_dir.py).
     run_id_file = out_dir / RUN_ID_FILE
     client = MlflowClient(setup.tracking_uri)
+    # Shared storage (train.checkpoint_url): every epoch's checkpoint and the run id, for a retry on another host.
+    shared = CheckpointStore(cfg.train.checkpoint_url) if cfg.train.checkpoint_url else None
     with (
         claim_output_dir(out_dir),
         start_run(
@@ -119,6 +122,8 @@ def train_on_this_rank(
         ) as run,
     ):
         run_id_file.write_text(run.run_id)
+        if shared is not None:
+            shared.save_run_id(run.run_id)  # a failure here fails the training before any work is done
         run.log_params(cfg.flat())
         run.log_params({f"data.{s}_size": len(ex) for s, ex in data.splits.items()})
         run.log_params({f"data.{s}_context_coverage": round(c, 4) for s, c in data.context_coverage().items()})
@@ -132,6 +137,14 @@ def train_on_this_rank(
             run.log_metrics(metrics, step=epoch)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, metrics)
+            if shared is not None:
+                # After the epoch's metrics: a kill in between repeats the epoch (its metrics logged twice at the same
+                # step, with the same values), never leaves a gap in the history. Best-effort: an unreachable store
+                # costs a retry the epochs since the last published one, not this training.
+                try:
+                    shared.push(out_dir / "checkpoints", epoch)
+                except Exception as exc:
+                    log.warning("checkpoint of epoch %d not published to %s: %s", epoch, shared.url, exc)
 
         result = fit(
             cfg, data, resume=resume, on_epoch_end=epoch_done, on_step=lambda step, m: run.log_metrics(m, step=step)
@@ -167,6 +180,11 @@ def train_on_this_rank(
             )
         run.log_metrics(test.scores.as_dict("test"), model_id=model_id, dataset=inputs.splits["test"])
 
+    if shared is not None:
+        try:
+            shared.clear()  # the run is FINISHED with its model: nothing is left to resume
+        except Exception as exc:
+            log.warning("could not remove the published checkpoints at %s: %s", shared.url, exc)
     return TrainRunResult(
         run_id=run.run_id,
         model_uri=model_uri,
@@ -209,6 +227,9 @@ def train_and_log(
 ) -> TrainRunResult:
     """Train and log one run; `tags` are set on the MLflow run when it starts; `on_epoch_end(epoch, metrics)` is
     called after each epoch's metrics are logged (in this process; not under torchrun, whose ranks are children)."""
+    if resume and cfg.train.checkpoint_url:
+        # Before any rank starts: the last attempt may have run on another host.
+        restore_checkpoint(cfg.train.checkpoint_url, Path(cfg.train.output_dir), RUN_ID_FILE)
     if cfg.train.num_gpus > 1 and "WORLD_SIZE" not in os.environ:
         return _train_under_torchrun(cfg, resume, tags)
     result = train_on_this_rank(cfg, resume, tags, on_epoch_end)

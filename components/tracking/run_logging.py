@@ -193,7 +193,8 @@ def start_run(
     ``run_id`` resumes an existing run (an interrupted training continues its run instead of starting another).
     ``log_system_metrics`` samples CPU, memory, disk, network (and GPU when there is one) into ``system/*`` metrics
     every ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` seconds (MLflow's default 10) while the run is open (psutil).
-    The run ends FINISHED when the block exits normally and FAILED when it raises.
+    The run ends FINISHED when the block exits normally, FAILED when it raises an error, and KILLED when it is
+    interrupted (KeyboardInterrupt, a termination signal Prefect raises as an exception): never left RUNNING.
     """
     import mlflow
     from mlflow import MlflowClient
@@ -207,4 +208,10 @@ def start_run(
         tags=dict(tags or {}),
         log_system_metrics=log_system_metrics,
     ) as run:
-        yield RunLogger(MlflowClient(tracking_uri=setup.tracking_uri), run.info.run_id)
+        try:
+            yield RunLogger(MlflowClient(tracking_uri=setup.tracking_uri), run.info.run_id)
+        except Exception:
+            raise  # MLflow ends the run FAILED
+        except BaseException:
+            mlflow.end_run("KILLED")
+            raise
