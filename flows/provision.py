@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
 from prefect.client.schemas.objects import StateType
 from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
@@ -37,7 +37,9 @@ from prefect.exceptions import ObjectAlreadyExists
 from prefect.filesystems import RemoteFileSystem
 from prefect.workers.process import ProcessWorker
 
-WORK_POOLS = ("gpu", "cpu")
+# Each pool and how many flow runs it runs at once: one training at a time on the GPU pool (every deployment on it,
+# gpu and weekly-retrain alike); a run marked Crashed stops counting, so its retry can take the slot. None: no limit.
+WORK_POOLS: dict[str, int | None] = {"gpu": 1, "cpu": None}
 RESULTS_BLOCK = "shapca-results"
 DEFAULT_RESULTS_URL = "s3://shapca/prefect-results"
 TAG = "shapca"  # every deployment in prefect.yaml carries it, and so do their flow runs
@@ -155,14 +157,17 @@ def provision(results_url: str = DEFAULT_RESULTS_URL, recovery: Recovery | None 
     recovery = recovery or Recovery()
     lines = []
     with get_client(sync_client=True) as client:
-        for pool in WORK_POOLS:
+        for pool, limit in WORK_POOLS.items():
             try:
                 # With the process worker's own job template, as `prefect work-pool create --type process` makes it.
                 template = ProcessWorker.get_default_base_job_template()
-                client.create_work_pool(WorkPoolCreate(name=pool, type="process", base_job_template=template))
-                lines.append(f"work pool {pool}: created")
+                client.create_work_pool(
+                    WorkPoolCreate(name=pool, type="process", base_job_template=template, concurrency_limit=limit)
+                )
+                lines.append(f"work pool {pool}: created, concurrency limit {limit}")
             except ObjectAlreadyExists:
-                lines.append(f"work pool {pool}: exists")
+                client.update_work_pool(pool, WorkPoolUpdate(concurrency_limit=limit))
+                lines.append(f"work pool {pool}: exists, concurrency limit {limit}")
         for automation in recovery_automations(recovery):
             lines.append(f"automation {automation.name!r}: {put_automation(client, automation)}")
     RemoteFileSystem(basepath=results_url).save(RESULTS_BLOCK, overwrite=True)

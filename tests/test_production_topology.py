@@ -61,6 +61,9 @@ def test_production_topology_end_to_end(production_stack: ProductionStack, tmp_p
     assert s3_keys(stack.s3, "dvc/files/md5/"), "dvc push wrote nothing to s3://shapca/dvc"
     provision = stack.operator_output["provision"]
     assert "work pool gpu" in provision and "remote-file-system/shapca-results" in provision, provision
+    # One training at a time on the GPU pool, whichever deployment starts it (issue 21); the CPU pool is unbounded.
+    pools = {p["name"]: p["concurrency_limit"] for p in stack.penv.api("POST", "/work_pools/filter", {})}
+    assert (pools["gpu"], pools["cpu"]) == (1, None), pools
     deployments = stack.deployments()
     assert {
         ("train-shapca", "gpu"),
