@@ -3,8 +3,12 @@
 The tracking server runs MLflow's `basic-auth` app with workspaces on (`MLFLOW_ENABLE_WORKSPACES=true`) and
 `default_permission = NO_PERMISSIONS` (infra/mlflow/basic_auth.ini): a request without credentials gets 401, a user
 gets exactly what a role grants, and only an admin creates experiments or registered models (MLflow allows a create
-only to holders of a workspace grant, which no role here has). What each role is granted, per resource type, on every
-resource of that type (`*`; sub-resources without a grant inherit their container's):
+only to holders of a workspace grant, which no role here has). That matters because MLflow grants the creator of an
+experiment or a registered model MANAGE on it: a trainer that created `shapca-<dataset>` could delete it and grant
+others rights on it. So this module creates them, as the operator.
+
+What each role is granted, per resource type, on every resource of that type (`*`; sub-resources without a grant
+inherit their container's):
 
 - operator: the server's admin user (MLFLOW_AUTH_ADMIN_USERNAME); administers users and grants, creates experiments
   and registered models (this module, run by `python -m flows.provision_mlflow`);
