@@ -111,7 +111,7 @@ def add_commands(app: typer.Typer) -> None:
         model_uri: str = typer.Option(
             "",
             help="a logged or registered model; default: a fresh MiniLM NER model "
-            "(random heads) logged to a temporary sqlite store",
+            "of the paper's config (random heads) logged to a temporary sqlite store",
         ),
         tracking_uri: str = typer.Option("", help="the store of --model-uri"),
         code_root: Path = typer.Option(
@@ -126,8 +126,9 @@ def add_commands(app: typer.Typer) -> None:
         import subprocess
         import tempfile
 
-        from components.benchmarks.serving import log_bench_model, run_serve_benchmark, start_serve
+        from components.benchmarks.serving import log_bench_model, run_serve_benchmark
         from components.machine import machine_description
+        from components.serving.harness import start_serve
 
         with tempfile.TemporaryDirectory(prefix="shapca-bench-serve-") as tmp:
             root = Path(tmp)

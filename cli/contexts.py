@@ -44,7 +44,7 @@ def contexts(
     """Generate or import image contexts through the cache; print hits, misses, failures, coverage and the set."""
     from pydantic import ValidationError
 
-    from components.contexts.config import ContextsConfig
+    from components.contexts.settings import ContextsConfig
     from components.contexts.steps import report_text, run_contexts
 
     raw: dict = {"dataset": dataset, "backend": backend, "data_dir": data_dir, "cache_dir": cache_dir}

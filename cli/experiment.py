@@ -125,14 +125,14 @@ def probe(
     """How sharply a model's alignment finds each text's own context (cosine and Shapley scores), and how much
     context its fusion gates let in; JSON on stdout. Models are scored as they are: nothing is logged."""
     from components.config import DataConfig
+    from components.serving.pyfunc import load_shapca
     from components.tracking.mlflow_setup import setup_tracking
-    from components.tracking.pyfunc_model import load_shapca
     from components.training.alignment_probe import probe_alignment
     from components.training.data import load_training_data
 
     setup_tracking("shapca-evaluations")  # points MLflow at the project's store; the probe logs nothing
     model = load_shapca(model_uri)
-    data = load_training_data(DataConfig(dataset=dataset, data_dir=data_dir, context_generator=generator))  # type: ignore[arg-type]
+    data = load_training_data(DataConfig(dataset=dataset, data_dir=data_dir, context_generator=generator))
     try:
         result = probe_alignment(model, data, split, batch_size, permutations=permutations).as_dict()
     except ValueError as error:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli._choices import ContextGenerator, Dataset, Split
+from cli._choices import Dataset, GeneratorOrNone, Split
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="experiment YAML (configs/)")]
 OverrideOption = Annotated[
@@ -60,7 +60,7 @@ def evaluate(
     dataset: Annotated[Dataset, typer.Option(help="the benchmark to score on")],
     split: Annotated[Split, typer.Option(help="the split to score")] = "test",
     data_dir: Annotated[Path, typer.Option(help="the DVC-materialised data")] = Path("data"),
-    context_generator: Annotated[ContextGenerator, typer.Option(help="whose image contexts to read")] = "blip2",
+    context_generator: Annotated[GeneratorOrNone, typer.Option(help="whose image contexts to read")] = "blip2",
 ) -> None:
     """Score any logged or registered model on a dataset split and log the result to MLflow."""
     from components.runs.model_evaluation import evaluate_model_uri
@@ -73,7 +73,7 @@ def evaluate(
 # A JSONL line longer than this cannot hold a row the model accepts (the text and context limits, 4 bytes per
 # character at most in UTF-8, plus room for the JSON around them): it is refused before the model is loaded.
 def _max_line_bytes() -> int:
-    from components.tracking.pyfunc_model import ServingLimits
+    from components.serving.limits import ServingLimits
 
     return 2 * 4 * ServingLimits.resolve().max_field_chars + 65_536
 
@@ -127,7 +127,7 @@ def predict(
     import mlflow
     import pandas as pd
 
-    from components.tracking.pyfunc_model import ServingLimits
+    from components.serving.limits import ServingLimits
 
     loaded = mlflow.pyfunc.load_model(model)
     chunk = ServingLimits.resolve().max_rows  # the model refuses bigger requests

@@ -8,14 +8,14 @@ from typing import get_args
 
 import typer
 
-from cli._choices import ContextGenerator, Dataset
+from cli._choices import Dataset, GeneratorOrNone
 
 
 def validate(
     dataset: Dataset | None = typer.Option(None, "--dataset", "-d", help="The dataset to validate."),
     all_datasets: bool = typer.Option(False, "--all", help="Validate all four datasets."),
     data_dir: Path = typer.Option(Path("data"), "--data-dir", help="Where `dvc pull` materialised the data."),
-    context_generator: ContextGenerator = typer.Option("blip2", "--context-generator", help="Whose contexts to check."),
+    context_generator: GeneratorOrNone = typer.Option("blip2", "--context-generator", help="Whose contexts to check."),
     output: Path | None = typer.Option(
         None,
         "--output",
@@ -44,7 +44,7 @@ def validate(
     from components.data.records import DataFormatError
     from components.validation import open_gx_workspace, render_report, validate_dataset
 
-    names = list(get_args(Dataset)) if all_datasets else [dataset]
+    names: list[str] = list(get_args(Dataset)) if dataset is None else [dataset]  # exactly one was given
     gx_workspace = open_gx_workspace()  # one GX workspace for the whole command: it is the slow part to start
     failed = []
     for name in names:

@@ -1,6 +1,8 @@
 """Typed experiment configuration, loaded from YAML files in `configs/`.
 
-An experiment is a config, not a code edit: `load_config("configs/default.yaml", ["train.epochs=1"])`.
+An experiment is a config, not a code edit: `load_config("configs/default.yaml", ["train.epochs=1"])`. The defaults
+of these classes are the embedded default recipe: `ExperimentConfig()` is what configs/default.yaml says
+(tests/test_config.py checks it), and each constant chosen on data says why where it is defined.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from components.data.datasets import DatasetName
-from components.model.config import ShapCAConfig
+from components.datasets import DATASETS, DatasetName, GeneratorOrNone, get_spec
+from components.model.shapca_config import ShapCAConfig
+from components.tasks import get_task
 
 
 class DataConfig(BaseModel):
@@ -22,7 +25,7 @@ class DataConfig(BaseModel):
 
     dataset: DatasetName = "twitter2017"
     data_dir: Path = Path("data")  # materialised by `dvc pull`
-    context_generator: Literal["blip2", "mplug-owl", "none"] = "blip2"
+    context_generator: GeneratorOrNone = "blip2"
     context_file: Path | None = None  # overrides the generator's file: a context set written by `shapca contexts`
     image_dir: Path | None = None  # `<image_id>.jpg` files, where the user has the images
     # Training fails when a split misses more than this share of its images in image_dir (a wrong path, a partial copy).
@@ -77,6 +80,16 @@ class ExperimentConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
+    @model_validator(mode="after")
+    def _head_settings_of_the_task(self) -> ExperimentConfig:
+        """`model.head` checked against the settings of the dataset's task and written out in full, so that a run's
+        params and identity name every head setting, defaults included."""
+        task = get_task(get_spec(self.data.dataset).task)
+        head = task.head_settings(self.model.head).model_dump()
+        if head != self.model.head:
+            self.model = self.model.model_copy(update={"head": head})
+        return self
+
     def flat(self) -> dict[str, Any]:
         """`{"train.epochs": 3, ...}`: the form MLflow params take."""
         out: dict[str, Any] = {}
@@ -108,9 +121,11 @@ def config_identity(cfg: ExperimentConfig) -> dict[str, str]:
 
 
 def identity_from_params(params: dict[str, str]) -> dict[str, str]:
-    """`config_identity` read back from a run's MLflow params: the config fields among them. A run also logs what it
-    measured (data.<split>_size, data.<split>_image_coverage, lineage.*), which is not configuration."""
-    fields = set(ExperimentConfig().flat())
+    """`config_identity` read back from a run's MLflow params: the config fields among them (those of a config of the
+    run's dataset, whose task decides the `model.head.*` fields). A run also logs what it measured
+    (data.<split>_size, data.<split>_image_coverage, lineage.*), which is not configuration."""
+    dataset = params.get("data.dataset")
+    fields = set(ExperimentConfig.model_validate({"data": {"dataset": dataset}} if dataset in DATASETS else {}).flat())
     return {k: v for k, v in sorted(params.items()) if k in fields and not identity_excluded(k)}
 
 

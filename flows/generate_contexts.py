@@ -23,6 +23,8 @@ another's work.
 from __future__ import annotations
 
 import re
+from typing import cast
+from uuid import UUID
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
@@ -32,9 +34,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import unmapped
 
 from components.contexts import steps
-from components.contexts.config import ContextsConfig
 from components.contexts.context_set import PublishedSet
 from components.contexts.generate import GenerationReport
+from components.contexts.settings import ContextsConfig
 
 # Our cache is the cache: Prefect's input hashing of thousands of ids (and of the config) would only cost time.
 
@@ -67,7 +69,8 @@ def _artifact_key(text: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
 
 
-@flow(name="generate-contexts", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
+# Prefect types `task_runner` as TaskRunner[PrefectFuture], invariantly: its own ThreadPoolTaskRunner does not match.
+@flow(name="generate-contexts", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)  # type: ignore[arg-type]
 def generate_contexts_flow(
     config: ContextsConfig | None = None, num_shards: int | None = None, limit_per_split: int | None = None
 ) -> dict:
@@ -76,8 +79,11 @@ def generate_contexts_flow(
     name = f"{config.dataset}-{config.generator_name()}"
     split_ids = list_image_ids(config, limit_per_split)
     shards = shard_image_ids(split_ids, num_shards or config.num_shards)
-    progress_id = create_progress_artifact(
-        0.0, key=_artifact_key(f"contexts-progress-{name}"), description=f"shards of {name} done"
+    progress_id = cast(  # from sync code: the id, not a coroutine
+        UUID,
+        create_progress_artifact(
+            0.0, key=_artifact_key(f"contexts-progress-{name}"), description=f"shards of {name} done"
+        ),
     )
     futures = generate_shard.map(unmapped(config), shards)  # a pydantic model iterates its fields: unmapped
     reports, done = [], 0

@@ -70,7 +70,7 @@ TRANSIENT_S3_CODES = {
 }
 
 
-def is_transient(exc: BaseException) -> bool:
+def is_transient(exc: BaseException | None) -> bool:
     """True for failures another attempt can fix: connection errors and timeouts (sockets, requests, botocore),
     throttling or 5xx from S3, MLflow's unavailable/limit codes, a locked sqlite store; searched along the cause
     chain (DVC and MLflow wrap them). A bad argument, a missing file or a failed expectation is not transient."""

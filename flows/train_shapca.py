@@ -28,7 +28,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from components.config import ExperimentConfig, load_config
-from components.contexts.config import ContextsConfig
+from components.contexts.settings import ContextsConfig
 from components.tracking.registry import registered_model_name
 from components.training.data import context_limit, contexts_config_for
 from flows.generate_contexts import generate_contexts_flow

@@ -45,7 +45,9 @@ from pathlib import Path
 
 import boto3
 import pytest
-from prefect_harness import ManagedProcess, PrefectEnv, free_port, make_env
+from prefect_harness import ManagedProcess, PrefectEnv, make_env
+
+from components.common.net import free_port
 
 PG_VERSION, PG_CLUSTER = "15", "main"
 BUCKET = "shapca"
@@ -437,7 +439,7 @@ def prefetch_consumer_venv(path: Path, logs: Path) -> concurrent.futures.Future:
     (`serving_requirements()`), so its ~3 minutes of pip overlap the servers and the training. The consumer still
     installs the registered model's own requirements.txt afterwards (`consumer_venv` on the same path): whatever the
     prefetch guessed wrong is installed then, so the prefetch only saves time and proves nothing."""
-    from components.tracking.pyfunc_model import serving_requirements
+    from components.serving.packaging import serving_requirements
 
     pins = logs / "prefetch-requirements.txt"
     pins.write_text("\n".join(serving_requirements()) + "\n")

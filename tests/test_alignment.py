@@ -21,7 +21,6 @@ from components.model.alignment import (
     coverage_game,
     coverage_infonce,
     coverage_scores,
-    of_sum,
     shapley_infonce,
 )
 from components.model.shapley import coverage_shapley, exact_shapley, monte_carlo_shapley
@@ -43,9 +42,14 @@ def test_cosine_of_sum_equals_the_cosine_of_explicit_sums():
     torch.testing.assert_close(values, expected, rtol=0, atol=1e-12)
 
 
-def test_a_different_overlap_plugs_in_with_one_line():
+def _dot_of_sum(members: torch.Tensor, players: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """v_j(S) = (sum_{k in S} x_k) . y_j: members (..., N), players (N, d), targets (M, d) -> (..., M)."""
+    return (members @ players) @ targets.T
+
+
+def test_the_estimators_are_exact_on_an_additive_game():
     """With v_j(S) = (sum_S x) . y_j the game is additive, so phi[i, j] = x_i . y_j exactly, for both estimators."""
-    dot_of_sum = of_sum(lambda sums, targets: sums @ targets.T)
+    dot_of_sum = _dot_of_sum
     players, targets = _vectors(6, 4, 2), _vectors(6, 4, 3)
     expected = players @ targets.T
     torch.testing.assert_close(exact_shapley(players, targets, dot_of_sum), expected, rtol=0, atol=1e-12)

@@ -11,8 +11,8 @@ from seqeval.metrics.sequence_labeling import get_entities
 
 from components.data.bio import bio_tags, bio_to_spans
 from components.data.records import Span
-from components.model.heads import CrfTagger
-from components.validation.frames import bio_mentions
+from components.tasks.layers import CrfTagger
+from components.tasks.ner.checks import bio_mentions
 
 
 def _seqeval_spans(tags):

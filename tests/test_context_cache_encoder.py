@@ -10,11 +10,11 @@ from transformers import ViTConfig, ViTModel
 
 from components.config import TrainConfig
 from components.data.example_dataset import ExampleDataset
-from components.data.records import NerExample
-from components.model.config import ShapCAConfig
 from components.model.context_cache import CachedContextEncoder
 from components.model.encoders import mean_pool
 from components.model.shapca import ShapCA
+from components.model.shapca_config import ShapCAConfig
+from components.tasks.ner.records import NerExample
 from components.training.step import build_optimizer, build_scheduler, train_step
 
 torch.set_num_threads(2)
@@ -32,8 +32,10 @@ CONTEXTS = {
 
 
 def _model(tiny_bert_dir, **overrides) -> ShapCA:
+    """A tiny NER model aligned by the paper's Shapley game; the tests set context_trainable_layers themselves."""
     torch.manual_seed(0)
-    config = ShapCAConfig(text_encoder=str(tiny_bert_dir), align_dim=16, permutations=8, **overrides)
+    base = dict(text_encoder=str(tiny_bert_dir), alignment="shapley", align_dim=16, permutations=8)
+    config = ShapCAConfig(**(base | overrides))
     return ShapCA.from_config(config, "ner", TYPES)
 
 
@@ -142,21 +144,17 @@ def test_save_and_load_are_exact_inverses(tiny_bert_dir, tmp_path):
     assert not model.context_encoder.cache  # new weights empty the cache
 
 
-def test_the_default_is_todays_shared_encoder_bit_for_bit(tiny_bert_dir):
-    assert ShapCAConfig().context_trainable_layers is None
-    default, explicit = _model(tiny_bert_dir).eval(), _model(tiny_bert_dir, context_trainable_layers=None).eval()
-    assert default.context_encoder is None and explicit.context_encoder is None  # contexts share the text encoder
-    batch = _batch(default)
-    torch.manual_seed(1)
-    out = default(batch)
-    torch.manual_seed(1)
-    assert torch.equal(out.loss, explicit(batch).loss) and torch.equal(out.logits, explicit(batch).logits)
-    # The shared path: the context's pooled vector is the text encoder's own output on the context tokens.
+def test_without_a_layer_count_contexts_share_the_text_encoder(tiny_bert_dir):
+    """context_trainable_layers=None (the paper's setup; the default recipe sets 1): no context encoder of its own,
+    the context's pooled vector is the text encoder's own output on the context tokens."""
+    model = _model(tiny_bert_dir, context_trainable_layers=None).eval()
+    assert model.context_encoder is None
+    batch = _batch(model)
     with torch.no_grad():
-        states = default.text_encoder(
+        states = model.text_encoder(
             input_ids=batch.context_input_ids, attention_mask=batch.context_attention_mask
         ).last_hidden_state
-        assert torch.equal(default.encode(batch).context, mean_pool(states, batch.context_attention_mask))
+        assert torch.equal(model.encode(batch).context, mean_pool(states, batch.context_attention_mask))
 
 
 def test_unsupported_choices_are_clear_errors(tiny_bert_dir):
@@ -179,7 +177,7 @@ def test_unsupported_choices_are_clear_errors(tiny_bert_dir):
 def test_the_pyfunc_serves_a_saved_cached_model(tiny_bert_dir, tmp_path):
     import pandas as pd
 
-    from components.tracking.pyfunc_model import ShapCAPyfunc
+    from components.serving.pyfunc import ShapCAPyfunc
 
     model = _model(tiny_bert_dir, context_trainable_layers=1)
     model.save_pretrained(tmp_path / "saved")

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from components.contexts.cache import ContextCache
-from components.contexts.config import GenerationSettings, HFSettings
 from components.contexts.generate import generate_contexts
 from components.contexts.hf import HFGenerator, _resolve_device_dtype, model_fingerprint
+from components.contexts.settings import GenerationSettings, HFSettings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -18,9 +18,9 @@ import pytest
 from PIL import Image, ImageStat
 
 from components.contexts.cache import ContextCache
-from components.contexts.config import GenerationSettings, OpenAISettings
 from components.contexts.generate import generate_contexts
 from components.contexts.openai_compat import OpenAIGenerator, ServerUnavailable
+from components.contexts.settings import GenerationSettings, OpenAISettings
 
 
 def describe(image_bytes: bytes) -> str:

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from components.contexts import read_context_set
-from components.contexts.config import ContextsConfig
+from components.contexts.settings import ContextsConfig
 from components.contexts.steps import list_image_ids, report_text, run_contexts
-from components.data.datasets import load_contexts
 from components.data.records import DataFormatError
+from components.datasets import load_contexts
 
 # From shared/datasets/README.md: BLIP-2 covers every tweet of both sets; mPLUG-Owl about 70% of Twitter-2015 and
 # 88% of Twitter-2017.

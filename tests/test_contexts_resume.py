@@ -22,7 +22,7 @@ RUN = """
 import json, sys
 from pathlib import Path
 from components.contexts.cache import ContextCache
-from components.contexts.config import GenerationSettings, OpenAISettings
+from components.contexts.settings import GenerationSettings, OpenAISettings
 from components.contexts.generate import generate_contexts
 from components.contexts.openai_compat import OpenAIGenerator
 

@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 from components.data.bio import bio_tags
-from components.data.datasets import DATASETS, SPLITS, labels, load_contexts, load_split
-from components.validation.frames import bio_mentions
+from components.datasets import DATASETS, SPLITS, labels, load_contexts, load_split
+from components.tasks.ner.checks import bio_mentions
 
 EXPECTED = {
     "twitter2015": {"train": 4000, "dev": 1000, "test": 3257},

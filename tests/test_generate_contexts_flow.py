@@ -13,7 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from components.contexts import read_context_set
-from components.contexts.config import ContextsConfig
+from components.contexts.settings import ContextsConfig
 
 LIMIT = 7  # examples per split
 

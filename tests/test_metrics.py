@@ -13,26 +13,25 @@ from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sklearn.metrics import precision_recall_fscore_support
 
 from components.data.bio import bio_to_spans
-from components.data.metrics import (
-    Scores,
-    confusion_matrix,
-    re_scores,
-    span_scores,
-    triple_scores,
-)
-from components.data.records import NerExample, Span, Triple
-from components.model.heads import head_class
+from components.data.metrics import Scores, confusion_matrix
+from components.data.records import Span
+from components.tasks import get_task
+from components.tasks.joint.records import Triple
+from components.tasks.joint.task import triple_scores
+from components.tasks.ner.records import NerExample
+from components.tasks.ner.task import span_scores
+from components.tasks.re.task import re_scores
 
 
 def scores_from_tags(gold_tags, pred_tags) -> Scores:
-    """BIO tag sequences scored by what evaluation calls, the NER head's `score`: gold as records, predictions as the
+    """BIO tag sequences scored by what evaluation calls, the NER task's `score`: gold as records, predictions as the
     (span, type, score) triples its decoder chunks from the tags it decodes (bio_to_spans, as CrfTagger.decode)."""
     examples = [
         NerExample(f"s{i}", f"img{i}", [f"w{j}" for j in range(len(tags))], list(tags))
         for i, tags in enumerate(gold_tags)
     ]
     predictions = [[(span, kind, 1.0) for kind, span in bio_to_spans(tags, i)] for i, tags in enumerate(pred_tags)]
-    return head_class("ner").score(examples, predictions)
+    return get_task("ner").score(examples, predictions)
 
 
 def test_length_mismatches_are_errors():
@@ -265,7 +264,8 @@ def test_triple_scores_hand_worked():
 
 
 def test_confusion_pairs_count_misses_and_false_positives_for_entities_and_triples():
-    from components.data.records import JointExample, NerExample
+    from components.tasks.joint.records import JointExample
+    from components.tasks.ner.records import NerExample
     from components.training.evaluate import score_predictions
 
     ner = [NerExample("s-0", "i", ["a", "b", "c", "d"], ["B-PER", "I-PER", "O", "B-LOC"])]

@@ -18,13 +18,17 @@ from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
 from components.data.bio import bio_tags
 from components.data.example_dataset import ExampleDataset
-from components.data.records import JointExample, NerExample, ReExample, Span, Triple
-from components.model.config import ShapCAConfig
+from components.data.records import Span
 from components.model.encoders import resolve_encoder_path
-from components.model.heads import ReHead, crf_marginals
 from components.model.packaged_encoders import PACKAGED_ENCODERS, packaged_encoder_path, verify_sha256
 from components.model.processor import ShapCAProcessor
 from components.model.shapca import ShapCA, ShapCAOutput
+from components.model.shapca_config import ShapCAConfig
+from components.tasks.joint.records import JointExample, Triple
+from components.tasks.layers import crf_marginals
+from components.tasks.ner.records import NerExample
+from components.tasks.re.records import ReExample
+from components.tasks.re.task import ReTask
 
 torch.set_num_threads(2)
 NER_TYPES = ["PER", "LOC", "ORG", "MISC"]
@@ -51,8 +55,16 @@ def encoders(tmp_path_factory, tiny_bert_dir, tiny_clip_dir) -> dict[str, Path]:
 
 
 def _config(encoders, **overrides) -> ShapCAConfig:
+    """The tiny model these tests build: the paper's Shapley alignment (cosine-of-sum game, Monte Carlo), the context
+    encoder shared with the text and trained whole, on the tiny BERT."""
     base = dict(
-        text_encoder=str(encoders["bert"]), align_dim=16, fusion_heads=4, pair_hidden=24, dropout=0.1, permutations=8
+        text_encoder=str(encoders["bert"]),
+        alignment="shapley",
+        context_trainable_layers=None,
+        align_dim=16,
+        fusion_heads=4,
+        dropout=0.1,
+        permutations=8,
     )
     return ShapCAConfig(**{**base, **overrides})
 
@@ -130,22 +142,34 @@ def test_each_head_runs_forward_and_backward(encoders, task):
 
 
 def test_predictions_have_the_promised_shapes(encoders):
-    ner = ShapCA.from_config(_config(encoders), "ner", NER_TYPES)
+    """Heads biased towards one answer (a tag, a relation) predict it everywhere, in the promised form: every word a
+    PER entity, every instance the first relation, every ordered pair of entity words a triple."""
+    ner = ShapCA.from_config(_config(encoders), "ner", NER_TYPES).train()
+    with torch.no_grad():
+        ner.head.tagger.emit.bias.copy_(10.0 * (torch.arange(len(ner.head.tagger.tags)) == 1))  # tag 1: B-PER
     preds = ner.predict(ner.processor(ExampleDataset(NER, CONTEXTS)))
-    assert len(preds) == len(NER) and ner.training  # predict restores the training mode
-    for example, found in zip(NER, preds, strict=False):
-        for span, kind, score in found:
-            assert isinstance(span, Span) and 0 <= span.start < span.end <= len(example.tokens)
-            assert kind in NER_TYPES and 0.0 < score <= 1.0
+    assert ner.training  # predict restores the training mode
+    assert [[(s.start, s.end, kind) for s, kind, _ in found] for found in preds] == [
+        [(i, i + 1, "PER") for i in range(len(example.tokens))] for example in NER
+    ]
+    assert all(isinstance(s, Span) and 0.5 < score <= 1.0 for found in preds for s, _, score in found)
+
     re_model = ShapCA.from_config(_config(encoders), "re", RELATIONS)
-    for label, score in re_model.predict(re_model.processor(ExampleDataset(RE, CONTEXTS))):
-        assert label in RELATIONS and 1 / len(RELATIONS) <= score <= 1.0
+    with torch.no_grad():
+        re_model.head.classify.bias.copy_(10.0 * (torch.arange(len(RELATIONS)) == 1))
+    preds = re_model.predict(re_model.processor(ExampleDataset(RE, CONTEXTS)))
+    assert [label for label, _ in preds] == [RELATIONS[1]] * len(RE)
+    assert all(0.9 < score <= 1.0 for _, score in preds)
+
     joint = ShapCA.from_config(_config(encoders), "joint", RELATIONS[1:])
+    with torch.no_grad():
+        joint.head.tagger.emit.bias.copy_(10.0 * (torch.arange(3) == 1))  # B-ENT: every word an entity
+        joint.head.pair[-1].bias.copy_(10.0 * (torch.arange(len(RELATIONS)) == 1))  # class 1: the first relation
     preds = joint.predict(joint.processor(ExampleDataset(JOINT, CONTEXTS)))
-    assert len(preds) == len(JOINT)
-    for found in preds:
-        for triple, _score in found:
-            assert isinstance(triple, Triple) and triple.relation in RELATIONS[1:] and triple.head != triple.tail
+    for example, found in zip(JOINT, preds, strict=True):
+        words = [Span(i, i + 1) for i in range(len(example.tokens))]
+        assert {triple for triple, _ in found} == {Triple(h, RELATIONS[1], t) for h in words for t in words if h != t}
+        assert all(0.5 < score <= 1.0 for _, score in found)
 
 
 def test_a_few_steps_fit_a_tiny_batch(encoders):
@@ -169,7 +193,9 @@ def test_save_and_load_are_exact_inverses_without_the_encoder_paths(encoders, tm
     labels, examples = TASKS[task]
     bert = Path(shutil.copytree(encoders["bert"], tmp_path / "bert-copy"))
     clip = Path(shutil.copytree(encoders["clip"], tmp_path / "clip-copy"))
-    model = ShapCA.from_config(_config(encoders, text_encoder=str(bert), image_encoder=clip), task, labels)
+    head = {"pair_hidden": 24} if task == "joint" else {}  # a head setting other than its default travels too
+    config = _config(encoders, text_encoder=str(bert), image_encoder=clip, head=head)
+    model = ShapCA.from_config(config, task, labels)
     model.save_pretrained(tmp_path / "saved")
     shutil.rmtree(bert)  # the original encoders are gone
     shutil.rmtree(clip)
@@ -203,6 +229,8 @@ def test_save_and_load_are_exact_inverses_without_the_encoder_paths(encoders, tm
     assert torch.equal(processor(ExampleDataset(examples, CONTEXTS, images)).input_ids, batch.input_ids)
     if task != "re":
         assert model.head.tagger.tags == list(processor.label_ids["tags"])
+    if task == "joint":
+        assert loaded.config.head == {"pair_hidden": 24} and loaded.head.pair[0].out_features == 24
 
 
 def test_a_processor_file_whose_label_ids_disagree_with_its_head_is_refused(encoders, tmp_path):
@@ -216,35 +244,38 @@ def test_a_processor_file_whose_label_ids_disagree_with_its_head_is_refused(enco
         ShapCAProcessor.from_pretrained(tmp_path)
 
 
-@pytest.mark.parametrize("task", ["ner", "re"])
-def test_a_directory_saved_before_the_processor_still_loads(encoders, tmp_path, task):
-    """format_version 1 (models registered before the processor existed): config.json held the task and the labels,
-    each encoder folder its tokenizer, and there was no processor.json."""
-    import json
-
+@pytest.mark.parametrize("task", ["ner", "joint"])
+def test_a_directory_saved_before_the_head_settings_moved_still_loads(encoders, tmp_path, task):
+    """format_version 2 (models registered before components/tasks/): the model section of config.json held the joint
+    head's pair_hidden beside the model's settings; it loads, the setting now in `model.head` (and dropped for a head
+    that has no such setting)."""
     labels, examples = TASKS[task]
-    model = ShapCA.from_config(_config(encoders, image_encoder=encoders["clip"]), task, labels).eval()
+    head = {"pair_hidden": 24} if task == "joint" else {}
+    model = ShapCA.from_config(_config(encoders, head=head), task, labels).eval()
     model.save_pretrained(tmp_path / "saved")
     config = tmp_path / "saved" / "config.json"
     meta = json.loads(config.read_text())
-    config.write_text(json.dumps({**meta, "format_version": 1, "task": task, "labels": labels}))
-    (tmp_path / "saved" / "processor.json").unlink()
+    old_section = {k: v for k, v in meta["model"].items() if k != "head"} | {"pair_hidden": 24}
+    config.write_text(json.dumps({**meta, "format_version": 2, "model": old_section}))
     loaded = ShapCA.from_pretrained(tmp_path / "saved")
-    assert (loaded.task, loaded.labels, loaded.processor.label_ids) == (task, labels, model.processor.label_ids)
-    images = _images(["img0", "img2"])
-    assert loaded.predict(loaded.processor(ExampleDataset(examples, CONTEXTS, images))) == model.predict(
-        model.processor(ExampleDataset(examples, CONTEXTS, images))
+    assert loaded.config == model.config and loaded.config.head == head
+    assert loaded.predict(loaded.processor(ExampleDataset(examples, CONTEXTS))) == model.predict(
+        model.processor(ExampleDataset(examples, CONTEXTS))
     )
     processor_file = tmp_path / "saved" / "processor.json"
-    model.processor.save_pretrained(tmp_path / "saved")
     processor_meta = json.loads(processor_file.read_text())
     processor_file.write_text(json.dumps({**processor_meta, "max_context_tokens": 7}))
     config.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="max_context_tokens: model 96, processor 7"):
         ShapCA.from_pretrained(tmp_path / "saved")  # the window is in both files: they must agree
-    config.write_text(json.dumps({**meta, "format_version": 0}))
-    with pytest.raises(ValueError, match="expected format 'shapca' version 2, got 'shapca' version 0"):
+    config.write_text(json.dumps({**meta, "format_version": 1}))
+    with pytest.raises(ValueError, match="expected format 'shapca' version 3, got 'shapca' version 1"):
         ShapCA.from_pretrained(tmp_path / "saved")
+
+
+def test_a_head_setting_the_task_does_not_have_is_refused(encoders):
+    with pytest.raises(ValueError, match=r"model.head: not a setting of the ner head \(its settings: none\)"):
+        ShapCA.from_config(_config(encoders, head={"pair_hidden": 24}), "ner", NER_TYPES)
 
 
 def test_parameter_groups_split_encoders_from_the_rest(encoders):
@@ -339,18 +370,19 @@ def test_alignment_without_contexts_is_a_config_error():
 def test_processor_marks_entities_and_keeps_every_word(encoders):
     model = ShapCA.from_config(_config(encoders), "re", RELATIONS)
     batch = model.processor(ExampleDataset(RE, CONTEXTS))
-    head_id, tail_id = model.tokenizer.convert_tokens_to_ids([ReHead.HEAD_START, ReHead.TAIL_START])
+    head_id, tail_id = model.tokenizer.convert_tokens_to_ids([ReTask.HEAD_START, ReTask.TAIL_START])
     rows = torch.arange(len(RE))
-    assert (batch.input_ids[rows, batch.head_marker] == head_id).all()
-    assert (batch.input_ids[rows, batch.tail_marker] == tail_id).all()
-    assert batch.relation.tolist() == [RELATIONS.index(ex.relation) for ex in RE]
+    assert set(batch.labels) == {"head_marker", "tail_marker", "relation"}
+    assert (batch.input_ids[rows, batch.labels["head_marker"]] == head_id).all()
+    assert (batch.input_ids[rows, batch.labels["tail_marker"]] == tail_id).all()
+    assert batch.labels["relation"].tolist() == [RELATIONS.index(ex.relation) for ex in RE]
     assert model.text_encoder.get_input_embeddings().num_embeddings == len(model.tokenizer)
 
     ner = ShapCA.from_config(_config(encoders), "ner", NER_TYPES)
     batch = ner.processor(ExampleDataset(NER))
     assert batch.word_mask[0].sum() == 7  # the zero-width joiner keeps a state of its own
     tags = bio_tags(NER_TYPES)
-    assert [tags[i] for i in batch.tags[1, :5].tolist()] == NER[1].tags
+    assert [tags[i] for i in batch.labels["tags"][1, :5].tolist()] == NER[1].tags
     first_pieces = batch.input_ids[0, batch.word_index[0, :2]]
     assert ner.tokenizer.convert_ids_to_tokens(first_pieces.tolist()) == ["ka", "leonard"]
 
@@ -361,10 +393,10 @@ def test_processor_builds_gold_entity_pairs(encoders):
     pairs = {
         (b, tuple(h), tuple(t)): label
         for b, h, t, label in zip(
-            batch.pair_sample.tolist(),
-            batch.pair_head.tolist(),
-            batch.pair_tail.tolist(),
-            batch.pair_label.tolist(),
+            batch.labels["pair_sample"].tolist(),
+            batch.labels["pair_head"].tolist(),
+            batch.labels["pair_tail"].tolist(),
+            batch.labels["pair_label"].tolist(),
             strict=False,
         )
     }
@@ -373,7 +405,7 @@ def test_processor_builds_gold_entity_pairs(encoders):
     assert classes[pairs[(0, (0, 2), (5, 6))]] == "/per/org/member_of"
     assert pairs[(0, (5, 6), (0, 2))] == 0 and pairs[(0, (0, 2), (7, 8))] == 0
     assert classes[pairs[(1, (0, 1), (3, 4))]] == "/per/loc/place_of_residence"
-    assert [tags for tags in batch.tags[0, :8].tolist()] == [1, 2, 0, 0, 0, 1, 0, 1]  # B I O O O B O B
+    assert batch.labels["tags"][0, :8].tolist() == [1, 2, 0, 0, 0, 1, 0, 1]  # B I O O O B O B
 
 
 def test_the_processor_is_a_dataloaders_collate_function(encoders):

@@ -18,12 +18,12 @@ import pytest
 import torch
 
 from components.data.example_dataset import ExampleDataset
-from components.data.records import NerExample
 from components.model import packaged_encoders
-from components.model.config import ShapCAConfig
 from components.model.encoders import load_text_encoder, resolve_encoder_path
 from components.model.packaged_encoders import ENCODER_CACHE_ENV, SplitZipPackages, unpack_split_zip
 from components.model.shapca import ShapCA
+from components.model.shapca_config import ShapCAConfig
+from components.tasks.ner.records import NerExample
 
 torch.set_num_threads(2)
 WEIGHTS = b"pretend these are safetensors" * 100

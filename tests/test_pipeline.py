@@ -7,12 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -128,68 +124,35 @@ def test_shapca_predict_writes_one_line_per_input(trained, tmp_path):
     assert len(lines) == 2 and lines[0]["error"] is None and lines[1]["error"]
 
 
-def test_evaluate_scores_a_registered_version(trained, data_dir):
-    from components.runs.model_evaluation import evaluate_model_uri
+def test_evaluate_scores_a_registered_version_and_writes_nothing_to_the_context_cache(
+    trained, data_dir, tmp_path, monkeypatch
+):
+    """Loaders read, publishers write: with the context cache read-only, evaluating scores what training scored."""
+    from test_context_route import refuse_cache_writes, tree
 
+    from components.config import DataConfig
+    from components.runs.model_evaluation import evaluate_model_uri
+    from components.training.data import publish_run_contexts
+
+    monkeypatch.chdir(tmp_path)  # a context cache of this test's own, under ./.cache/contexts
+    publish_run_contexts(
+        DataConfig(dataset="twitter2017", data_dir=data_dir, max_examples=trained["cfg"].data.max_examples)
+    )
+    before = tree(tmp_path / ".cache")
+    refuse_cache_writes(monkeypatch)
     metrics = evaluate_model_uri(MODEL, "twitter2017", "test", data_dir, limit=16)
     assert metrics["test_f1"] == pytest.approx(trained["result"].test_metrics["test_f1"])
+    assert tree(tmp_path / ".cache") == before
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def test_mlflow_models_serve_answers_invocations(trained, tmp_path):
+    from components.serving.harness import invoke, start_serve
 
-
-def test_mlflow_models_serve_answers_invocations(trained):
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            MODEL,
-            "--env-manager",
-            "local",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        # mlflow execs `uvicorn` by name: the environment's bin directory must be on PATH even when it is not activated
-        env=os.environ
-        | {
-            "MLFLOW_TRACKING_URI": trained["uri"],
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    server = start_serve(MODEL, trained["uri"], tmp_path / "serve.log", timeout=120)
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    why = server.stderr.read().decode()[-2000:] if server.poll() is not None else "timeout"
-                    pytest.fail(f"server did not come up: {why}")
-                time.sleep(1)
-        body = json.dumps({"dataframe_records": [{"text": "Obama visits Paris"}, {"text": ""}]}).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
-        )
-        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
-        predictions = answer["predictions"]
+        answer = invoke(server.url, [{"text": "Obama visits Paris"}, {"text": ""}], timeout=60)
+        assert answer.status == 200, answer.body
+        predictions = answer.json["predictions"]
         assert len(predictions) == 2 and predictions[0]["error"] is None and predictions[1]["error"]
     finally:
-        try:
-            os.killpg(server.pid, 15)  # the whole group: mlflow's uvicorn child too
-        except ProcessLookupError:  # a server that failed to start has already exited, with its group
-            pass
-        server.wait(timeout=30)
+        server.stop()

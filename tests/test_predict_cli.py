@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from components.tracking.pyfunc_model import ServingLimits
+from components.serving.limits import ServingLimits
 
 
 def _predict(tmp_path, content: bytes):

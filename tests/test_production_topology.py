@@ -30,8 +30,10 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from prefect_harness import flow_run_id_from, free_port
+from prefect_harness import flow_run_id_from
 from production_topology import ProductionStack, consumer_venv, run_checked, s3_keys, start_process, wait_http
+
+from components.common.net import free_port
 
 pytestmark = pytest.mark.slow
 

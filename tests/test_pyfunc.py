@@ -15,10 +15,11 @@ import torch
 from mlflow.exceptions import MlflowException
 from PIL import Image
 
-import components.contexts.config as contexts_config
-from components.model.config import ShapCAConfig
+import components.common.images as images
 from components.model.shapca import ShapCA
-from components.tracking.pyfunc_model import ServingLimits, ShapCAPyfunc
+from components.model.shapca_config import ShapCAConfig
+from components.serving.limits import ServingLimits
+from components.serving.pyfunc import ShapCAPyfunc
 
 RELATIONS = ["/per/org/member_of", "/per/loc/place_of_residence"]  # no "None": the placeholder must not need it
 
@@ -61,7 +62,7 @@ def test_images_pass_the_decompression_bomb_guard(tiny_bert_dir, tiny_clip_dir, 
     small_file = tmp_path / "small.png"
     small_file.write_bytes(png(20))
     wrapper.limits = dataclasses.replace(wrapper.limits, image_dir=str(tmp_path))
-    monkeypatch.setattr(contexts_config, "DEFAULT_MAX_PIXELS", 50 * 50)  # a 60x60 image is then a "bomb"
+    monkeypatch.setattr(images, "DEFAULT_MAX_PIXELS", 50 * 50)  # a 60x60 image is then a "bomb"
     frame = pd.DataFrame(
         {
             "text": ["Tony in Paris", "Tony in Paris", "Tony in Paris", "Tony in Paris"],

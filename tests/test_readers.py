@@ -7,13 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from components.data.conll import read_conll
 from components.data.context_files import ContextReadResult, read_blip2, read_mplug_owl
-from components.data.datasets import DATASETS, MNRE_RELATIONS, labels, load_contexts, load_split, read_split
-from components.data.joint import group_sentences, read_joint
-from components.data.mnre import read_mnre
-from components.data.records import DataFormatError, JointExample, NerExample, ReadResult, ReExample, Span, Triple
-from components.validation.frames import bio_mentions
+from components.data.records import DataFormatError, ReadResult, Span
+from components.datasets import DATASETS, MNRE_RELATIONS, labels, load_contexts, load_split, read_split
+from components.tasks.joint.mnre_sentences import group_sentences, read_joint
+from components.tasks.joint.records import JointExample, Triple
+from components.tasks.ner.checks import bio_mentions
+from components.tasks.ner.conll import read_conll
+from components.tasks.ner.records import NerExample
+from components.tasks.re.mnre import read_mnre
+from components.tasks.re.records import ReExample
 
 T15 = ["PER", "LOC", "ORG", "OTHER"]
 

@@ -17,6 +17,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from components.common.net import free_port
 from components.tracking.mlflow_setup import setup_tracking
 from components.tracking.registry import (
     CHALLENGER,
@@ -519,17 +520,11 @@ def _race(store, promoters, name, *, use_lock, slow_writer):
 # The same race against a real tracking server, reached as 127.0.0.1 by one promoter and as localhost by the other
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, store):
     """`mlflow server` on 127.0.0.1 with a sqlite backend, stopped (and bounded by a timeout) when the module ends."""
     root = tmp_path_factory.mktemp("server")
-    port = _free_port()
+    port = free_port()
     mlflow_cli = os.path.join(os.path.dirname(sys.executable), "mlflow")
     log_file = open(root / "server.log", "wb")
     proc = subprocess.Popen(

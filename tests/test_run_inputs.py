@@ -14,8 +14,8 @@ from mlflow import MlflowClient
 
 from components.config import load_config
 from components.contexts.context_set import write_context_set
-from components.data.datasets import load_split
 from components.data.records import ContextSet
+from components.datasets import load_split
 from components.tracking.lineage import data_version
 from components.tracking.model_card import logged_model_id
 from components.tracking.registry import metric_tag, version_dev_metric
@@ -148,7 +148,7 @@ def test_digests_change_exactly_when_the_data_or_the_contexts_change(runs):
 
 
 def test_split_digest_covers_every_row_and_label():
-    from components.data.records import NerExample
+    from components.tasks.ner.records import NerExample
 
     rows = [NerExample(f"train-{i}", f"img{i}", ["Paris", "rocks"], ["B-LOC", "O"]) for i in range(12001)]
     base = frame_digest(split_frame("ner", rows))
@@ -206,9 +206,10 @@ def test_the_model_card_is_on_the_registered_model_and_the_version(runs, project
         "2 epochs",
         "No images",
         "Decision**: champion",
-        "rescaled cosines",
+        'docs/RESULTS.md, section "twitter2017 · contexts: blip2"',  # the study is linked ...
     ):
         assert expected in card, expected
+    assert "rescaled cosines" not in card and "82.15" not in card  # ... not pasted
     registered = client.get_registered_model(NAME).description
     assert "**Champion**: v1." in registered and "models:/shapca-twitter2017@champion" in registered
     assert "No images" in registered and "Labels: PER, LOC, ORG, MISC" in registered
@@ -242,3 +243,27 @@ def test_the_version_card_compares_with_the_champion_it_was_decided_against():
     assert "**Decision**: challenger: dev_f1 0.71 does not beat champion v2" in card
     assert "6 epochs (best: 5), 600 s of training" in card
     assert "No images" not in card and "Images through `clip`" in card  # the limit follows the config
+
+
+def test_study_findings_are_linked_for_their_dataset_only(project_root):
+    """A card states its own run's facts: the study of docs/RESULTS.md is a link in a card of a dataset it measured
+    (a section that exists), and absent from any other dataset's card."""
+    from components.tracking.model_card import STUDY, STUDY_SECTIONS, CardFacts, registered_model_card, version_card
+
+    headings = {line.removeprefix("## ") for line in (project_root / STUDY).read_text().splitlines()}
+    assert set(STUDY_SECTIONS.values()) <= headings
+
+    def cards(dataset: str, generator: str) -> str:
+        params = {
+            "data.dataset": dataset,
+            "data.context_generator": generator,
+            "lineage.git_commit": "0123456789abcdef",
+        }
+        facts = CardFacts(f"shapca-{dataset}", "1", "r1", "m-1", params, {"dev_f1": 0.5}, {}, [])
+        return version_card(facts) + registered_model_card(facts, "1")
+
+    twitter = cards("twitter2015", "blip2")
+    assert f'{STUDY}, section "twitter2015 · contexts: blip2" at git `0123456789ab`' in twitter
+    mnre = cards("mnre", "none")
+    assert STUDY not in mnre and "Twitter" not in mnre and "UMT" not in mnre
+    assert "Text only: no contexts were used (none are published for this dataset's images)." in mnre

@@ -13,11 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from components.benchmarks.serving import FIVE_MB, TEN_MB, TWEETS, hostile_battery, invoke, start_serve
-from components.model.config import ShapCAConfig
 from components.model.shapca import ShapCA
+from components.model.shapca_config import ShapCAConfig
+from components.serving.harness import FIVE_MB, TEN_MB, TWEETS, hostile_battery, invoke, start_serve
+from components.serving.limits import ServingLimits
+from components.serving.packaging import log_shapca_model
 from components.tracking.mlflow_setup import setup_tracking
-from components.tracking.pyfunc_model import ServingLimits, log_shapca_model
 
 
 @pytest.fixture(scope="module")

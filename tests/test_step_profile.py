@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 from cli import app
 from components.benchmarks.step_profile import FORWARD_PHASES, PHASES, profile_step
 from components.config import load_config
-from components.data.datasets import labels, load_contexts, load_split
-from components.model.config import ShapCAConfig
+from components.datasets import labels, load_contexts, load_split
 from components.model.shapca import ShapCA
+from components.model.shapca_config import ShapCAConfig
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +26,11 @@ def batch(data_dir):
 
 
 def _model(tiny_bert_dir, **overrides) -> ShapCA:
+    """A tiny NER model of the paper's Shap-CA (the Shapley game; contexts through the shared text encoder, trained
+    whole, so the encoder's two calls are told apart per step)."""
     torch.manual_seed(0)
-    config = ShapCAConfig(text_encoder=str(tiny_bert_dir), align_dim=16, permutations=8, **overrides)
+    base = dict(text_encoder=str(tiny_bert_dir), alignment="shapley", context_trainable_layers=None)
+    config = ShapCAConfig(**(base | dict(align_dim=16, permutations=8) | overrides))
     return ShapCA.from_config(config, "ner", labels("twitter2017"))
 
 

@@ -15,8 +15,8 @@ from mlflow import MlflowClient
 from components.common.hashing import sha256_file
 from components.common.project_root import PROJECT_ROOT_ENV, find_project_root
 from components.data.bio import bio_to_spans
-from components.data.metrics import span_scores
 from components.data.records import ContextSet
+from components.tasks.ner.task import span_scores
 from components.tracking.lineage import (
     UNKNOWN,
     collect_lineage,

@@ -13,8 +13,11 @@ from typer.testing import CliRunner
 
 from cli import validate as validate_cli
 from components.data.context_files import ContextReadResult
-from components.data.datasets import DATASETS, SPLITS
-from components.data.records import ContextSet, JointExample, NerExample, ReadResult, ReExample, Span, Triple
+from components.data.records import ContextSet, ReadResult, Span
+from components.datasets import DATASETS, SPLITS
+from components.tasks.joint.records import JointExample, Triple
+from components.tasks.ner.records import NerExample
+from components.tasks.re.records import ReExample
 from components.validation import log_data_docs, open_gx_workspace, render_report, validate_dataset, validate_examples
 
 

@@ -1,8 +1,5 @@
-"""`mlflow models serve` under test: start it on 127.0.0.1, time 4-row requests, send the hostile battery, read RSS.
-
-Used by `shapca bench serve` and by tests/test_serving.py. Everything here is a client of the HTTP server: the model
-code that answers is whatever the server process imports (``code_root`` puts another checkout first on its path, so
-one harness measures two commits).
+"""`shapca bench serve`: a served model's throughput, latency and RSS before and after the hostile battery, on the
+harness of components/serving/harness.py.
 
 Numbers: latency of one request = wall time from sending to the full answer; rows/s = rows sent / total wall time of
 the sequential timed requests; p50/p95 = nearest-rank percentiles of the latencies. RSS = the resident set of the
@@ -11,87 +8,25 @@ server process and all its children (uvicorn's worker), from psutil.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Short real-looking tweets (the serving workload: a handful of rows per request).
-TWEETS = [
-    "Obama visits the Golden Gate Bridge in San Francisco",
-    "RT @nba : LeBron James scores 40 as the Lakers beat the Celtics in Boston",
-    "Taylor Swift announces new album at the Grammys in Los Angeles",
-    "Messi and Barcelona celebrate another title at Camp Nou",
-    "Apple unveils the new iPhone in Cupertino on Tuesday",
-    "Snow falls on Central Park as New York prepares for the storm",
-    "Angela Merkel meets Emmanuel Macron in Berlin to discuss the EU budget",
-    "Kawhi Leonard leads the Spurs past the Warriors",
-]
+from components.serving.harness import TWEETS, ServeProcess, hostile_battery, invoke
 
-FIVE_MB, TEN_MB = 5 * 1024 * 1024, 10 * 1024 * 1024
-
-
-@dataclass
-class Answer:
-    status: int | None  # None: no answer within the client timeout
-    seconds: float
-    body: str  # the first 2,000 characters
-    json: dict | None = None
-
-
-@dataclass
-class ServeProcess:
-    popen: subprocess.Popen
-    port: int
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def rss_bytes(self) -> int:
-        import psutil
-
-        try:
-            parent = psutil.Process(self.popen.pid)
-            return sum(p.memory_info().rss for p in [parent, *parent.children(recursive=True)])
-        except psutil.NoSuchProcess:
-            return 0
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        """SIGTERM to the whole process group (mlflow and its uvicorn child), then SIGKILL to whatever of the group is
-        left: uvicorn waits for running requests on SIGTERM, and an old server may be computing for minutes."""
-        import signal
-
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout=10)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout=10)
-
-
-# Logs the benchmark model: a MiniLM NER model with the default Shap-CA config (random heads: the cost is the same as
-# a trained one's), logged like a trained model to a sqlite store. It runs as a script in a child process so that the
-# code that LOGS the model is the code that SERVES it: with `code_root` (another commit's checkout) both come from that
-# checkout. The script uses only the API that every benchmarked commit has (from_config, save_pretrained,
-# setup_tracking, log_shapca_model) and prints the two URIs as its last line.
+# Logs the benchmark model: a MiniLM model of Twitter-2017's task and labels with the paper's Shap-CA config (Shapley
+# alignment, the context encoder trained whole, as in every measurement of docs/PERFORMANCE.md; written out, so that
+# every commit builds the same model whatever its defaults say; random heads: the cost is the same as a trained
+# one's), logged like a trained model to a sqlite store. It runs as a script in a child process so that the code that
+# LOGS the model is the code that SERVES it: with `code_root` (another commit's checkout) both come from that checkout.
+# The script uses only the API that every benchmarked commit has (get_spec, from_config, save_pretrained,
+# setup_tracking, log_shapca_model, under their names before or after the serving package) and prints the two URIs
+# as its last line.
 _LOG_BENCH_MODEL = """
 import json, sys
 from pathlib import Path
@@ -99,20 +34,29 @@ from pathlib import Path
 import mlflow
 import torch
 
-from components.model.config import ShapCAConfig
 from components.model.shapca import ShapCA
 from components.tracking.mlflow_setup import setup_tracking
-from components.tracking.pyfunc_model import log_shapca_model
+
+try:
+    from components.datasets import get_spec
+    from components.model.shapca_config import ShapCAConfig
+    from components.serving.packaging import log_shapca_model
+except ImportError:  # a commit before components/serving/
+    from components.data.datasets import get_spec
+    from components.model.config import ShapCAConfig
+    from components.tracking.pyfunc_model import log_shapca_model
 
 root, encoder = Path(sys.argv[1]), sys.argv[2]
 torch.manual_seed(0)
-ShapCA.from_config(ShapCAConfig(text_encoder=encoder), "ner", ["PER", "LOC", "ORG", "MISC"]).save_pretrained(
-    root / "best")
+paper = dict(text_encoder=encoder, context_mode="fusion", alignment="shapley", context_trainable_layers=None)
+config = ShapCAConfig(**{k: v for k, v in paper.items() if k in ShapCAConfig.model_fields})  # an older commit's
+spec = get_spec("twitter2017")
+ShapCA.from_config(config, spec.task, spec.labels).save_pretrained(root / "best")
 uri = f"sqlite:///{root / 'mlflow.db'}"
 setup = setup_tracking("bench-serve", tracking_uri=uri, artifact_location=(root / "artifacts").as_uri())
 mlflow.set_tracking_uri(uri)
 with mlflow.start_run(experiment_id=setup.experiment_id):
-    info = log_shapca_model(root / "best", "ner")
+    info = log_shapca_model(root / "best", spec.task)
 print(json.dumps([info.model_uri, uri]))
 """
 
@@ -131,104 +75,6 @@ def log_bench_model(root: Path, encoder: str, code_root: Path | None = None) -> 
         raise RuntimeError(f"logging the benchmark model failed ({done.returncode}):\n{done.stderr[-3000:]}")
     model_uri, tracking_uri = json.loads(done.stdout.strip().splitlines()[-1])
     return model_uri, tracking_uri
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_serve(
-    model_uri: str,
-    tracking_uri: str,
-    log_path: Path,
-    env: dict[str, str] | None = None,
-    code_root: Path | None = None,
-    timeout: float = 300,
-) -> ServeProcess:
-    """`mlflow models serve -m <model_uri> --env-manager local` on 127.0.0.1; returns once /ping answers."""
-    port = free_port()
-    bin_dir = Path(sys.executable).parent
-    full_env = os.environ | {
-        "MLFLOW_TRACKING_URI": tracking_uri,
-        # mlflow execs `uvicorn` by name: the environment's bin directory must be on PATH
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        **(env or {}),
-    }
-    if code_root is not None:
-        # `python -m` puts the working directory first on sys.path, before PYTHONPATH: both must name code_root.
-        full_env["PYTHONPATH"] = str(code_root)
-    log_file = open(log_path, "wb")
-    popen = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            model_uri,
-            "--env-manager",
-            "local",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=full_env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        cwd=str(code_root) if code_root is not None else None,
-    )
-    log_file.close()
-    server = ServeProcess(popen, port, log_path)
-    deadline = time.monotonic() + timeout
-    while True:
-        if popen.poll() is not None:
-            raise RuntimeError(f"mlflow models serve exited {popen.returncode}:\n{server.log_tail()}")
-        try:
-            with urllib.request.urlopen(f"{server.url}/ping", timeout=2):
-                return server
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            server.stop()
-            raise RuntimeError(f"mlflow models serve not answering /ping after {timeout:.0f}s:\n{server.log_tail()}")
-        time.sleep(0.5)
-
-
-def invoke(url: str, records: list[dict], timeout: float = 90.0, params: dict | None = None) -> Answer:
-    payload = {"dataframe_records": records} | ({"params": params} if params else {})
-    request = urllib.request.Request(
-        f"{url}/invocations", data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
-    )
-    started = time.perf_counter()
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            status, body = response.status, response.read().decode(errors="replace")
-    except urllib.error.HTTPError as error:
-        status, body = error.code, error.read().decode(errors="replace")
-    except (TimeoutError, OSError):
-        return Answer(None, time.perf_counter() - started, "no answer within the client timeout")
-    seconds = time.perf_counter() - started
-    try:
-        parsed = json.loads(body)
-    except json.JSONDecodeError:
-        parsed = None
-    return Answer(status, seconds, body[:2000], parsed)
-
-
-def hostile_battery() -> dict[str, list[dict]]:
-    """The requests of issue 14, by name."""
-    return {
-        "text_5mb": [{"text": ("word " * (FIVE_MB // 5))}],
-        "text_10mb": [{"text": ("word " * (TEN_MB // 5))}],
-        "rows_10000": [{"text": TWEETS[i % len(TWEETS)]} for i in range(10_000)],
-        "image_traversal": [{"text": "Tony lives in Paris", "image": "../../etc/hostname"}],
-        "image_dev_zero": [{"text": "Tony lives in Paris", "image": "/dev/zero"}],
-    }
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -18,6 +18,9 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+# PIL's own default limit (Image.MAX_IMAGE_PIXELS): about 89.5 megapixels, a 1024 MiB RGB buffer.
+DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+
 # Formats chat-completions servers accept as data URLs; anything else is re-encoded as PNG before sending.
 _DATA_URL_MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
 

@@ -1,6 +1,6 @@
 """Image contexts: text a large multimodal model writes about each image, which the model aligns with the tweet.
 
-    config.py         ContextsConfig: backend, prompt, generation parameters, cache location
+    settings.py       ContextsConfig: backend, prompt, generation parameters, cache location
     (images: components/common/images.py, shared with training and serving)
     cache.py          ContextCache: one atomic JSON record per (image bytes, generator, prompt, parameters)
     base.py           the ContextGenerator interface (prepare -> key -> generate)

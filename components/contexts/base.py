@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from components.common.images import ImageInput, ImageProblem, read_image
 from components.contexts.cache import cache_key
@@ -39,21 +39,25 @@ class GenerationFailure:
 
 
 class Item(Protocol):
-    image_id: str
+    @property
+    def image_id(self) -> str: ...
 
     @property
     def key_material(self) -> dict: ...
 
 
+ItemT = TypeVar("ItemT", bound=Item)  # what a backend's prepare makes and its generate takes back
+
+
 @runtime_checkable
-class ContextGenerator(Protocol):
+class ContextGenerator(Protocol[ItemT]):
     spec: GeneratorSpec
 
-    def prepare(self, image_id: str) -> Item:
+    def prepare(self, image_id: str) -> ItemT:
         """Read what the key needs; raises ImageProblem for a missing or unreadable input."""
         ...
 
-    def generate(self, items: list) -> Iterator[tuple[Item, str | GenerationFailure]]:
+    def generate(self, items: list[ItemT]) -> Iterator[tuple[ItemT, str | GenerationFailure]]:
         """Yield (item, context) or (item, failure) once for each item, in completion order, with the very item
         objects it was given. An exception means the generator itself is broken (model, server): the run stops."""
         ...

@@ -1,5 +1,5 @@
 """Turn image ids into contexts through the cache: look every id up, generate only the misses, write each result the
-moment it exists.
+moment it exists (a reader, `store=False`, generates the misses in memory and writes nothing).
 
 For each chunk of ids: `prepare` (read + hash), look the key up, group the misses by key (the same picture under two
 ids is generated once), hand the unique misses to the generator and store each context as it is yielded. A killed run
@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -71,14 +72,16 @@ class GenerationReport:
 
 def generate_contexts(
     image_ids: Iterable[str],
-    generator: ContextGenerator,
+    generator: ContextGenerator[Any],
     cache: ContextCache | S3ContextCache,
     *,
     chunk_size: int = 64,
     progress: bool = True,
     desc: str | None = None,
+    store: bool = True,
 ) -> GenerationReport:
-    """Contexts for `image_ids` (duplicates collapse), from the cache when there, from `generator` when not."""
+    """Contexts for `image_ids` (duplicates collapse), from the cache when there, from `generator` when not; each
+    generated context is stored in the cache unless `store` is False."""
     spec = generator.spec
     ids = list(dict.fromkeys(image_ids))  # unique, order kept
     report = GenerationReport(generator=spec.generator_id)
@@ -116,16 +119,17 @@ def generate_contexts(
                 if isinstance(result, GenerationFailure):
                     report.failures.extend(GenerationFailure(other.image_id, result.reason) for other in waiting)
                 else:
-                    cache.put(
-                        ContextRecord(
-                            key=key,
-                            image_id=item.image_id,
-                            generator=spec.generator_id,
-                            text=result,
-                            input=item.key_material,
-                            created_at=time.time(),
+                    if store:
+                        cache.put(
+                            ContextRecord(
+                                key=key,
+                                image_id=item.image_id,
+                                generator=spec.generator_id,
+                                text=result,
+                                input=item.key_material,
+                                created_at=time.time(),
+                            )
                         )
-                    )
                     for other in waiting:
                         report.contexts[other.image_id] = result
                     report.misses += 1

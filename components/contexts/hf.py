@@ -17,10 +17,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from components.common.images import ImageInput
 from components.contexts.base import GenerationFailure, GeneratorSpec, ImageGenerator
-from components.contexts.config import GenerationSettings, HFSettings
+from components.contexts.settings import GenerationSettings, HFSettings
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class HFGenerator(ImageGenerator):
         self.model_path = Path(settings.model_path)
         self.generation = generation
         self.name = name or self.model_path.name
-        params = {
+        params: dict[str, Any] = {
             "max_new_tokens": generation.max_new_tokens,
             "do_sample": generation.do_sample,
             "num_beams": generation.num_beams,
@@ -92,8 +93,8 @@ class HFGenerator(ImageGenerator):
             generator_id=f"hf:{self.name}@{model_fingerprint(self.model_path)[:16]}", prompt=prompt, params=params
         )
         self._lock = threading.Lock()  # one model, many task threads: load once, generate one batch at a time
-        self._model = None
-        self._processor = None
+        self._model: Any = None  # an image-text-to-text model and its processor, loaded on the first miss
+        self._processor: Any = None
 
     # -- loading ---------------------------------------------------------------------------------------------------
     def _load(self):
@@ -129,7 +130,7 @@ class HFGenerator(ImageGenerator):
         prompt = self._prompt_text()
         inputs = self._processor(images=images, text=[prompt] * len(images), return_tensors="pt", padding=True)
         inputs = inputs.to(device=self.device, dtype=self.dtype)  # casts only the floating tensors (pixels)
-        kwargs = {
+        kwargs: dict[str, Any] = {
             "max_new_tokens": self.generation.max_new_tokens,
             "do_sample": self.generation.do_sample,
             "num_beams": self.generation.num_beams,

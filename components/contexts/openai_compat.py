@@ -24,7 +24,7 @@ import httpx
 
 from components.common.images import ImageInput, ImageProblem
 from components.contexts.base import GenerationFailure, GeneratorSpec, ImageGenerator
-from components.contexts.config import GenerationSettings, OpenAISettings
+from components.contexts.settings import GenerationSettings, OpenAISettings
 
 logger = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ class PrecomputedItem:
 
 
 def source_files(generator: str, dataset: str, data_dir: Path) -> list[Path]:
-    from components.data.datasets import get_spec
+    from components.datasets import get_spec
 
     if generator not in PRECOMPUTED_GENERATORS:
         raise ValueError(f"precomputed generator {generator!r}: expected one of {', '.join(PRECOMPUTED_GENERATORS)}")
@@ -46,7 +46,7 @@ def hash_files(paths: list[Path]) -> str:
 
 class PrecomputedGenerator:
     def __init__(self, generator: str, dataset: str, data_dir: Path):
-        from components.data.datasets import load_contexts
+        from components.datasets import load_contexts
 
         self.generator = generator
         self.files = source_files(generator, dataset, data_dir)

@@ -6,23 +6,27 @@ generate-contexts Prefect flow (one task per step, one task per shard):
     reports = [run_shard(cfg, shard) for shard in shards]  # cache lookups + generation of the misses
     published = publish(cfg, merge_reports(reports), split_ids)
     markdown = report_markdown(published)
+
+`run_contexts` is those steps in one process: a publisher (`shapca contexts`, `shapca train`). `read_contexts` is the
+reader beside it (evaluation, benchmarks): the same contexts from the same cache, written nowhere.
 """
 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from components.contexts.base import ContextGenerator
 from components.contexts.cache import open_cache
-from components.contexts.config import ContextsConfig
 from components.contexts.context_set import PublishedSet, set_paths, split_coverage, write_context_set
 from components.contexts.generate import GenerationReport, generate_contexts
+from components.contexts.settings import ContextsConfig
 from components.data.records import ContextSet
 
 
 def list_image_ids(cfg: ContextsConfig) -> dict[str, list[str]]:
     """split -> the image id of each example (tweet or MNRE instance), duplicates kept so coverage counts examples."""
-    from components.data.datasets import SPLITS, get_spec, load_split
+    from components.datasets import SPLITS, get_spec, load_split
 
     spec = get_spec(cfg.dataset)
     return {
@@ -55,7 +59,7 @@ def shard_ids(ids: list[str], num_shards: int) -> list[list[str]]:
     return [s for s in shards if s]
 
 
-def build_generator(cfg: ContextsConfig) -> ContextGenerator:
+def build_generator(cfg: ContextsConfig) -> ContextGenerator[Any]:
     """The backend the config names, constructed (the hf model itself loads on the first miss)."""
     if cfg.backend == "precomputed":
         from components.contexts.precomputed import PrecomputedGenerator
@@ -98,11 +102,11 @@ def source_fingerprint(cfg: ContextsConfig) -> str:
 # One generator per (config, source) per process: the task threads of a flow share one loaded model / one HTTP client,
 # and each Dask or Ray worker process builds its own once. The source fingerprint is part of the key so that a
 # long-lived worker never serves a later run from a caption file or model that has since changed.
-_GENERATORS: dict[tuple[str, str], ContextGenerator] = {}
+_GENERATORS: dict[tuple[str, str], ContextGenerator[Any]] = {}
 _GENERATORS_LOCK = threading.Lock()
 
 
-def shared_generator(cfg: ContextsConfig) -> ContextGenerator:
+def shared_generator(cfg: ContextsConfig) -> ContextGenerator[Any]:
     key = (cfg.model_dump_json(), source_fingerprint(cfg))
     with _GENERATORS_LOCK:
         if key not in _GENERATORS:
@@ -166,6 +170,17 @@ def run_contexts(
     split_ids = limit_ids(list_image_ids(cfg), limit_per_split)
     report = run_shard(cfg, unique_ids(split_ids), progress=progress, desc=f"{cfg.dataset}/{cfg.generator_name()}")
     return report, publish(cfg, report, split_ids)
+
+
+def read_contexts(cfg: ContextsConfig, limit_per_split: int | None = None) -> ContextSet:
+    """The context set `run_contexts` would publish, without writing anything: the cache is only read, a miss is
+    generated in memory and not stored (free for the precomputed backend), and no set file is written."""
+    split_ids = limit_ids(list_image_ids(cfg), limit_per_split)
+    cache = open_cache(cfg.records_location())
+    report = generate_contexts(
+        unique_ids(split_ids), shared_generator(cfg), cache, chunk_size=cfg.chunk_size, progress=False, store=False
+    )
+    return ContextSet(generator=cfg.generator_name(), contexts=dict(sorted(report.contexts.items())))  # file order
 
 
 def report_text(published: PublishedSet) -> str:

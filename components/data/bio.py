@@ -1,7 +1,7 @@
 """BIO tags: the tag list of a label set, and tags -> typed entity chunks. The one place the project reads BIO.
 
 Chunking follows conlleval (what seqeval computes by default), and so does everything that turns tags into spans:
-the reader's validation (a mention that starts with ``I-``), the model's decoded predictions and the MNER metric.
+the reader's validation (a mention that starts with ``I-``), the model's decoded predictions and the entity metric.
 
     O B-PER I-PER O I-LOC B-ORG B-ORG I-PER   ->   PER [1, 3), LOC [4, 5), ORG [5, 6), ORG [6, 7), PER [7, 8)
 

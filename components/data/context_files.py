@@ -30,10 +30,11 @@ MPLUG_OWL_SEPARATOR = "###"
 
 @dataclass(frozen=True)
 class TextLine:
-    """One line of a file: ``text`` without its line ending, or ``problem`` when its bytes are not UTF-8."""
+    """One line of a file: ``text`` without its line ending, or ``problem`` (and no text) when its bytes are not
+    UTF-8."""
 
     number: int  # 1-based
-    text: str | None
+    text: str
     problem: ReadProblem | None = None
 
 
@@ -50,7 +51,7 @@ def read_text_lines(path: Path) -> Iterator[TextLine]:
             except UnicodeDecodeError as err:
                 bad = raw[err.start : err.start + 1].hex()
                 why = f"undecodable bytes at byte {err.start + 1} (0x{bad}): expected UTF-8 text"
-                yield TextLine(number, None, ReadProblem(path, number, why))
+                yield TextLine(number, "", ReadProblem(path, number, why))
 
 
 @dataclass

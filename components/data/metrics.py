@@ -1,19 +1,10 @@
-"""Evaluation metrics for the three tasks, as the Shap-CA paper and its peers report them.
-
-All three are micro-averaged set matches:
+"""Evaluation metrics, as the Shap-CA paper and its peers report them: micro-averaged set matches,
 
     precision = |gold ∩ pred| / |pred|      recall = |gold ∩ pred| / |gold|      f1 = 2·P·R / (P + R)
 
-(0 where a denominator is 0), over a different kind of item per task:
-
-- MNER: entity chunks ``(type, start, end)`` read from BIO tags with conlleval semantics (what seqeval computes by
-  default; ``components.data.bio``): an ``I-X`` that follows ``O`` or a chunk of another type starts a new chunk
-  instead of being dropped.
-- MRE: one (instance, relation) per instance whose relation is not ``None`` (the MNRE convention of HVPNeT/MKGformer):
-  precision counts the non-None predictions, recall the non-None gold labels; accuracy is over all instances.
-- Joint: exact ``(head span, relation, tail span)`` triples.
-
-Every scorer returns a :class:`Scores`; ``scores.as_dict("dev")`` gives MLflow metric names such as ``dev_f1``.
+(0 where a denominator is 0), over a different kind of item per task (each task's `score` says which:
+components/tasks/<task>/task.py), with scores per label beside them. Every scorer returns a :class:`Scores`;
+``scores.as_dict("dev")`` gives MLflow metric names such as ``dev_f1``.
 """
 
 from __future__ import annotations
@@ -26,11 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from components.data.bio import Entity
-from components.data.records import NO_RELATION, Triple
 
-
-def _safe_div(numerator: float, denominator: float) -> float:
+def safe_div(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else 0.0
 
 
@@ -58,13 +46,13 @@ class Scores:
     predicted: int  # predicted items
     correct: int  # items in both
     per_type: dict[str, Scores] = field(default_factory=dict)
-    accuracy: float | None = None  # MRE only: share of all instances (None included) labelled correctly
+    accuracy: float | None = None  # where a scorer counts it: share of all items labelled correctly
 
     @classmethod
     def from_counts(cls, correct: int, predicted: int, support: int, **extra) -> Scores:
-        precision = _safe_div(correct, predicted)
-        recall = _safe_div(correct, support)
-        f1 = _safe_div(2 * precision * recall, precision + recall)
+        precision = safe_div(correct, predicted)
+        recall = safe_div(correct, support)
+        f1 = safe_div(2 * precision * recall, precision + recall)
         return cls(precision, recall, f1, support, predicted, correct, **extra)
 
     def as_dict(self, prefix: str = "") -> dict[str, float]:
@@ -116,15 +104,15 @@ class Scores:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Counting, shared by the three tasks
+# Counting, shared by the tasks' scorers
 
 
-def _check_lengths(gold: Sequence, pred: Sequence, what: str) -> None:
+def check_lengths(gold: Sequence, pred: Sequence, what: str) -> None:
     if len(gold) != len(pred):
         raise ValueError(f"{what}: {len(gold)} gold sentences/instances but {len(pred)} predicted")
 
 
-def _micro_scores(correct: Counter[str], predicted: Counter[str], support: Counter[str], **extra) -> Scores:
+def micro_scores(correct: Counter[str], predicted: Counter[str], support: Counter[str], **extra) -> Scores:
     """Micro scores from per-label counts, with per-label scores for every label on either side."""
     per_type = {
         label: Scores.from_counts(correct[label], predicted[label], support[label])
@@ -135,12 +123,12 @@ def _micro_scores(correct: Counter[str], predicted: Counter[str], support: Count
     )
 
 
-def _set_match_scores(
+def set_match_scores(
     gold: Sequence[Iterable[Hashable]], pred: Sequence[Iterable[Hashable]], label_of: Callable[[Any], str], what: str
 ) -> Scores:
     """Micro P/R/F1 of exact item matches, one collection of items per sentence; per label (``label_of(item)``).
     Repeats within a sentence count once."""
-    _check_lengths(gold, pred, what)
+    check_lengths(gold, pred, what)
     correct: Counter[str] = Counter()
     predicted: Counter[str] = Counter()
     support: Counter[str] = Counter()
@@ -149,41 +137,7 @@ def _set_match_scores(
         support.update(map(label_of, gold_set))
         predicted.update(map(label_of, pred_set))
         correct.update(map(label_of, gold_set & pred_set))
-    return _micro_scores(correct, predicted, support)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# MNER
-
-
-def span_scores(gold: Sequence[Iterable[Entity]], pred: Sequence[Iterable[Entity]]) -> Scores:
-    """Entity-level micro P/R/F1 and per-type scores from typed spans, one collection per sentence."""
-    return _set_match_scores(gold, pred, lambda entity: entity[0], "span_scores")
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# MRE
-
-
-def re_scores(gold_labels: Sequence[str], pred_labels: Sequence[str], none_label: str = NO_RELATION) -> Scores:
-    """Micro P/R/F1 over the non-None relations, per-relation scores, and accuracy over all instances.
-
-    correct = instances with gold == pred != None; predicted = pred != None; support = gold != None.
-    """
-    _check_lengths(gold_labels, pred_labels, "re_scores")
-    correct: Counter[str] = Counter()
-    predicted: Counter[str] = Counter()
-    support: Counter[str] = Counter()
-    exact = 0
-    for gold, pred in zip(gold_labels, pred_labels, strict=False):
-        exact += gold == pred
-        if gold != none_label:
-            support[gold] += 1
-        if pred != none_label:
-            predicted[pred] += 1
-            if pred == gold:
-                correct[gold] += 1
-    return _micro_scores(correct, predicted, support, accuracy=_safe_div(exact, len(gold_labels)))
+    return micro_scores(correct, predicted, support)
 
 
 def confusion_matrix(
@@ -193,7 +147,7 @@ def confusion_matrix(
 
     ``labels`` fixes the order (and must cover every label seen); by default the sorted union of both sides.
     """
-    _check_lengths(gold_labels, pred_labels, "confusion_matrix")
+    check_lengths(gold_labels, pred_labels, "confusion_matrix")
     seen = set(gold_labels) | set(pred_labels)
     if labels is None:
         labels = sorted(seen)
@@ -208,10 +162,23 @@ def confusion_matrix(
     return list(labels), counts
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Joint MNER + MRE
-
-
-def triple_scores(gold: Sequence[Iterable[Triple]], pred: Sequence[Iterable[Triple]]) -> Scores:
-    """Micro P/R/F1 over exact (head span, relation, tail span) triples, one collection per sentence; per relation."""
-    return _set_match_scores(gold, pred, lambda triple: triple.relation, "triple_scores")
+def paired_labels(
+    gold: Iterable[Iterable[tuple[Hashable, str]]], pred: Iterable[Iterable[tuple[Hashable, str]]], nothing: str
+) -> tuple[list[str], list[str]]:
+    """(gold label, predicted label) pairs of items located by a key (an entity span; a (head, tail) span pair), one
+    collection of (key, label) per sentence, for a confusion matrix: each gold item is paired with the label predicted
+    at its key (or `nothing`), and each predicted key without a gold item with gold `nothing`, so false positives show
+    too."""
+    gold_labels, pred_labels = [], []
+    for gold_sentence, pred_sentence in zip(gold, pred, strict=False):
+        predicted_at = dict(pred_sentence)
+        gold_keys = set()
+        for key, label in gold_sentence:
+            gold_keys.add(key)
+            gold_labels.append(label)
+            pred_labels.append(predicted_at.get(key, nothing))
+        for key, label in predicted_at.items():
+            if key not in gold_keys:
+                gold_labels.append(nothing)
+                pred_labels.append(label)
+    return gold_labels, pred_labels

@@ -1,12 +1,15 @@
-"""Typed records that every reader returns and every later stage (validation, batching, metrics) consumes.
+"""The records every stage shares: token spans, what a reader reports, the context set of a run, and what every
+task's example has (`Example`; the examples themselves are the tasks', components/tasks/<task>/records.py).
 
 Spans are token offsets, half-open: ``Span(start=2, end=5)`` covers tokens 2, 3 and 4, as MNRE's ``pos`` does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -22,50 +25,31 @@ class Span:
         return 0 <= self.start < self.end <= n_tokens
 
 
-@dataclass(frozen=True)
-class NerExample:
-    """One tweet of Twitter-2015/2017: tokens with BIO tags and the id of its image."""
+class Example(Protocol):
+    """What every task's record has (components/tasks/<task>/records.py): an id unique within its dataset, the id of
+    its image and its words. Everything that is not the task's own reads records through this."""
 
-    id: str  # "<split>-<index>" so that ids are unique within a dataset
-    image_id: str  # as written after IMGID:, without ".jpg"
-    tokens: list[str]
-    tags: list[str]
+    @property
+    def id(self) -> str: ...  # "<split>-<index>"
 
+    @property
+    def image_id(self) -> str: ...  # the image file's name without its extension
 
-NO_RELATION = "None"  # MNRE's label for a pair with no relation between them
-
-
-@dataclass(frozen=True)
-class ReExample:
-    """One MNRE instance: a sentence, a (head, tail) entity pair and the relation between them."""
-
-    id: str
-    image_id: str  # file name without ".jpg"
-    tokens: list[str]
-    head: Span
-    tail: Span
-    relation: str  # one of 23 labels, NO_RELATION included
+    @property
+    def tokens(self) -> list[str]: ...
 
 
-@dataclass(frozen=True)
-class Triple:
-    head: Span
-    relation: str
-    tail: Span
+TOKEN_JOIN = "\x1f"  # joins tokens into a comparison key; no token contains it, unlike a space
 
 
-@dataclass(frozen=True)
-class JointExample:
-    """A sentence of ``mnre-joint``: every entity span MNRE marks in it and every non-None relation triple."""
-
-    id: str
-    image_id: str
-    tokens: list[str]
-    entities: list[Span]
-    triples: list[Triple]
+def sentence_key(tokens: Sequence[str]) -> str:
+    """A sentence's text as one comparable string."""
+    return TOKEN_JOIN.join(tokens)
 
 
-Example = NerExample | ReExample | JointExample
+def example_key(tokens: Sequence[str], image_id: str) -> str:
+    """A multimodal example is its text and its image: the same text with another image is another example."""
+    return f"{sentence_key(tokens)}\t{image_id}"
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ def read_pointer(pointer: Path) -> tuple[str, Path]:
 
 def _describe(status: dict[str, Any]) -> str:
     # dvc status: {"data.dvc": [{"changed outs": {"data": "modified"}}]} -> "data: modified"
-    parts = []
+    parts: list[str] = []
     for entries in status.values():
         for entry in entries:
             if isinstance(entry, dict):

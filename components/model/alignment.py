@@ -57,12 +57,7 @@ def cosine_of_sum(members: Tensor, players: Tensor, targets: Tensor) -> Tensor:
     return dots / squared_norm.clamp_min(1e-24).sqrt()
 
 
-def of_sum(overlap) -> ValueFn:
-    """Any overlap(sums (..., d), targets (M, d)) -> (..., M) as a value function; it materialises the sums."""
-    return lambda members, players, targets: overlap(members @ players, targets)
-
-
-DEFAULT_VALUE: ValueFn = cosine_of_sum  # another overlap measure is one line: of_sum(my_overlap)
+DEFAULT_VALUE: ValueFn = cosine_of_sum
 
 
 def _infonce_over_targets(scores: Tensor, mask: Tensor, tau: float) -> Tensor:
@@ -109,14 +104,18 @@ class Projected:
 
 def coverage_scores(players: Projected, targets: Projected, kind: CoverageScores) -> Tensor:
     """a[j, k, t]: how well player k covers token t of target j (a cosine) -> (M, N, T). See the module docstring."""
+    if targets.tokens is None:
+        raise ValueError("the token coverage game needs the targets' token states (Projected.tokens)")
     if kind == "pooled":
         return torch.einsum("jtd,kd->jkt", targets.tokens, players.pooled)
+    if players.tokens is None or players.mask is None:
+        raise ValueError("MaxSim covers need the players' token states and mask (Projected.tokens, .mask)")
     sims = torch.einsum("jtd,ksd->jkts", targets.tokens, players.tokens)  # (M, N, T, S)
     return sims.masked_fill(~players.mask[None, :, None, :], -2.0).amax(dim=-1)  # -2: below every cosine
 
 
 def _upcast(p: Projected, dtype: torch.dtype) -> Projected:
-    return Projected(p.pooled.to(dtype), p.tokens.to(dtype), p.mask)
+    return Projected(p.pooled.to(dtype), None if p.tokens is None else p.tokens.to(dtype), p.mask)
 
 
 def coverage_game(players: Projected, targets: Projected, mask: Tensor, kind: CoverageScores) -> Tensor:
@@ -176,7 +175,7 @@ class ContrastiveAlignment(nn.Module):
         self.proj_context = nn.Linear(context_dim, align_dim)
         self.proj_image = nn.Linear(image_dim, align_dim) if image_dim else None
         if estimator == "exact":
-            self.estimate = partial(exact_shapley, value_fn=value_fn)
+            self.estimate: partial[Tensor] = partial(exact_shapley, value_fn=value_fn)
         else:
             self.estimate = partial(monte_carlo_shapley, value_fn=value_fn, permutations=permutations)
 

@@ -1,4 +1,5 @@
-"""The `Batch`: the tensors one forward pass needs, as the processor (processor.py) builds them from records.
+"""The `Batch`: the tensors one forward pass needs, as the processor (processor.py) builds them from records, the
+task's labels among them as one mapping.
 
 Words and sub-tokens. Records hold words; the encoder sees sub-tokens. `word_index[b, w]` is the position of word w's
 first sub-token (the state a tagger labels), `word_mask[b, w]` says whether word w made it into the encoder's window.
@@ -6,7 +7,8 @@ first sub-token (the state a tagger labels), `word_mask[b, w]` says whether word
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -27,14 +29,9 @@ class Batch:
     context_attention_mask: Tensor | None = None  # (B, T_c)
     context_segment_mask: Tensor | None = None  # (B, T) bool, concat mode: tokens of the context segment
     pixel_values: Tensor | None = None  # (B, 3, H, W); zeros for samples without an image; None if no sample has one
-    tags: Tensor | None = None  # (B, W) tag ids (ner: typed BIO, joint: entity BIO)
-    head_marker: Tensor | None = None  # (B,) re: position of <h>
-    tail_marker: Tensor | None = None  # (B,) re: position of <t>
-    relation: Tensor | None = None  # (B,) re: relation id
-    pair_sample: Tensor | None = None  # (P,) joint: the sample each gold entity pair belongs to
-    pair_head: Tensor | None = None  # (P, 2) joint: head span [start, end) in words
-    pair_tail: Tensor | None = None  # (P, 2)
-    pair_label: Tensor | None = None  # (P,) joint: relation id, 0 = no relation
+    # The task's label tensors by name, as its `encode_labels` builds them (components/tasks/<task>/task.py says
+    # which and their shapes); its head reads them.
+    labels: dict[str, Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -44,5 +41,8 @@ class Batch:
         return [ex.id for ex in self.examples]
 
     def to(self, device: torch.device | str) -> Batch:
-        moved = {f.name: value.to(device) for f in fields(self) if isinstance(value := getattr(self, f.name), Tensor)}
+        moved: dict[str, Any] = {
+            f.name: value.to(device) for f in fields(self) if isinstance(value := getattr(self, f.name), Tensor)
+        }
+        moved["labels"] = {name: value.to(device) for name, value in self.labels.items()}
         return replace(self, **moved)

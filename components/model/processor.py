@@ -1,10 +1,11 @@
 """The processor: (example, context, image) triples -> `Batch`, the collate function of every data loader.
 
 It holds what turns records into tensors: the text tokenizer, the context tokenizer (fusion mode, when the contexts
-have an encoder of their own), the image processor, and the label maps of the task's head (`heads.head_class(task)`
-builds them; the processor only stores and checks them). `save_pretrained(dir)` writes `processor.json` and the
-tokenizers / image processor into the encoder folders beside the model's weights; `from_pretrained(dir)` is its exact
-inverse. JSON and tokenizer files only: nothing is pickled.
+have an encoder of their own), the image processor, and the label maps of the task (its `label_ids`,
+components/tasks/<task>/task.py; the processor only stores and checks them). The task says which words the encoder
+reads and encodes the labels as arrays; the processor makes them the batch's `labels` tensors.
+`save_pretrained(dir)` writes `processor.json` and the tokenizers / image processor into the encoder folders beside
+the model's weights; `from_pretrained(dir)` is its exact inverse. JSON and tokenizer files only: nothing is pickled.
 
 Words and sub-tokens. At most `max_text_tokens` words can fit in the window (every word is at least one sub-token), so
 the words after that are cut BEFORE any per-word work (tokenizing, word tensors, labels, the CRF): a text's cost is
@@ -30,7 +31,8 @@ from transformers import AutoImageProcessor, AutoTokenizer
 
 from components.common.versioned_json import read_versioned_json, write_versioned_json
 from components.model.batch import Batch
-from components.model.heads import head_class
+from components.tasks import get_task
+from components.tasks.base import EncodedWords
 
 PROCESSOR_FILE = "processor.json"
 FORMAT, FORMAT_VERSION = "shapca-processor", 1
@@ -57,17 +59,17 @@ class ShapCAProcessor:
         context_tokenizer=None,  # fusion mode with a context encoder of its own; None: the text tokenizer
         image_processor=None,  # None: images are not used
     ):
-        self.head = head_class(task)
-        self.task, self.labels = task, self.head.check_labels(labels)
-        self.label_ids = self.head.label_ids(self.labels)
+        self.task_spec = get_task(task)
+        self.task, self.labels = task, self.task_spec.check_labels(labels)
+        self.label_ids = self.task_spec.label_ids(self.labels)
         self.tokenizer, self.context_tokenizer, self.image_processor = tokenizer, context_tokenizer, image_processor
         self.max_text_tokens, self.max_context_tokens, self.context_mode = (
             max_text_tokens,
             max_context_tokens,
             context_mode,
         )
-        if self.head.special_tokens:  # e.g. RE's entity markers: whole tokens (the model gives them embeddings)
-            tokenizer.add_special_tokens({"additional_special_tokens": list(self.head.special_tokens)})
+        if self.task_spec.special_tokens:  # e.g. entity markers: whole tokens (the model gives them embeddings)
+            tokenizer.add_special_tokens({"additional_special_tokens": list(self.task_spec.special_tokens)})
 
     @classmethod
     def for_model(cls, config, task: str, labels: list[str], tokenizer, context_tokenizer=None, image_processor=None):
@@ -142,7 +144,7 @@ class ShapCAProcessor:
         """The words the encoder may see: at most max_text_tokens of them (see the module docstring)."""
         if not example.tokens:
             raise ValueError(f"example {example.id}: has no tokens")
-        return self.head.input_words(example)[: self.max_text_tokens]  # an RE marker cut here fails encode_labels
+        return self.task_spec.input_words(example)[: self.max_text_tokens]  # a marker cut here fails encode_labels
 
     def _encodable(self, batch_words: list[list[str]]) -> list[list[str]]:
         """Replace words that tokenize to nothing by the unknown token (one batched tokenizer call)."""
@@ -185,6 +187,7 @@ class ShapCAProcessor:
                 return_tensors="pt",
             )
         segments = [encoding.sequence_ids(b) for b in range(len(examples))]
+        word_index, word_mask = self._word_positions(examples, words, encoding)
         batch = Batch(
             examples=examples,
             input_ids=encoding["input_ids"],
@@ -193,7 +196,8 @@ class ShapCAProcessor:
             text_mask=encoding["attention_mask"].bool(),  # all real tokens, [CLS] and [SEP] too, as MiniLM pools
             has_context=has_context,
             has_image=torch.zeros(len(examples), dtype=torch.bool),
-            **self._word_positions(examples, words, encoding),
+            word_index=word_index,
+            word_mask=word_mask,
         )
         if self.context_mode == "concat":
             batch.text_mask = torch.tensor([[s == 0 for s in seg] for seg in segments])
@@ -206,10 +210,23 @@ class ShapCAProcessor:
             batch.context_attention_mask = context_encoding["attention_mask"]
         if self.image_processor is not None:
             self._add_images(batch, [image for _, _, image in items])
-        self.head.encode_labels(batch, examples, self.label_ids, encoding, self.tokenizer, self.max_text_tokens)
+        batch.labels = self._labels(examples, batch, encoding)
         return batch
 
-    def _word_positions(self, examples, words, encoding) -> dict[str, Tensor]:
+    def _labels(self, examples: list, batch: Batch, encoding) -> dict[str, Tensor]:
+        """The task's label arrays of these examples, as tensors."""
+        special = list(self.task_spec.special_tokens)
+        words = EncodedWords(
+            width=batch.word_index.shape[1],
+            kept=batch.word_mask.sum(dim=1).tolist(),
+            input_ids=encoding["input_ids"].tolist(),
+            special_ids=dict(zip(special, self.tokenizer.convert_tokens_to_ids(special), strict=True)),
+            max_text_tokens=self.max_text_tokens,
+        )
+        arrays = self.task_spec.encode_labels(examples, self.label_ids, words)
+        return {name: torch.from_numpy(array) for name, array in arrays.items()}
+
+    def _word_positions(self, examples, words, encoding) -> tuple[Tensor, Tensor]:
         n_words = max(len(w) for w in words)
         word_index = torch.zeros(len(examples), n_words, dtype=torch.long)
         word_mask = torch.zeros(len(examples), n_words, dtype=torch.bool)
@@ -220,13 +237,13 @@ class ShapCAProcessor:
                 if word is not None and segment == 0 and not word_mask[b, word]:
                     word_index[b, word], word_mask[b, word] = position, True
             lost = len(example.tokens) - int(word_mask[b].sum())
-            if lost and self.head.warns_on_cut:
+            if lost and self.task_spec.warns_on_cut:
                 warnings.warn(
                     f"example {example.id}: its last {lost} words fall beyond model.max_text_tokens="
                     f"{self.max_text_tokens}; they get no state and are predicted O",
                     stacklevel=3,
                 )
-        return {"word_index": word_index, "word_mask": word_mask}
+        return word_index, word_mask  # (B, W) each
 
     def _add_images(self, batch: Batch, images: list) -> None:
         present = [b for b, image in enumerate(images) if image is not None]

@@ -9,13 +9,14 @@ ACM MM 2024), assembled from its parts:
     L_ct, L_ci = ContrastiveAlignment(t, c, v)        alignment.py (Shapley InfoNCE, or plain InfoNCE; the token
                                                       coverage game also reads H, C, V, without special tokens)
     H' = AdaptiveFusion(H, C, V)                      fusion.py
-    task loss = head(H')                              heads.py: MNER CRF | MRE markers | joint CRF + pair classifier
+    task loss = head(H')                              the task's head: components/tasks/<task>/head.py
     loss = task loss + lambda_ct L_ct + lambda_ci L_ci
 
 `ShapCA.from_config` loads pretrained encoders from local paths; `save_pretrained(dir)` writes config.json (the model
 config), model.safetensors (every weight, encoders included), each encoder's config, and the processor (task, labels,
 label ids, tokenizers, image processor: processor.py), so that `ShapCA.from_pretrained(dir)` rebuilds the same model
-and processor without the original encoder paths.
+and processor without the original encoder paths. It also reads the directories of format 2, written before the head
+settings moved into `model.head`.
 """
 
 from __future__ import annotations
@@ -24,19 +25,18 @@ import copy
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
-from transformers import AutoImageProcessor, AutoTokenizer
 
 from components.common.versioned_json import read_versioned_json, write_versioned_json
-from components.data.datasets import Task
 from components.model.alignment import ContrastiveAlignment, Projected, Tokens
 from components.model.batch import Batch
-from components.model.config import ShapCAConfig
 from components.model.context_cache import CachedContextEncoder
 from components.model.encoders import (
+    HFModel,
     encode_images,
     encoder_from_saved,
     hidden_size,
@@ -45,11 +45,13 @@ from components.model.encoders import (
     mean_pool,
 )
 from components.model.fusion import AdaptiveFusion, FusionOutput
-from components.model.heads import head_class
 from components.model.processor import ShapCAProcessor
+from components.model.shapca_config import ShapCAConfig
+from components.tasks import TaskName, get_task
 
 CONFIG_FILE = "config.json"
-FORMAT, FORMAT_VERSION = "shapca", 2  # 2: task, labels and tokenizers are the processor's (processor.json)
+# 2: task, labels and tokenizers are the processor's (processor.json); 3: the head's settings are `model.head`
+FORMAT, FORMAT_VERSION = "shapca", 3
 ENCODER_DIRS = {"text": "text_encoder", "context": "context_encoder", "image": "image_encoder"}
 
 
@@ -61,7 +63,7 @@ class ShapCAOutput:
     shapley: Tensor | None  # (N, N) phi[i, j]: context i's Shapley value for text j (detached); None unless shapley
     align_ct: Tensor | None = None  # unweighted context-text loss
     align_ci: Tensor | None = None  # unweighted context-image loss
-    logits: Tensor | None = None  # ner/joint: tag emissions (B, W, C); re: relation logits (B, R)
+    logits: Tensor | None = None  # the head's: tag emissions (B, W, C) of a tagger, relation logits (B, R), ...
     context_gate: Tensor | None = None  # (B, T) fusion gates, for inspection
     image_gate: Tensor | None = None  # (B, T)
 
@@ -77,33 +79,23 @@ class Encoded:
     image_tokens: Tokens | None = None
 
 
-def _content_tokens(states: Tensor, input_ids: Tensor, mask: Tensor, tokenizer) -> Tokens:
+def _content_tokens(states: Tensor, input_ids: Tensor | None, mask: Tensor | None, tokenizer: Any) -> Tokens:
     """states (B, T, d) with mask (B, T) less the tokenizer's special tokens ([CLS], [SEP], entity markers): the
     tokens a coverage game covers. [UNK] stays: it stands for a real word (an emoji, a rare script)."""
-    special = [i for i in tokenizer.all_special_ids if i != tokenizer.unk_token_id]
-    special = torch.tensor(special, dtype=input_ids.dtype, device=input_ids.device)
+    if input_ids is None or mask is None:
+        raise ValueError("a coverage game needs the ids and the mask of the tokens it covers: use model.processor")
+    ids = [i for i in tokenizer.all_special_ids if i != tokenizer.unk_token_id]
+    special = torch.tensor(ids, dtype=input_ids.dtype, device=input_ids.device)
     return Tokens(states, mask.bool() & ~torch.isin(input_ids, special))
 
 
-def _processor_of_version_1(directory: Path, config: ShapCAConfig, meta: dict) -> ShapCAProcessor:
-    """A directory saved before the processor existed (format_version 1: config.json held the task and labels, and
-    each encoder folder its tokenizer or image processor), so that models registered before keep loading in-process."""
-
-    def saved(name: str, auto):
-        return (
-            auto.from_pretrained(directory / ENCODER_DIRS[name], local_files_only=True)
-            if name in meta["encoders"]
-            else None
-        )
-
-    return ShapCAProcessor.for_model(
-        config,
-        meta["task"],
-        meta["labels"],
-        saved("text", AutoTokenizer),
-        saved("context", AutoTokenizer),
-        saved("image", AutoImageProcessor),
-    )
+def _model_config_of_format_2(model: dict, task: str) -> dict:
+    """A format-2 model section: the head's settings sat beside the model's (pair_hidden); they now live with the
+    task, in `model.head`, so that a model registered before loads in this code too (`shapca evaluate`)."""
+    settings = get_task(task).settings.model_fields
+    model = dict(model)
+    moved = {key: model.pop(key) for key in list(model) if key not in ShapCAConfig.model_fields}
+    return model | {"head": {key: value for key, value in moved.items() if key in settings}}
 
 
 class ShapCA(nn.Module):
@@ -111,9 +103,9 @@ class ShapCA(nn.Module):
         self,
         config: ShapCAConfig,
         processor: ShapCAProcessor,  # its tokenizers are the encoders'; its task and labels are the model's
-        text_encoder: nn.Module,
-        context_encoder: nn.Module | None = None,  # a separate context encoder; None shares the text encoder
-        image_encoder: nn.Module | None = None,
+        text_encoder: HFModel,
+        context_encoder: HFModel | None = None,  # a separate context encoder; None shares the text encoder
+        image_encoder: HFModel | None = None,
     ):
         super().__init__()
         # The window sizes and the context mode live in both (the processor cuts, the model encodes): they must agree.
@@ -125,20 +117,23 @@ class ShapCA(nn.Module):
         ]
         if disagree:
             raise ValueError(f"the processor was built for another model config ({'; '.join(disagree)})")
-        self.config, self.processor = config, processor
+        task = get_task(processor.task)
+        settings = task.head_settings(config.head)
+        # The head's settings written out in full, so that a saved model keeps them whatever later defaults say.
+        self.config = config.model_copy(update={"head": settings.model_dump()})
+        self.processor = processor
         self.task, self.labels = processor.task, processor.labels
         self.text_encoder, self.context_encoder, self.image_encoder = text_encoder, context_encoder, image_encoder
         if len(self.tokenizer) > self.text_encoder.get_input_embeddings().num_embeddings:
-            # tokens the head added (RE's entity markers) get embeddings of their own
+            # tokens the task added (entity markers) get embeddings of their own
             self.text_encoder.resize_token_embeddings(len(self.tokenizer))
         self._takes_token_types = "token_type_ids" in inspect.signature(self.text_encoder.forward).parameters
-        split_context = config.context_mode == "fusion" and config.context_trainable_layers is not None
-        if split_context and not isinstance(context_encoder, CachedContextEncoder):
+        trainable = config.context_trainable_layers
+        cached = isinstance(context_encoder, CachedContextEncoder)
+        if config.context_mode == "fusion" and trainable is not None and not cached:
             # a copy, so the text encoder keeps training whole (from_pretrained passes the saved copy)
             base = context_encoder if context_encoder is not None else copy.deepcopy(self.text_encoder)
-            self.context_encoder = CachedContextEncoder(
-                base, config.context_trainable_layers, config.context_cache_entries
-            )
+            self.context_encoder = CachedContextEncoder(base, trainable, config.context_cache_entries)
 
         dim = hidden_size(self.text_encoder)
         context_dim = hidden_size(self.context_encoder) if self.context_encoder is not None else dim
@@ -165,13 +160,13 @@ class ShapCA(nn.Module):
             if config.alignment != "none"
             else None
         )
-        self.head = head_class(self.task)(dim, self.labels, config)
+        self.head = task.head_class()(dim, self.labels, config.dropout, settings)
 
     # -- construction ------------------------------------------------------------------------------------------
     @classmethod
-    def from_config(cls, config: ShapCAConfig, task: Task, labels: list[str]) -> ShapCA:
-        """A new model on pretrained encoders loaded from local paths (heads, fusion, projections from scratch)."""
-        head_class(task).check_labels(labels)
+    def from_config(cls, config: ShapCAConfig, task: TaskName | str, labels: list[str]) -> ShapCA:
+        """A new model on pretrained encoders loaded from local paths (head, fusion, projections from scratch)."""
+        get_task(task).check_labels(labels)
         text = load_text_encoder(config.text_encoder)
         context = (
             load_text_encoder(config.context_encoder, "context_encoder")
@@ -193,7 +188,7 @@ class ShapCA(nn.Module):
     def tokenizer(self):
         return self.processor.tokenizer
 
-    def _encoders(self) -> dict[str, nn.Module]:
+    def _encoders(self) -> dict[str, HFModel]:
         encoders = {"text": self.text_encoder, "context": self.context_encoder, "image": self.image_encoder}
         return {name: encoder for name, encoder in encoders.items() if encoder is not None}
 
@@ -218,19 +213,15 @@ class ShapCA(nn.Module):
     def from_pretrained(cls, directory: str | Path) -> ShapCA:
         directory = Path(directory)
         meta = read_versioned_json(
-            directory / CONFIG_FILE, FORMAT, FORMAT_VERSION, "ShapCA.save_pretrained", older=(1,)
+            directory / CONFIG_FILE, FORMAT, FORMAT_VERSION, "ShapCA.save_pretrained", older=(2,)
         )
         encoders = {name: encoder_from_saved(directory / ENCODER_DIRS[name]) for name in meta["encoders"]}
-        config = ShapCAConfig.model_validate(meta["model"])
-        model = cls(
-            config,
-            ShapCAProcessor.from_pretrained(directory)
-            if meta["format_version"] >= 2
-            else _processor_of_version_1(directory, config, meta),
-            encoders["text"],
-            encoders.get("context"),
-            encoders.get("image"),
-        )
+        processor = ShapCAProcessor.from_pretrained(directory)
+        model_section = meta["model"]
+        if meta["format_version"] == 2:
+            model_section = _model_config_of_format_2(model_section, processor.task)
+        config = ShapCAConfig.model_validate(model_section)
+        model = cls(config, processor, encoders["text"], encoders.get("context"), encoders.get("image"))
         load_model(model, str(directory / "model.safetensors"), strict=True)
         return model.eval()
 
@@ -266,7 +257,7 @@ class ShapCA(nn.Module):
         # encoder, not two). Training always runs it, so that a run's dropout draws and which parameters get a
         # gradient (and so AdamW's weight decay) do not depend on which batches happen to lack contexts.
         if self.config.context_mode == "fusion" and (self.training or bool(batch.has_context.any())):
-            if batch.context_input_ids is None:
+            if batch.context_input_ids is None or batch.context_attention_mask is None:
                 raise ValueError("context_mode is 'fusion' but the batch has no context tokens: use model.processor")
             context_model = self.context_encoder if self.context_encoder is not None else self.text_encoder
             context_states = context_model(
@@ -274,6 +265,8 @@ class ShapCA(nn.Module):
             ).last_hidden_state  # (B, T_c, d_c)
             pooled_context = mean_pool(context_states, batch.context_attention_mask)
         elif self.config.context_mode == "concat":
+            if batch.context_segment_mask is None:
+                raise ValueError("context_mode is 'concat' but the batch has no context segment: use model.processor")
             pooled_context = mean_pool(text_states, batch.context_segment_mask)  # the second segment
         image_states = pooled_image = None
         if self.image_encoder is not None and batch.pixel_values is not None:
@@ -365,13 +358,12 @@ class ShapCA(nn.Module):
 
     @torch.inference_mode()
     def predict(self, batch: Batch) -> list:
-        """One prediction per example (in eval mode):
-        ner: [(Span, type, score)], re: (label, score), joint: [(Triple, score)]."""
+        """One prediction per example (in eval mode), in the form of its task's head's `decode`."""
         was_training = self.training
         if was_training:  # switching modes walks every submodule: only when needed (serving stays in eval mode)
             self.eval()
         try:
-            return self.head.predict(self.encode(batch).fusion.states, batch)
+            return self.head.decode(self.encode(batch).fusion.states, batch)
         finally:
             if was_training:
                 self.train()

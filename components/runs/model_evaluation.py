@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from components.config import DataConfig
+from components.serving.pyfunc import load_shapca
 from components.tracking.mlflow_setup import setup_tracking
-from components.tracking.pyfunc_model import load_shapca
 from components.tracking.run_logging import start_run
 from components.training.data import load_training_data
 from components.training.evaluate import evaluate_split
@@ -27,7 +27,7 @@ def evaluate_model_uri(
     data_cfg = DataConfig(
         dataset=dataset,
         data_dir=data_dir,
-        context_generator=context_generator,  # type: ignore[arg-type]
+        context_generator=context_generator,
         max_examples={s: limit for s in ("train", "dev", "test")} if limit else None,
     )
     data = load_training_data(data_cfg)

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,15 +27,15 @@ from components.config import ExperimentConfig
 from components.data.metrics import SELECTION_METRIC, SELECTION_METRIC_KEY, confusion_matrix
 from components.model.encoders import resolve_encoder_path
 from components.runs.run_dir import RUN_ID_FILE, claim_output_dir, run_to_continue
+from components.serving.packaging import log_shapca_model
 from components.tracking.lineage import collect_lineage
 from components.tracking.mlflow_setup import setup_tracking
 from components.tracking.plots import confusion_matrix_png, shapley_heatmap_png
-from components.tracking.pyfunc_model import log_shapca_model
 from components.tracking.run_inputs import training_inputs
 from components.tracking.run_logging import start_run
 from components.training.alignment_probe import probe_alignment
-from components.training.data import TrainingData, load_training_data
-from components.training.trainer import fit
+from components.training.data import TrainingData, load_training_data, publish_run_contexts
+from components.training.trainer import EpochCallback, fit
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +85,6 @@ def _log_shapley_heatmap(run, model, data: TrainingData, out_dir: Path) -> None:
     run.log_artifact(path, "plots")
 
 
-EpochCallback = Callable[[int, dict[str, float]], None]
-
-
 def train_on_this_rank(
     cfg: ExperimentConfig, resume: bool, tags: dict[str, str] | None = None, on_epoch_end: EpochCallback | None = None
 ) -> TrainRunResult | None:
@@ -96,7 +92,9 @@ def train_on_this_rank(
 
     `train_and_log` calls it in this process; under torchrun every rank calls it from components/runs/launch.py."""
     started = time.perf_counter()
-    data = load_training_data(cfg.data)
+    # The run publishes its context set (a no-op when the flow's generate-contexts step already did: data.context_file),
+    # then reads it like any loader.
+    data = load_training_data(cfg.data, publish_run_contexts(cfg.data))
     if int(os.environ.get("RANK", "0")) != 0:
         fit(cfg, data, resume=resume)
         return None
@@ -140,6 +138,8 @@ def train_on_this_rank(
         )
 
         test = result.test
+        if test is None:
+            raise RuntimeError("fit scores the test split on rank 0, and returned no test evaluation")
         run.log_metrics(
             {f"best_dev_{k}": v for k, v in result.best_dev.items()}
             | {"best_epoch": result.best_epoch, "train_seconds": result.train_seconds}

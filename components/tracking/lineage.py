@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,7 +92,7 @@ class Lineage:
 def collect_lineage(
     project_root: str | Path,
     contexts: ContextSet | None,
-    encoder_dirs: dict[str, str | Path] | None = None,
+    encoder_dirs: Mapping[str, str | Path] | None = None,
     weight_pattern: str = "*.safetensors",
 ) -> Lineage:
     """Everything above for one run. ``encoder_dirs`` maps a role (``"text"``, ``"image"``) to a local model dir."""

@@ -2,11 +2,13 @@
 
     write_model_card(client, "shapca-twitter2017", "3", decision)   # after register_version + promote
 
-The version card says what this version is: task and labels, the data version and the digests of the datasets it was
-trained and scored on (the run's MLflow inputs), the context generator, the encoders, the LoggedModel's dev and test
-metrics next to the champion's it was compared with, the training budget, and the known limits. The registered-model
-card says what the model family is for, how to call it, the same limits, and which version is champion now. Both are
-markdown (the MLflow UI renders them) and are regenerated on every registration, so they follow the champion alias.
+The version card says what this version is, from its own run only: task and labels, the data version and the digests
+of the datasets it was trained and scored on (the run's MLflow inputs), the context generator, the encoders, the
+LoggedModel's dev and test metrics next to the champion's it was compared with, the training budget, the limits that
+follow from its config, and where the study of its dataset is (a link: study findings are not this run's facts). The
+registered-model card says what the model family is for, how to call it, the same limits, and which version is
+champion now. Both are markdown (the MLflow UI renders them) and are regenerated on every registration, so they follow
+the champion alias.
 """
 
 from __future__ import annotations
@@ -16,24 +18,17 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from components.datasets import get_spec
+from components.tasks import get_task
+
 MAX_DESCRIPTION = 5000  # MLflow's registry keeps at most 5000 characters of a description
 HEADLINE = ("f1", "precision", "recall")
 
 
-# What docs/RESULTS.md established (MiniLM-L6, 3 CPU epochs, the default recipe, 3 seeds): the limits every card states.
-RESULTS_FINDINGS = (
-    "No context variant is established as better than text only: on Twitter-2017 (BLIP-2 contexts) text only reaches "
-    "82.15 ± 0.66 test micro-F1, plain InfoNCE 81.84 ± 0.53 and the best Shapley game (token coverage) 81.87 ± 0.36; "
-    "on dev the aligned variants lead text only by at most 0.43 F1, inside the seed spread.",
-    "The fusion closes its context gate during training (about 0 on dev tokens): the contexts shape the encoder "
-    "through the alignment loss but do not reach the tagger at inference.",
-    "With the paper's cosine-of-sum game the Shapley scores are rescaled cosines (r = 0.996); the token coverage "
-    "game's are not (r = 0.83-0.86); it trains a better tagger than the cosine-of-sum game on Twitter-2017 dev, not on "
-    "Twitter-2015's.",
-    "The gap to UMT (85.09 on Twitter-2017) is the encoder, not the method: the same recipe with all-mpnet-base-v2 "
-    "(model.text_encoder=mpnet, 110M parameters, 5.7x the default's step on CPU) reaches 88.26 test micro-F1 "
-    "(one seed).",
-)
+# The study of the recipe's variants over seeds (docs/RESULTS.md), by the dataset it measured: its section, which a
+# card of that dataset links to. A card states its own run's facts; the study's are read there, never pasted.
+STUDY = "docs/RESULTS.md"
+STUDY_SECTIONS = {"twitter2017": "twitter2017 · contexts: blip2", "twitter2015": "twitter2015 · contexts: blip2"}
 
 
 @dataclass
@@ -146,7 +141,9 @@ def _metrics_table(facts: CardFacts) -> list[str]:
     return lines
 
 
-def _limits(params: dict[str, str]) -> list[str]:
+def _limits(facts: CardFacts) -> list[str]:
+    """What the run's own config and data imply, and where its dataset's study is."""
+    params = facts.params
     images = params.get("model.image_encoder", "None")
     out = []
     if images in ("None", ""):
@@ -157,30 +154,35 @@ def _limits(params: dict[str, str]) -> list[str]:
     else:
         out.append(f"Images through `{images}`; an example whose image is missing or unreadable is scored without it.")
     if params.get("data.context_generator") == "none" or params.get("model.context_mode") == "none":
-        out.append("Text only: no contexts were used (none are published for the MNRE images).")
-    out += list(RESULTS_FINDINGS)
+        published = get_spec(facts.dataset).publishes_contexts()
+        why = "" if published else " (none are published for this dataset's images)"
+        out.append(f"Text only: no contexts were used{why}.")
     out.append(
         "Trained and scored on English tweets / news captions of 2016-2017 (the benchmark's domain); other "
         "domains are untested."
     )
+    section = STUDY_SECTIONS.get(facts.dataset)
+    if section:
+        commit = params.get("lineage.git_commit", "")[:12]
+        at = f" at git `{commit}`" if commit else ""
+        out.append(f'How this recipe\'s variants compare over seeds on this dataset: {STUDY}, section "{section}"{at}.')
     return [f"- {line}" for line in out]
 
 
 def version_card(facts: CardFacts) -> str:
     """The version's description (markdown)."""
-    from components.data.datasets import get_spec
-    from components.model.heads import head_class
-
     p = facts.params
     spec = get_spec(facts.dataset)
     size = ", ".join(f"{s} {p.get(f'data.{s}_size', '?')}" for s in ("train", "dev", "test"))
     lines = [
         f"## {facts.model_name} v{facts.version}",
         "",
-        f"**Task**: {head_class(spec.task).description} on {spec.description or facts.dataset}.  ",
+        f"**Task**: {get_task(spec.task).description} on {spec.description or facts.dataset}.  ",
         f"**Labels**: {', '.join(spec.labels)}.  ",
         f"**Model**: text encoder `{p.get('model.text_encoder', '?')}`, contexts `{p.get('model.context_mode', '?')}`, "
-        f"alignment `{p.get('model.alignment', '?')}`, image encoder `{p.get('model.image_encoder', 'None')}`.  ",
+        f"alignment `{p.get('model.alignment', '?')}`"
+        + (f" (game `{p.get('model.shapley_game', '?')}`)" if p.get("model.alignment") == "shapley" else "")
+        + f", image encoder `{p.get('model.image_encoder', 'None')}`.  ",
         f"**Context generator**: `{p.get('data.context_generator', '?')}`.  ",
         f"**Run**: `{facts.run_id}` (git `{p.get('lineage.git_commit', '?')[:12]}`"
         + (", dirty tree" if p.get("lineage.git_dirty") == "True" else "")
@@ -206,23 +208,20 @@ def version_card(facts: CardFacts) -> str:
         f"lr encoder {p.get('train.lr_encoder', '?')} / head {p.get('train.lr_head', '?')}, "
         f"device {p.get('train.device', '?')}, seed {p.get('train.seed', '?')}.",
         "",
-        "### Known limits (docs/RESULTS.md)",
-        *_limits(p),
+        "### Known limits",
+        *_limits(facts),
     ]
     return _cap("\n".join(lines))
 
 
 def registered_model_card(facts: CardFacts, champion: str | None) -> str:
     """The registered model's description (markdown): what it is for, how to call it, its limits, the champion."""
-    from components.data.datasets import get_spec
-    from components.model.heads import head_class
-
     spec = get_spec(facts.dataset)
-    head = head_class(spec.task)
+    task = get_task(spec.task)
     lines = [
         f"## {facts.model_name}",
         "",
-        f"Shap-CA (Shapley value-based contrastive alignment) for {head.description} on "
+        f"Shap-CA (Shapley value-based contrastive alignment) for {task.description} on "
         f"{spec.description or facts.dataset}. Labels: {', '.join(spec.labels)}.",
         "",
         "**Intended use**: research baseline and pipeline demonstration on the benchmark's domain; compare versions "
@@ -230,15 +229,15 @@ def registered_model_card(facts: CardFacts, champion: str | None) -> str:
         "",
         '**Call it**: `mlflow.pyfunc.load_model("models:/' + facts.model_name + '@champion").predict(df)`, with '
         "columns `text`, optional `context` (an image description) and `image`"
-        + (", and " + "/".join(f"`{name}`" for name in head.serving_spans) + " spans" if head.serving_spans else "")
+        + (", and " + "/".join(f"`{name}`" for name in task.serving_spans) + " spans" if task.serving_spans else "")
         + "; every row gets an `error` field.",
         "",
         f"**Champion**: v{champion}." if champion else "**Champion**: none yet.",
         f"Latest version: v{facts.version} ({facts.alias or 'registered'}), "
         f"dev F1 {_fmt(facts.model_metrics.get('dev_f1'))}, test F1 {_fmt(facts.model_metrics.get('test_f1'))}.",
         "",
-        "### Known limits (docs/RESULTS.md)",
-        *_limits(facts.params),
+        "### Known limits",
+        *_limits(facts),
     ]
     return _cap("\n".join(lines))
 

@@ -26,9 +26,8 @@ Rules
   The first version that passes the checks before ``champion_unreadable`` becomes champion; the version it replaces
   is tagged ``promotion=retired``. ``challenger`` stays on the newest registered version, also when that version is
   promoted: removing an alias needs MLflow's DELETE permission (MANAGE), which the trainer does not hold.
-- ``min_delta`` defaults to :data:`DEFAULT_MIN_DELTA` = 0.01 (one F1 point): docs/RESULTS.md gives the seed standard
-  deviation of dev F1 on Twitter-2017 as 0.23-0.71 points (3 seeds per variant), so the difference of two single
-  runs of one setting has a standard deviation of about sqrt(2) * 0.71 = 1.0 point; a smaller gain is seed noise.
+- ``min_delta`` defaults to :data:`DEFAULT_MIN_DELTA`, ``tracking.min_delta``'s default (components/config.py says
+  why it is one F1 point).
 
 What a promoter needs
 ---------------------
@@ -79,6 +78,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from components.config import TrackingConfig
 from components.data.metrics import SELECTION_METRIC_KEY
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ TAG_CHECK = "promotion_check"  # "passed" or the code of the rule that refused (
 TAG_COMPARED_TO = "promotion_compared_to"  # the champion version the decision was made against
 RETIRED = "retired"
 EVALUATION_COMPLETE = "complete"
-DEFAULT_MIN_DELTA = 0.01  # one dev-F1 point; see the module docstring for why
+DEFAULT_MIN_DELTA: float = TrackingConfig.model_fields["min_delta"].default
 LOCK_SUFFIX = ".promotion-lock"
 LOCK_TIMEOUT_S = 120.0  # how long a promoter waits for the lock before giving up
 LOCK_STALE_S = 900.0  # a ticket this old belongs to a promoter that died: break it

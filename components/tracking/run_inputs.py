@@ -28,6 +28,7 @@ import pandas as pd
 from mlflow.data.dataset_source import DatasetSource
 
 from components.data.records import ContextSet
+from components.tasks import get_task
 
 DIGEST_CHARS = 32  # MLflow's dataset digest column holds 36 characters
 CONTEXT_ARTIFACT_DIR = "contexts"
@@ -77,14 +78,12 @@ class DvcDataSource(DatasetSource):
 
 def split_frame(task: str, examples: list) -> pd.DataFrame:
     """One row per example, every column a string or number (so MLflow can profile it and derive a schema): id, image,
-    text, size and the gold labels as the task's head writes them (`TaskHead.label_columns`)."""
-    from components.model.heads import head_class  # here: data validation logs through this module without torch
-
-    head = head_class(task)
+    text, size and the gold labels as the task writes them (its `label_columns`)."""
+    label_columns = get_task(task).label_columns
     return pd.DataFrame(
         [
             {"id": e.id, "image_id": e.image_id, "text": " ".join(e.tokens), "n_tokens": len(e.tokens)}
-            | head.label_columns(e)
+            | label_columns(e)
             for e in examples
         ]
     )
@@ -129,30 +128,29 @@ def build_run_inputs(
     ``split_files`` maps a split to its file relative to the data directory (``DatasetSpec.files``) and
     ``context_files`` lists the published context files (``DatasetSpec.context_files[generator]``);
     ``context_source`` is the context-set file a run was pointed at instead (``data.context_file``)."""
-    import mlflow.data
-
-    from components.model.heads import head_class
+    from mlflow.data.pandas_dataset import from_pandas
 
     datasets = {}
     for split, examples in splits.items():
         frame = split_frame(task, examples)
-        datasets[split] = mlflow.data.from_pandas(
+        datasets[split] = from_pandas(
             frame,
             source=DvcDataSource(dvc_file, data_md5, [split_files[split]]),
             name=f"{dataset}-{split}",
             digest=frame_digest(frame),
-            targets=head_class(task).target_column if len(frame) else None,
+            targets=get_task(task).target_column if len(frame) else None,
         )
     context_dataset = None
     if contexts is not None:
         frame = pd.DataFrame(sorted(contexts.contexts.items()), columns=["image_id", "context"])
         if context_source is not None:
-            from mlflow.data.sources import LocalArtifactDatasetSource
+            # made by mlflow when the module is imported (artifact_dataset_sources): invisible to the type checker
+            from mlflow.data.sources import LocalArtifactDatasetSource  # type: ignore[attr-defined]
 
             source: DatasetSource = LocalArtifactDatasetSource(str(Path(context_source).resolve()))
         else:
             source = DvcDataSource(dvc_file, data_md5, list(context_files))
-        context_dataset = mlflow.data.from_pandas(
+        context_dataset = from_pandas(
             frame, source=source, name=f"{dataset}-contexts-{contexts.generator}", digest=context_digest(contexts)
         )
     return RunInputs(datasets, context_dataset, contexts)
@@ -175,7 +173,7 @@ def log_run_inputs(client, run_id: str, inputs: RunInputs) -> None:
         ]
         entries.append(DatasetInput(inputs.contexts._to_mlflow_entity(), tags=tags))
     client.log_inputs(run_id, datasets=entries)
-    if inputs.context_set is not None:
+    if inputs.context_set is not None and inputs.contexts is not None:
         from components.contexts.context_set import write_context_set
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -212,7 +210,7 @@ def fetch_context_set(client, digest: str, dst_dir: str | Path, experiment_ids: 
 
 def training_inputs(data, data_cfg, data_md5: str) -> RunInputs:
     """:func:`build_run_inputs` for a run's ``TrainingData`` and its ``DataConfig`` (which files it read)."""
-    from components.data.datasets import get_spec
+    from components.datasets import get_spec
 
     spec = get_spec(data.dataset)
     generator = data.contexts.generator if data.contexts is not None else None

@@ -1,4 +1,9 @@
-"""Everything a training run reads: the dataset's splits, its label set, the context set and (optionally) images."""
+"""Everything a training run reads: the dataset's splits, its label set, the context set and (optionally) images.
+
+Loaders read, publishers write: `load_training_data` writes nothing (evaluation and benchmarks call it too, and the
+context cache may be a shared S3 bucket); a run that trains publishes its context set first (`publish_run_contexts`,
+or the train flow's generate-contexts subflow) and hands the published file to the loader.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,12 @@ from pathlib import Path
 
 from PIL import Image
 
-from components.common.images import ImageProblem, decode_image
+from components.common.images import DEFAULT_MAX_PIXELS, ImageProblem, decode_image
 from components.config import DataConfig
-from components.contexts.config import DEFAULT_MAX_PIXELS, ContextsConfig
-from components.data.datasets import DATASETS, SPLITS, get_spec, labels, load_split
+from components.contexts.settings import ContextsConfig
 from components.data.example_dataset import ExampleDataset
 from components.data.records import ContextSet, Example
+from components.datasets import DATASETS, SPLITS, get_spec, labels, load_split
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +54,7 @@ class ImageFolder:
 @dataclass
 class TrainingData:
     dataset: str
-    task: str  # "ner" | "re" | "joint"
+    task: str  # its key in the task registry (components/tasks/)
     labels: list[str]
     splits: dict[str, list[Example]]
     contexts: ContextSet | None
@@ -97,30 +102,44 @@ def context_limit(cfg: DataConfig) -> int | None:
     return max(caps.values()) if set(SPLITS) <= set(caps) else None
 
 
-def load_context_set(cfg: DataConfig) -> ContextSet | None:
-    """The run's contexts, by the one route every run takes: a context set published through the context cache
-    (components/contexts/steps.py), read from its file. The train flow publishes it in its generate-contexts
-    subflow and passes the file (data.context_file); `shapca train` publishes it here, in this process."""
+def publish_run_contexts(cfg: DataConfig) -> Path | None:
+    """The publisher step of a run that trains in one process (`shapca train`): its context set published through
+    the context cache (components/contexts/steps.py), as the train flow's generate-contexts subflow does. Returns the
+    set's file, which `load_training_data` then reads; None when the run reads a given file or no contexts."""
+    contexts_cfg = contexts_config_for(cfg)
+    if contexts_cfg is None:
+        return None
+    from components.contexts.steps import run_contexts
+
+    _, published = run_contexts(contexts_cfg, progress=False, limit_per_split=context_limit(cfg))
+    return published.path
+
+
+def load_context_set(cfg: DataConfig, published: Path | None = None) -> ContextSet | None:
+    """The run's contexts, read; nothing is written. From `published` (what `publish_run_contexts` returned), else
+    from `data.context_file`, else (evaluation, benchmarks) the same set looked up in the context cache without
+    storing or publishing anything. Every route gives the contexts the one route of the README publishes."""
     from components.contexts import read_context_set
 
-    if cfg.context_file is None:
-        contexts_cfg = contexts_config_for(cfg)
-        if contexts_cfg is None:
-            return None
-        from components.contexts.steps import run_contexts
+    path = published or cfg.context_file
+    if path is not None:
+        return read_context_set(path)
+    contexts_cfg = contexts_config_for(cfg)
+    if contexts_cfg is None:
+        return None
+    from components.contexts.steps import read_contexts
 
-        _, published = run_contexts(contexts_cfg, progress=False, limit_per_split=context_limit(cfg))
-        return read_context_set(published.path)
-    return read_context_set(cfg.context_file)
+    return read_contexts(contexts_cfg, limit_per_split=context_limit(cfg))
 
 
-def load_training_data(cfg: DataConfig) -> TrainingData:
+def load_training_data(cfg: DataConfig, published_contexts: Path | None = None) -> TrainingData:
+    """Everything a run reads (a loader: it writes nothing, see `load_context_set`)."""
     limits = cfg.max_examples or {}
     unknown = set(limits) - set(SPLITS)
     if unknown:
         raise ValueError(f"data.max_examples: unknown split(s) {sorted(unknown)}; expected some of {list(SPLITS)}")
     splits = {s: load_split(cfg.dataset, s, cfg.data_dir, limit=limits.get(s)) for s in SPLITS}
-    contexts = load_context_set(cfg)
+    contexts = load_context_set(cfg, published_contexts)
     if contexts is not None:
         # Keep only this run's images, so the logged content hash names exactly the contexts the run can see.
         used = {e.image_id for examples in splits.values() for e in examples}
@@ -140,17 +159,20 @@ def load_training_data(cfg: DataConfig) -> TrainingData:
 def check_image_coverage(data: TrainingData, max_missing_rate: float) -> None:
     """Log each split's image coverage; fail (before any training) when a split misses more than `max_missing_rate`
     of its images: a data.image_dir pointing at the wrong place must not train a 'multimodal' model on no images."""
+    if data.images is None:
+        return
+    image_dir = data.images.image_dir
     for split, coverage in data.image_coverage().items():
         log.info(
             "images: %s split %.1f%% of %d examples have an image in %s",
             split,
             100 * coverage,
             len(data.splits[split]),
-            data.images.image_dir,
-        )  # type: ignore[union-attr]
+            image_dir,
+        )
         if 1.0 - coverage > max_missing_rate:
             raise ValueError(
-                f"data.image_dir {data.images.image_dir}: {100 * (1 - coverage):.1f}% of the {split} split's images "  # type: ignore[union-attr]
+                f"data.image_dir {image_dir}: {100 * (1 - coverage):.1f}% of the {split} split's images "
                 f"are missing, over data.max_missing_image_rate={max_missing_rate:g}; point data.image_dir at "
                 "<image_id>.jpg files or raise the rate"
             )

@@ -1,7 +1,7 @@
 """Score a model on a split: predict batch by batch, then compare with the gold records using `metrics`.
 
-Prediction formats (from `ShapCA.predict`): NER a list of (Span, type, score) per sentence; RE one (label, score) per
-instance; joint a list of (Triple, score) per sentence.
+Predictions are in the form of the task's head's `decode` (`ShapCA.predict`), which the task's `score` and
+`confusion` read (components/tasks/<task>/).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from components.data.metrics import Scores
 from components.data.records import Example
-from components.model.heads import head_class
+from components.tasks import get_task
 from components.training.data import TrainingData
 
 
@@ -21,7 +21,7 @@ from components.training.data import TrainingData
 class Evaluation:
     scores: Scores
     predictions: list
-    confusion_gold: list[str]  # paired labels for a confusion matrix (entity types / relations): heads.paired_labels
+    confusion_gold: list[str]  # paired labels for a confusion matrix (entity types / relations): the task's `confusion`
     confusion_pred: list[str]
 
     @property
@@ -43,8 +43,8 @@ def predict_examples(model, data: TrainingData, examples: list[Example], batch_s
 
 
 def score_predictions(task: str, examples: list[Example], predictions: list) -> Evaluation:
-    head = head_class(task)
-    return Evaluation(head.score(examples, predictions), predictions, *head.confusion(examples, predictions))
+    rules = get_task(task)
+    return Evaluation(rules.score(examples, predictions), predictions, *rules.confusion(examples, predictions))
 
 
 def evaluate_split(model, data: TrainingData, split: str, batch_size: int = 32, device=None) -> Evaluation:

@@ -2,8 +2,8 @@
 -> test.
 
 A batch's path: `load_training_data` (readers) -> `BucketBatchSampler` picks indices of the (example, context,
-image) dataset -> `model.processor` tokenizes them into a `Batch` -> `ShapCA.forward` returns task loss + alignment
-loss.
+image) dataset -> `model.processor` tokenizes them into a `Batch` (the task's labels included) -> `ShapCA.forward`
+returns task loss + alignment loss.
 
 Model selection and early stopping use the dev split only; the test split is scored once, with the best model, at
 the end. Every epoch ends in a checkpoint, and `resume=True` continues from the last one; on CPU a resumed run ends
@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -80,11 +81,8 @@ def _text_length(example) -> int:
 
 def _make_loader(dataset, processor, sampler, num_workers: int = 0) -> DataLoader:
     """``num_workers`` > 0 tokenizes (and decodes images) in worker processes, overlapping the model's step; they
-    hand batches over through shared memory (/dev/shm). 0 collates in the training process.
-
-    Measured (one epoch, MiniLM, 320 Twitter-2017 tweets, CPU, 2 cores shared with other jobs, runs interleaved):
-    0 workers 1.69 / 2.96 samples/s, 2 workers 2.75 / 2.29: within the noise, because on CPU the model's step, not
-    collation, takes the cores. The default stays 0; workers pay off on a GPU machine with spare cores."""
+    hand batches over through shared memory (/dev/shm). 0 collates in the training process (why 0 is the default:
+    docs/PERFORMANCE.md, "Data loader workers")."""
     return DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -144,7 +142,7 @@ def fit(
         log.warning("resume requested but %s holds no checkpoint: starting from scratch", checkpoint_dir)
     earlier_seconds = state.train_seconds  # the parts before this one (0 for a fresh run)
 
-    train_model: torch.nn.Module = model
+    train_model: Any = model  # the model, wrapped by DDP and compiled as asked: what the step calls
     if ranks.enabled:
         train_model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True

@@ -77,5 +77,5 @@ def log_data_docs(
             f"{ARTIFACT_DIR}/index.html"
         )
     else:
-        url = report.data_docs.resolve().as_uri()
+        url = report.data_docs.resolve().as_uri() if report.data_docs is not None else ""
     return DataDocsLink(run.run_id, artifact_uri, url)

@@ -5,8 +5,8 @@ The GX project is the file data context in ``gx/`` at the project root (``great_
 
 - a pandas datasource ``shapca`` with one dataframe asset per frame kind (sentences, tokens, mentions, ...);
 - one expectation suite per (dataset, split, frame), in ``gx/expectations/`` (built from
-  components/validation/suites.py, rewritten only when the code's suite differs from the stored one, so the committed
-  files stay put);
+  components/validation/suites.py and the task's checks, components/tasks/<task>/checks.py, rewritten only when the
+  code's suite differs from the stored one, so the committed files stay put);
 - one validation definition (suite + frame asset) and one Checkpoint per suite, in ``gx/validation_definitions/``
   and ``gx/checkpoints/``. A checkpoint runs its validation on the frame passed as ``batch_parameters`` and its
   ``UpdateDataDocsAction`` adds the result to the Data Docs site ``gx/uncommitted/data_docs/local_site/``.
@@ -24,15 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from components.data.context_files import ContextReadResult
-from components.data.datasets import SPLITS, DatasetSpec, get_spec, read_contexts, read_split
-from components.data.records import ReadResult
-from components.validation import frames as F
-from components.validation import suites as S
+from components.data.records import ReadResult, example_key, sentence_key
+from components.datasets import SPLITS, DatasetSpec, get_spec, read_contexts, read_split
+from components.tasks import TASKS, get_task
+from components.tasks.checks import Policy
+from components.validation import frames, suites
 from components.validation.report import ValidationReport, ValidationRow
 
 DEFAULT_MAX_BIO_ERROR_RATE = 0.05  # twitter2015's originals: 2.6-3.3% of mentions start with I-
 DEFAULT_MAX_EMPTY_CONTEXT_RATE = 0.01  # BLIP-2 left 2 of twitter2015's 8288 captions empty
-FRAME_KINDS = ("problems", "sentences", "tokens", "mentions", "entities", "triples")
+# The GX data assets: the frames every task has, then each task's own.
+FRAME_KINDS = ("problems", "sentences", *(kind for task in TASKS.values() for kind in task.checks.frame_kinds))
 DATASOURCE = "shapca"
 DATA_DOCS_SITE = "local_site"
 
@@ -74,6 +76,7 @@ def open_gx_workspace(gx_dir: str | Path | None = None) -> GxWorkspace:
         raise FileNotFoundError(f"{root}/great_expectations.yml: no GX project there (the repository's gx/ holds it)")
     data_context = gx.get_context(mode="file", context_root_dir=str(root))
     data_context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    datasource: Any  # GX's pandas datasource (its generic type does not name add_dataframe_asset)
     try:
         datasource = data_context.data_sources.get(DATASOURCE)
     except (KeyError, ValueError):
@@ -105,15 +108,15 @@ def _suite(gx_workspace: GxWorkspace, name: str, expectations: list):
     import great_expectations as gx
     from great_expectations.exceptions import DataContextError
 
-    suites = gx_workspace.data_context.suites
+    stored_suites = gx_workspace.data_context.suites
     try:
-        stored = suites.get(name)
+        stored = stored_suites.get(name)
     except DataContextError:
         stored = None
     if stored is not None and _same_expectations(stored, expectations):
         return stored
     suite = gx.ExpectationSuite(name=name, expectations=expectations)
-    return suites.add_or_update(suite)
+    return stored_suites.add_or_update(suite)
 
 
 def _run_identifier(run_name: str):
@@ -201,6 +204,7 @@ def _run(
         column = kwargs.get("column") or (
             f"{kwargs['column_A']}={kwargs['column_B']}" if "column_A" in kwargs else None
         )
+        examples: list[str]
         if item.exception_info and item.exception_info.get("raised_exception"):
             observed, unexpected, elements, value, examples = (
                 f"error: {item.exception_info.get('exception_message')}",
@@ -233,7 +237,7 @@ def _run(
 
 def _split_stats(spec: DatasetSpec, examples: list, contexts: dict[str, str] | None) -> dict[str, Any]:
     stats: dict[str, Any] = {"examples": len(examples), "tokens": sum(len(e.tokens) for e in examples)}
-    stats.update(S.TASK_SUITES[spec.task].stats(examples))
+    stats.update(get_task(spec.task).checks.stats(examples))
     stats["images"] = len({e.image_id for e in examples})
     if contexts is not None:
         ids = [e.image_id for e in examples]
@@ -264,7 +268,7 @@ def validate_examples(
         # BLIP-2 captioned every Twitter image: anything less is a broken pull. mPLUG-Owl described ~70-88% of them,
         # and nothing covers MNRE's images: there the coverage is information, not a gate.
         coverage, coverage_blocking = 1.0, has_published_set and context_generator == "blip2"
-    policy = S.Policy(
+    policy = Policy(
         max_bio_error_rate=max_bio_error_rate,
         min_context_coverage=coverage,
         coverage_blocking=coverage_blocking,
@@ -280,8 +284,8 @@ def validate_examples(
     stats: dict[str, Any] = {"splits": {}}
 
     train = splits["train"].examples
-    train_sentences = {F.sentence_key(e.tokens) for e in train}
-    train_examples = {F.example_key(e.tokens, e.image_id) for e in train}
+    train_sentences = {sentence_key(e.tokens) for e in train}
+    train_examples = {example_key(e.tokens, e.image_id) for e in train}
 
     def problem_examples(problems):
         return lambda: [str(p) for p in problems[:5]]
@@ -292,19 +296,19 @@ def validate_examples(
         _run(
             gx_workspace,
             "problems",
-            F.problems_frame(read.problems),
+            frames.problems_frame(read.problems),
             f"{prefix}.problems",
-            S.problem_expectations(),
+            suites.problem_expectations(),
             split,
             rows,
             results,
             problem_examples(read.problems),
         )
         is_train = split == "train"
-        task_suites = S.TASK_SUITES[spec.task]
-        sentences = F.sentences_frame(
-            task_suites.sentence_columns,
-            task_suites.sentence_row,
+        checks = get_task(spec.task).checks
+        sentences = frames.sentences_frame(
+            checks.sentence_columns,
+            checks.sentence_row,
             read.examples,
             context_texts,
             None if is_train else train_sentences,
@@ -316,12 +320,12 @@ def validate_examples(
             "sentences",
             sentences,
             f"{prefix}.sentences-{context_generator}",
-            S.sentence_expectations(spec, split, policy),
+            suites.sentence_expectations(spec, split, policy),
             split,
             rows,
             results,
         )
-        for kind, frame, expectations in task_suites.record_frames(spec, read.examples, policy):
+        for kind, frame, expectations in checks.record_frames(spec.labels, read.examples, policy):
             _run(gx_workspace, kind, frame, f"{prefix}.{kind}", expectations, split, rows, results)
         split_stats = _split_stats(spec, read.examples, context_texts)
         split_stats["reader_problems"] = len(read.problems)
@@ -332,9 +336,9 @@ def validate_examples(
         _run(
             gx_workspace,
             "problems",
-            F.problems_frame(contexts.problems),
+            frames.problems_frame(contexts.problems),
             f"{spec.name}.contexts.problems",
-            S.problem_expectations(),
+            suites.problem_expectations(),
             "contexts",
             rows,
             results,
@@ -342,7 +346,7 @@ def validate_examples(
         )
         stats["contexts"] = {
             "generator": context_generator,
-            "images": len(context_texts),
+            "images": len(contexts.context_set.contexts),
             "published_set": has_published_set,
         }
 

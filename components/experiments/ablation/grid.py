@@ -19,9 +19,9 @@ FINISHED run in the experiment is skipped, so rerunning an interrupted grid trai
 whose own output directory names an unfinished run of the same identity with a checkpoint resumes that run from its
 last epoch instead of starting over.
 
-`summarize_ablation` (summary.py) reads the tagged runs back and aggregates mean ± sample std over seeds per
-(group, variant, setting): test micro-F1, per-type test F1, dev F1 of the selected epoch, best epoch, epochs run, wall
-time, commits.
+`collect_ablation_runs` (collect.py) reads the tagged runs back and `summarize_runs` (summary.py) aggregates mean ±
+sample std over seeds per (group, variant, setting): test micro-F1, per-type test F1, dev F1 of the selected epoch,
+best epoch, epochs run, wall time, commits.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Reference points printed beside ours come from published training logs, not from
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
@@ -79,6 +79,7 @@ def _run_order(run: AblationRun) -> tuple:
 
 
 def _config_diff(identity: dict[str, str], baseline: dict[str, str] | None) -> str:
+    items: Iterable[tuple[str, str]]
     if baseline is None:
         items = identity.items()
     else:

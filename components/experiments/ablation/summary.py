@@ -8,8 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from components.config import SEED_KEY
-from components.experiments.ablation.collect import AblationRun, collect_ablation_runs
-from components.experiments.ablation.lookup import DEFAULT_EXPERIMENT
+from components.experiments.ablation.collect import AblationRun
 from components.experiments.ablation.variants import VARIANTS
 
 
@@ -22,11 +21,12 @@ class Stat:
     n: int
 
     @classmethod
-    def of(cls, values: Sequence[float]) -> Stat | None:
-        values = [float(v) for v in values if v is not None]
-        if not values:
+    def of(cls, values: Sequence[float | None]) -> Stat | None:
+        """Mean, sample std and count of the values that are there (None: a run that did not record it)."""
+        present = [float(v) for v in values if v is not None]
+        if not present:
             return None
-        return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None, len(values))
+        return cls(statistics.fmean(present), statistics.stdev(present) if len(present) > 1 else None, len(present))
 
 
 @dataclass
@@ -97,10 +97,3 @@ def summarize_runs(runs: Sequence[AblationRun], latest_setting_only: bool = True
             )
         )
     return sorted(summaries, key=lambda s: (s.group, s.number, s.setting_hash))
-
-
-def summarize_ablation(
-    experiment: str = DEFAULT_EXPERIMENT, group: str | None = None, latest_setting_only: bool = True
-) -> list[VariantSummary]:
-    """Mean ± std over seeds of every ablation setting in the experiment, read back from MLflow."""
-    return summarize_runs(collect_ablation_runs(experiment, group), latest_setting_only)

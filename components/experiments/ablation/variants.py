@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from components.config import SEED_KEY, ExperimentConfig, apply_overrides
-from components.data.datasets import get_spec
+from components.datasets import get_spec
 
 
 @dataclass(frozen=True)

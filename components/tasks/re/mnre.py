@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Literal, overload
 
 from components.data.context_files import read_text_lines
-from components.data.records import ReadProblem, ReadResult, ReExample, Span
+from components.data.records import ReadProblem, ReadResult, Span
+from components.tasks.re.records import ReExample
 
 REQUIRED_KEYS = ("token", "h", "t", "img_id", "relation")
 
@@ -121,8 +122,8 @@ def read_mnre(
             result.problems.append(line.problem)
             continue
         fields, why = parse_mnre_line(line.text, relation_set)
-        if why is not None:
-            result.problems.append(ReadProblem(path, line.number, why))
+        if fields is None:  # then `why` says what is wrong
+            result.problems.append(ReadProblem(path, line.number, str(why)))
             continue
         result.examples.append(ReExample(id=f"{split}-{index}", **fields))
     return result.examples_or_raise() if strict else result

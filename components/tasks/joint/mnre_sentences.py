@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from components.data.mnre import read_mnre
-from components.data.records import NO_RELATION, JointExample, ReadResult, ReExample, Triple
+from components.data.records import ReadResult
+from components.tasks.joint.records import JointExample, Triple
+from components.tasks.re.mnre import read_mnre
+from components.tasks.re.records import NO_RELATION, ReExample
 
 
 def group_sentences(

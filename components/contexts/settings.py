@@ -13,14 +13,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from components.common.images import DEFAULT_MAX_PIXELS
+
 # Asks for what multimodal NER/RE needs from an image: who and what is in it, where, and any text it shows.
 DEFAULT_PROMPT = (
     "Describe this image in detail. Name the people, places and organisations you can identify, "
     "and transcribe any text that appears in the image."
 )
-
-# PIL's own default limit (Image.MAX_IMAGE_PIXELS): about 89.5 megapixels, a 1024 MiB RGB buffer.
-DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
 
 
 CACHE_URL_ENV = "SHAPCA_CONTEXT_CACHE"

@@ -23,7 +23,8 @@ from typing import Literal, overload
 
 from components.data.bio import OUTSIDE, bio_tags
 from components.data.context_files import read_text_lines
-from components.data.records import NerExample, ReadProblem, ReadResult
+from components.data.records import ReadProblem, ReadResult
+from components.tasks.ner.records import NerExample
 
 IMGID_PREFIX = "IMGID:"
 
@@ -78,7 +79,7 @@ def read_conll(
 
     # The tweet being read; its problems keep it out of the examples.
     index = -1
-    image_id: str | None = None
+    image_id = ""
     header_line = 0
     tokens: list[str] = []
     tags: list[str] = []
@@ -138,9 +139,9 @@ def read_conll(
             why = f"empty token before the tab: expected 'token<TAB>tag', found {text!r}"
             tweet_problems.append(ReadProblem(path, line.number, why))
             continue
-        why = _tag_problem(tag, allowed)
-        if why is not None:
-            tweet_problems.append(ReadProblem(path, line.number, why))
+        tag_problem = _tag_problem(tag, allowed)
+        if tag_problem is not None:
+            tweet_problems.append(ReadProblem(path, line.number, tag_problem))
             continue
         tokens.append(token)
         tags.append(tag)

@@ -11,20 +11,22 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
-from components.data.conll import read_conll
 from components.data.context_files import ContextReadResult, read_blip2, read_mplug_owl
-from components.data.joint import read_joint
-from components.data.mnre import read_mnre
-from components.data.records import NO_RELATION, ContextSet, Example, ReadResult
+from components.data.records import ContextSet, Example, ReadResult
+from components.tasks import TaskName
+from components.tasks.joint.mnre_sentences import read_joint
+from components.tasks.ner.conll import read_conll
+from components.tasks.re.mnre import read_mnre
+from components.tasks.re.records import NO_RELATION
 
 logger = logging.getLogger(__name__)
 
 Split = Literal["train", "dev", "test"]
 SPLITS: tuple[str, ...] = get_args(Split)
-Task = Literal["ner", "re", "joint"]  # the keys of the task registries (model heads, validation suites)
 Generator = Literal["blip2", "mplug-owl"]  # the published context sets
+GeneratorOrNone = Literal["blip2", "mplug-owl", "none"]  # whose contexts a run reads: a published set, or "none"
 DatasetName = Literal["twitter2015", "twitter2017", "mnre", "mnre-joint"]  # the keys of DATASETS
 
 # The 23 MNRE relation labels: "None" first, then the 22 relations sorted.
@@ -60,7 +62,7 @@ _MPLUG_OWL_FILES = ("contexts/mplug-owl/train.txt", "contexts/mplug-owl/dev.txt"
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
-    task: Task
+    task: TaskName  # the key of its task in the registry (components/tasks/)
     files: dict[str, str]  # canonical split -> path relative to the data directory
     labels: list[str]  # NER: entity types in a fixed order; re: 23 relations; joint: the 22 non-None relations
     sizes: dict[str, int]  # the published number of examples per split (sentences for ner/joint, instances for re)
@@ -88,7 +90,7 @@ def _read_re(path: Path, split: str, labels: list[str], limit: int | None) -> Re
 
 
 def _read_joint(path: Path, split: str, labels: list[str], limit: int | None) -> ReadResult:
-    return read_joint(path, split=split, relations=MNRE_RELATIONS, limit=limit, strict=False)
+    return cast(ReadResult, read_joint(path, split=split, relations=MNRE_RELATIONS, limit=limit, strict=False))
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -174,7 +176,7 @@ def load_split(
     return result.examples
 
 
-def read_contexts(generator: Generator, dataset: str, data_dir: Path = Path("data")) -> ContextReadResult:
+def read_contexts(generator: str, dataset: str, data_dir: Path = Path("data")) -> ContextReadResult:
     """Lenient form of ``load_contexts``: the contexts and the problems of their files."""
     spec = get_spec(dataset)
     if generator not in ("blip2", "mplug-owl"):
@@ -191,7 +193,7 @@ def read_contexts(generator: Generator, dataset: str, data_dir: Path = Path("dat
     return read_mplug_owl(paths, strict=False)
 
 
-def load_contexts(generator: Generator, dataset: str, data_dir: Path = Path("data")) -> ContextSet:
+def load_contexts(generator: str, dataset: str, data_dir: Path = Path("data")) -> ContextSet:
     """image_id -> context text written by ``generator`` for ``dataset``'s images (strict: bad files raise).
 
     blip2 has one file per Twitter dataset; mplug-owl's three files are one set shared by both Twitter datasets, so
