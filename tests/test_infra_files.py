@@ -482,7 +482,7 @@ def test_mlflow_image_matches_the_lock():
     assert args["MLFLOW_VERSION"] == lock["mlflow"]
     install = next(a for kw, a in steps if kw == "RUN" and "pip install" in a)
     assert f'"boto3=={lock["boto3"]}"' in install and "psycopg2" in install
-    assert f'"Flask-WTF=={lock["Flask-WTF"]}"' in install  # the basic-auth app needs it (mlflow[auth])
+    assert f'"Flask-WTF=={lock["flask-wtf"]}"' in install  # the basic-auth app needs it (mlflow[auth])
     assert [a for kw, a in steps if kw == "USER"][-1] == "mlflow"
 
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import get_args
 
 from components.config import TrackingConfig
-from components.data.datasets import DatasetName
+from components.datasets import DatasetName
 from components.tracking.registry import ensure_registered_model, lock_name, registered_model_name
 from components.validation.data_docs import DEFAULT_EXPERIMENT as VALIDATION_EXPERIMENT
 
