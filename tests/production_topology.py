@@ -57,6 +57,11 @@ BOOTSTRAP_AWS = {"AWS_ACCESS_KEY_ID": "bootstrap", "AWS_SECRET_ACCESS_KEY": "boo
 INFRA = Path(__file__).resolve().parents[1] / "infra"
 S3_POLICIES = INFRA / "minio" / "policies"  # shapca-<role>.json, the MinIO bootstrap's policies
 MLFLOW_AUTH_INI = INFRA / "mlflow" / "basic_auth.ini"
+# MLflow's clients download an artifact of an S3-backed proxy straight from S3 with a presigned URL when the server
+# offers it (multipart download), which needs S3 reachable from every client, consumers included, and which moto
+# cannot authenticate once IAM is on (it reads only the Authorization header). Every client of the stack turns it off,
+# so artifacts come through the tracking server, under the caller's MLflow permission (README "Production").
+PROXIED_DOWNLOADS = {"MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false"}
 COMMANDS: list[list[str]] = []  # every command line the stack's helpers ran: the no-secret scan reads them
 
 
@@ -519,6 +524,7 @@ class ProductionStack:
             "MLFLOW_TRACKING_URI": self.tracking_uri,
             "MLFLOW_TRACKING_USERNAME": user,
             "MLFLOW_TRACKING_PASSWORD": password,
+            **PROXIED_DOWNLOADS,
             "HF_HUB_OFFLINE": "1",
             "NO_COLOR": "1",
         }
@@ -639,6 +645,7 @@ def start_production_stack(project_root: Path, root: Path) -> Iterator[Productio
                 "MLFLOW_TRACKING_URI": tracking_uri,
                 "MLFLOW_TRACKING_USERNAME": admin,
                 "MLFLOW_TRACKING_PASSWORD": admin_password,
+                **PROXIED_DOWNLOADS,
                 "SHAPCA_REPO_URL": str(repo),
             }
             penv.env.update(operator)

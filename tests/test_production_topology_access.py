@@ -92,6 +92,7 @@ def as_role(production_stack: ProductionStack, monkeypatch):
                 monkeypatch.setenv(key, production_stack.env(role)[key])
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")  # artifacts through the proxy, as every role
     return switch
 
 
