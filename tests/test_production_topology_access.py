@@ -147,10 +147,18 @@ def test_mlflow_allows_each_role_its_job_and_refuses_the_rest(production_stack: 
         consumer = stack.credentials.mlflow["consumer"][0]
         AuthServiceClient(uri).grant_user_permission(consumer, "registered_model", name, "MANAGE")
 
+    def load_champion():  # as a consumer does: models:/ resolved on the tracking server, files through its proxy
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(uri)
+        try:
+            dst = tmp_path / f"dl-{time.monotonic_ns()}"
+            dst.mkdir()
+            mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}", dst_path=str(dst)).predict(["a"])
+        finally:
+            mlflow.set_tracking_uri(previous)
+
     actions = {
-        "model load": lambda: mlflow.pyfunc.load_model(
-            f"models:/{name}@{CHAMPION}", dst_path=str(tmp_path / f"dl-{time.monotonic_ns()}")
-        ).predict(["a"]),
+        "model load": load_champion,
         "run read": lambda: client.get_run(run_id),
         "version tag set": lambda: client.set_model_version_tag(name, v1, "access-test", "x"),
         "artifact upload": lambda: client.log_text(run_id, "x", f"access/{time.monotonic_ns()}.txt"),
