@@ -7,6 +7,7 @@ spawned (the process worker starts each flow run in a session of its own, so a g
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -103,10 +104,18 @@ class PrefectEnv:
             )
         return result
 
+    def auth_headers(self) -> dict[str, str]:
+        """The Authorization header Prefect's own client sends with this environment's PREFECT_API_AUTH_STRING."""
+        auth = self.env.get("PREFECT_API_AUTH_STRING")
+        return {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()} if auth else {}
+
     def api(self, method: str, path: str, body: dict | None = None) -> dict | list:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
-            f"{self.api_url}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
+            f"{self.api_url}{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json", **self.auth_headers()},
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.load(response)

@@ -1,14 +1,21 @@
 """The production topology for end-to-end tests, each part a real process on 127.0.0.1:
 
-- PostgreSQL 15 (the machine's own cluster): a throwaway role with a database for Prefect and one for MLflow;
-- moto's S3 server in a process of its own (stands in for MinIO), with the bucket `shapca`;
-- the Prefect server and the MLflow tracking server on PostgreSQL, MLflow proxying artifacts to s3://shapca/mlflow
-  (`--serve-artifacts`); both can be stopped and started again on the same port (`Server`), for fault tests;
+- PostgreSQL 15 (the machine's own cluster): a throwaway role with a database for Prefect, one for MLflow and one for
+  MLflow's users;
+- moto's S3 server in a process of its own (stands in for MinIO), with the bucket `shapca`, enforcing IAM: one user
+  per role with the policy of infra/minio/policies/ (the MinIO bootstrap's), created through moto's IAM API before
+  authentication is switched on;
+- the Prefect server behind the role-aware gateway (components/access/prefect_gateway.py), and the MLflow tracking
+  server with authentication (`--app-name basic-auth`, workspaces on, infra/mlflow/basic_auth.ini), both on
+  PostgreSQL, MLflow proxying artifacts to s3://shapca/mlflow (`--serve-artifacts`); every server can be stopped and
+  started again on the same port (`Server`), for fault tests;
 - virtual environments: a worker's (the locked dependencies, not this repository) and a consumer's (nothing but the
   model's own requirements).
 
 `ProductionStack` is all of it with the operator's steps done (the code in a git repository the workers clone, the data
-pushed to the S3 DVC remote, `python -m flows.provision`, `prefect deploy --all`), as README "Production" runs them.
+pushed to the S3 DVC remote, `python -m flows.provision`, `python -m flows.provision_mlflow`, `prefect deploy --all`),
+as README "Production" runs them. Every credential is generated for the session (`Credentials`) and reaches a process
+only through its environment; `stack.env(role)` is what a process of that role gets.
 The session fixture `production_stack` (conftest registers this module as a plugin) builds it once for every test that
 asks: the end-to-end test, the fault tests and the access tests share one stack, so its ~2 minutes of start-up are
 paid once. Each test leaves the stack running and healthy (servers it stopped are started again) and makes no
@@ -20,10 +27,12 @@ Every helper undoes what it did, and only that: the cluster is stopped only if t
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import secrets
 import shutil
 import site
+import string
 import subprocess
 import sys
 import time
@@ -43,15 +52,22 @@ from components.common.net import free_port
 PG_VERSION, PG_CLUSTER = "15", "main"
 LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 BUCKET = "shapca"
-FAKE_AWS = {
-    "AWS_ACCESS_KEY_ID": "e2e-access-key-id",
-    "AWS_SECRET_ACCESS_KEY": "e2e-secret-access-key-0123456789",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
-}
+REGION = {"AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+# moto accepts any key until IAM is switched on; these only create the users and the bucket before that.
+BOOTSTRAP_AWS = {"AWS_ACCESS_KEY_ID": "bootstrap", "AWS_SECRET_ACCESS_KEY": "bootstrap-before-iam", **REGION}
+INFRA = Path(__file__).resolve().parents[1] / "infra"
+S3_POLICIES = INFRA / "minio" / "policies"  # shapca-<role>.json, the MinIO bootstrap's policies
+MLFLOW_AUTH_INI = INFRA / "mlflow" / "basic_auth.ini"
+# MLflow's clients download an artifact of an S3-backed proxy straight from S3 with a presigned URL when the server
+# offers it (multipart download), which needs S3 reachable from every client, consumers included, and which moto
+# cannot authenticate once IAM is on (it reads only the Authorization header). Every client of the stack turns it off,
+# so artifacts come through the tracking server, under the caller's MLflow permission (README "Production").
+PROXIED_DOWNLOADS = {"MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false"}
+COMMANDS: list[list[str]] = []  # every command line the stack's helpers ran: the no-secret scan reads them
 
 
 def start_process(name: str, args: list[str], env: dict[str, str], cwd: Path, logs: Path) -> ManagedProcess:
+    COMMANDS.append(list(args))
     log_path = logs / f"{name}.log"
     with open(log_path, "w", encoding="utf-8") as log:
         popen = subprocess.Popen(args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -103,13 +119,17 @@ def _pg_port() -> int:
 
 @dataclass(frozen=True)
 class Databases:
-    prefect_url: str  # SQLAlchemy async URL for the Prefect server
-    mlflow_url: str  # SQLAlchemy URL for the MLflow tracking server
+    prefect_url: str  # SQLAlchemy async URL for the Prefect server (with the password: it is only ever in its env)
+    mlflow_url: str  # SQLAlchemy URL for the MLflow tracking server, without the password (PGPASSWORD holds it)
+    user: str
+    host: str  # host:port
+    mlflow_auth_db: str  # the database of MLflow's users and grants
+    password: str
 
 
 @contextmanager
 def postgres_databases() -> Iterator[Databases]:
-    """A role and two databases on the local cluster (started if it was down, and then stopped again)."""
+    """A role and three databases on the local cluster (started if it was down, and then stopped again)."""
     if shutil.which("pg_ctlcluster") is None:
         raise AssertionError("PostgreSQL 15 is not installed (pg_ctlcluster missing): the production path needs it")
     started_here = not _pg_running()
@@ -119,14 +139,19 @@ def postgres_databases() -> Iterator[Databases]:
     port = _pg_port()
     try:
         _psql(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
-        for db in ("prefect", "mlflow"):
+        for db in ("prefect", "mlflow", "mlflow_auth"):
             _psql(f"CREATE DATABASE {role}_{db} OWNER {role}")
-        base = f"{role}:{password}@127.0.0.1:{port}/{role}"
+        host = f"127.0.0.1:{port}"
         yield Databases(
-            prefect_url=f"postgresql+asyncpg://{base}_prefect", mlflow_url=f"postgresql+psycopg2://{base}_mlflow"
+            prefect_url=f"postgresql+asyncpg://{role}:{password}@{host}/{role}_prefect",
+            mlflow_url=f"postgresql+psycopg2://{role}@{host}/{role}_mlflow",
+            user=role,
+            host=host,
+            mlflow_auth_db=f"{role}_mlflow_auth",
+            password=password,
         )
     finally:
-        for db in ("prefect", "mlflow"):
+        for db in ("prefect", "mlflow", "mlflow_auth"):
             _psql(f"DROP DATABASE IF EXISTS {role}_{db} WITH (FORCE)")
         _psql(f"DROP ROLE IF EXISTS {role}")
         if started_here:
@@ -137,11 +162,15 @@ def postgres_databases() -> Iterator[Databases]:
 # S3 and the MLflow server
 
 
-def aws_env(tmp: Path, endpoint: str) -> dict[str, str]:
-    """What every S3 client of the stack reads (boto3, s3fs, dvc-s3, MLflow), with no ~/.aws settings leaking in."""
+def aws_env(tmp: Path, endpoint: str, key: tuple[str, str]) -> dict[str, str]:
+    """What an S3 client of the stack reads (boto3, s3fs, dvc-s3, MLflow) to act with `key` (access key id, secret),
+    with no ~/.aws settings leaking in."""
     empty = tmp / "aws-empty-config"
     empty.write_text("")
-    return FAKE_AWS | {
+    return {
+        "AWS_ACCESS_KEY_ID": key[0],
+        "AWS_SECRET_ACCESS_KEY": key[1],
+        **REGION,
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_CONFIG_FILE": str(empty),
         "AWS_SHARED_CREDENTIALS_FILE": str(empty),
@@ -156,6 +185,37 @@ def start_moto(env: dict[str, str], logs: Path) -> tuple[ManagedProcess, str]:
     endpoint = f"http://127.0.0.1:{port}"
     wait_http(f"{endpoint}/moto-api/", proc, timeout=60)
     return proc, endpoint
+
+
+S3_ROLES = ("mlflow", "operator", "trainer")  # who holds an S3 key: the MLflow server and these two roles
+
+
+def enforce_s3_iam(endpoint: str) -> dict[str, tuple[str, str]]:
+    """Create the bucket, one IAM user per S3 role with its policy from infra/minio/policies (and `admin`, with every
+    right, for the tests' own view of the bucket), then switch moto's IAM checks on: from then on every request needs
+    a key of one of these users and is allowed only what its policy allows. Returns {role: (key id, secret)}."""
+    session = {"endpoint_url": endpoint, "region_name": "us-east-1"}
+    keys = {"aws_access_key_id": BOOTSTRAP_AWS["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": "bootstrap-before-iam"}
+    boto3.client("s3", **session, **keys).create_bucket(Bucket=BUCKET)
+    iam = boto3.client("iam", **session, **keys)
+    policies = {role: (S3_POLICIES / f"shapca-{role}.json").read_text() for role in S3_ROLES}
+    policies["admin"] = json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+    )
+    out = {}
+    for role, document in policies.items():
+        user = f"shapca-{role}"
+        iam.create_user(UserName=user)
+        iam.put_user_policy(UserName=user, PolicyName=user, PolicyDocument=document)
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        out[role] = (key["AccessKeyId"], key["SecretAccessKey"])
+    # moto's server-mode switch (moto/moto_api): authenticate every request from now on.
+    request = urllib.request.Request(
+        f"{endpoint}/moto-api/reset-auth", data=b"0", method="POST", headers={"Content-Type": "text/plain"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.load(response)["status"] == "ok"
+    return out
 
 
 @dataclass
@@ -191,14 +251,77 @@ class Server:
         return self.process.log(tail_chars) if self.process is not None else ""
 
 
-def mlflow_server(env: dict[str, str], db_url: str, logs: Path) -> Server:
-    """The MLflow tracking server on PostgreSQL, proxying artifacts to s3://shapca/mlflow (not started yet)."""
+@dataclass(frozen=True)
+class Credentials:
+    """Every secret of the stack, generated for the session. Each role's processes get only their own."""
+
+    mlflow: dict[str, tuple[str, str]]  # role -> (user, password); the operator is the server's admin
+    prefect: dict[str, str]  # role -> its auth string at the gateway (the consumer has none)
+    prefect_server: str  # the Prefect server's own auth string: the gateway's alone
+    mlflow_secret_key: str  # MLflow's Flask secret (CSRF)
+    s3: dict[str, tuple[str, str]]  # mlflow, operator, trainer, admin -> (key id, secret)
+    postgres_password: str
+
+    @classmethod
+    def generate(cls, s3: dict[str, tuple[str, str]], postgres_password: str) -> Credentials:
+        def password() -> str:
+            return secrets.token_urlsafe(18)
+
+        return cls(
+            mlflow={role: (f"e2e-{role}", password()) for role in ROLES},
+            prefect={role: f"{role}:{password()}" for role in ROLES if role != "consumer"},
+            prefect_server=f"server:{password()}",
+            mlflow_secret_key=password(),
+            s3=s3,
+            postgres_password=postgres_password,
+        )
+
+    def mlflow_users_env(self) -> dict[str, str]:
+        """What `python -m flows.provision_mlflow` reads: SHAPCA_MLFLOW_<ROLE>_USERNAME/_PASSWORD of each role user."""
+        return {
+            f"SHAPCA_MLFLOW_{role.upper()}_{field}": value
+            for role, (user, password) in self.mlflow.items()
+            if role != "operator"
+            for field, value in (("USERNAME", user), ("PASSWORD", password))
+        }
+
+    def secrets(self) -> dict[str, str]:
+        """name -> value of every secret (user names and key ids are not secrets)."""
+        out = {f"mlflow {role} password": pw for role, (_, pw) in self.mlflow.items()}
+        out |= {f"prefect {role} auth string": s.partition(":")[2] for role, s in self.prefect.items()}
+        out |= {f"s3 {role} secret key": secret for role, (_, secret) in self.s3.items()}
+        out["prefect server auth string"] = self.prefect_server.partition(":")[2]
+        out["mlflow flask secret key"] = self.mlflow_secret_key
+        out["postgres password"] = self.postgres_password
+        return out
+
+
+def mlflow_server(env: dict[str, str], dbs: Databases, credentials: Credentials, root: Path, logs: Path) -> Server:
+    """The MLflow tracking server with authentication, on PostgreSQL, proxying artifacts to s3://shapca/mlflow (not
+    started yet). Its command line holds no secret: the database URI and every credential are in its environment."""
     port = free_port()
+    ini = root / "mlflow-basic-auth.ini"
+    ini.write_text(
+        string.Template(MLFLOW_AUTH_INI.read_text()).substitute(
+            MLFLOW_AUTH_DB_USER=dbs.user, MLFLOW_AUTH_DB_HOST=dbs.host, MLFLOW_AUTH_DB_NAME=dbs.mlflow_auth_db
+        )
+    )
+    admin, admin_password = credentials.mlflow["operator"]
+    server_env = {
+        **env,
+        "MLFLOW_BACKEND_STORE_URI": dbs.mlflow_url,
+        "PGPASSWORD": dbs.password,
+        "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+        "MLFLOW_ENABLE_WORKSPACES": "true",
+        "MLFLOW_AUTH_ADMIN_USERNAME": admin,
+        "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": credentials.mlflow_secret_key,
+    }
     args = [
         str(Path(sys.executable).with_name("mlflow")),
         "server",
-        "--backend-store-uri",
-        db_url,
+        "--app-name",
+        "basic-auth",
         "--artifacts-destination",
         f"s3://{BUCKET}/mlflow",
         "--serve-artifacts",
@@ -209,21 +332,41 @@ def mlflow_server(env: dict[str, str], db_url: str, logs: Path) -> Server:
         "--workers",
         "1",
     ]
-    return Server("mlflow-server", args, env, logs, f"http://127.0.0.1:{port}/health")
+    return Server("mlflow-server", args, server_env, logs, f"http://127.0.0.1:{port}/health")
 
 
-def start_mlflow_server(env: dict[str, str], db_url: str, logs: Path) -> tuple[ManagedProcess, str]:
-    server = mlflow_server(env, db_url, logs)
-    server.start()
-    assert server.process is not None
-    return server.process, server.health_url.removesuffix("/health")
-
-
-def prefect_server(penv: PrefectEnv, logs: Path) -> Server:
-    """`prefect server start` with the environment of `penv` (its database URL, port and settings; not started yet)."""
+def prefect_server(penv: PrefectEnv, logs: Path, auth_string: str | None = None) -> Server:
+    """`prefect server start` with the environment of `penv` (its database URL, port and settings; not started yet),
+    requiring `auth_string` when given (the gateway's; nothing else reaches the server)."""
     port = penv.env["PREFECT_SERVER_API_PORT"]
+    env = dict(penv.env)
+    if auth_string is not None:
+        env |= {"PREFECT_SERVER_API_AUTH_STRING": auth_string, "PREFECT_API_AUTH_STRING": auth_string}
     args = [str(Path(sys.executable).with_name("prefect")), "server", "start", "--host", "127.0.0.1", "--port", port]
-    return Server("prefect-server", args, penv.env, logs, f"{penv.api_url}/health")
+    return Server("prefect-server", args, env, logs, f"{penv.api_url}/health")
+
+
+def prefect_gateway(
+    project_root: Path, port: int, upstream: str, credentials: Credentials, env: dict, logs: Path
+) -> Server:
+    """The role-aware gateway (components/access/prefect_gateway.py, run as the standalone file it is) on `port`, in
+    front of the Prefect server at `upstream`; its health check is the server's, through it."""
+    args = [
+        sys.executable,
+        str(project_root / "components" / "access" / "prefect_gateway.py"),
+        "--upstream",
+        upstream,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    gateway_env = {
+        **env,
+        "PREFECT_SERVER_API_AUTH_STRING": credentials.prefect_server,
+        **{f"SHAPCA_PREFECT_{role.upper()}_AUTH_STRING": value for role, value in credentials.prefect.items()},
+    }
+    return Server("prefect-gateway", args, gateway_env, logs, f"http://127.0.0.1:{port}/api/health")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -318,6 +461,7 @@ def prefetch_consumer_venv(path: Path, logs: Path) -> concurrent.futures.Future:
 
 def run_checked(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -> str:
     """Run a command; a non-zero exit fails with its output. Returns stdout."""
+    COMMANDS.append(list(args))
     result = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise AssertionError(
@@ -331,7 +475,7 @@ def s3_keys(s3, prefix: str) -> list[str]:
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
-ROLES = ("operator", "trainer", "consumer")
+ROLES = ("operator", "trainer", "consumer", "watcher")
 
 
 @dataclass
@@ -342,17 +486,19 @@ class ProductionStack:
     logs: Path
     project_root: Path
     base_env: dict[str, str]  # this test process's environment without Prefect, MLflow, S3 or project settings
-    s3_env: dict[str, str]  # endpoint and credentials every S3 client of the stack reads
-    s3: object  # a boto3 S3 client with the bucket owner's credentials (the test's own view of the bucket)
+    s3_envs: dict[str, dict[str, str]]  # per S3 role (mlflow, operator, trainer, admin): endpoint and its key
+    s3: object  # a boto3 S3 client with every right (`admin`): the test's own view of the bucket
     moto: ManagedProcess
-    prefect: Server
+    prefect: Server  # the Prefect server, behind the gateway
+    gateway: Server  # the role-aware gateway: PREFECT_API_URL of every role
     penv: PrefectEnv  # the operator's Prefect CLI and API (`penv.cli`, `penv.api`, `penv.flow_run`)
     mlflow: Server
+    credentials: Credentials
     repo: Path  # the bare git repository every flow run clones (SHAPCA_REPO_URL)
     commit: str
     worker_bin: Path  # a virtualenv with the locked dependencies and without this project
     consumer_prefetch: concurrent.futures.Future
-    operator_output: dict[str, str]  # what the operator's commands printed (provision, deploy)
+    operator_output: dict[str, str]  # what the operator's commands printed (provision, provision_mlflow, deploy)
     timings: dict[str, float]
     workers: list[ManagedProcess] = field(default_factory=list)
 
@@ -360,15 +506,35 @@ class ProductionStack:
     def tracking_uri(self) -> str:
         return self.mlflow.health_url.removesuffix("/health")
 
+    @property
+    def prefect_server_api_url(self) -> str:
+        """The Prefect server itself, which only the gateway is meant to reach."""
+        return self.prefect.health_url.removesuffix("/health")
+
     def env(self, role: str) -> dict[str, str]:
-        """What a process of `role` (operator, trainer = the workers, consumer) gets: the endpoints and that role's
-        credentials. Nothing else of this test process leaks in."""
+        """What a process of `role` gets: the endpoints and that role's credentials, nothing else of this test process.
+
+        operator: MLflow admin, Prefect (all), S3 dvc/; trainer (the workers): MLflow trainer, Prefect (worker and
+        flow runs), S3 dvc/ read, contexts/ prefect-results/ checkpoints/; consumer: MLflow consumer only; watcher:
+        MLflow and Prefect reads only. No role gets the Prefect server's own string or the MLflow server's S3 key."""
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}: expected one of {ROLES}")
-        env = {**self.base_env, "MLFLOW_TRACKING_URI": self.tracking_uri, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
+        user, password = self.credentials.mlflow[role]
+        env = {
+            **self.base_env,
+            "MLFLOW_TRACKING_URI": self.tracking_uri,
+            "MLFLOW_TRACKING_USERNAME": user,
+            "MLFLOW_TRACKING_PASSWORD": password,
+            **PROXIED_DOWNLOADS,
+            "HF_HUB_OFFLINE": "1",
+            "NO_COLOR": "1",
+        }
         if role == "consumer":
-            return env  # a registry consumer knows the tracking server and nothing else
-        return {**env, **self.s3_env, "PREFECT_API_URL": self.penv.api_url, "SHAPCA_REPO_URL": str(self.repo)}
+            return env  # a registry consumer knows the tracking server and its own MLflow user, nothing else
+        env |= {"PREFECT_API_URL": self.penv.api_url, "PREFECT_API_AUTH_STRING": self.credentials.prefect[role]}
+        if role == "watcher":
+            return env
+        return {**env, **self.s3_envs[role], "SHAPCA_REPO_URL": str(self.repo)}
 
     def start_worker(self, pool: str = "gpu", name: str | None = None) -> tuple[ManagedProcess, Path]:
         """`prefect worker start --pool <pool>` as the trainer, from a new empty directory with its own empty
@@ -422,25 +588,36 @@ def start_production_stack(project_root: Path, root: Path) -> Iterator[Productio
     with postgres_databases() as dbs:
         consumer_prefetch = prefetch_consumer_venv(root / "consumer-venv", logs)
         try:
-            moto, endpoint = start_moto(base_env, logs)
+            moto, endpoint = start_moto({**base_env, **BOOTSTRAP_AWS}, logs)
             processes.append(moto)
-            s3_env = aws_env(root, endpoint)
+            credentials = Credentials.generate(enforce_s3_iam(endpoint), dbs.password)
+            s3_envs = {role: aws_env(root, endpoint, key) for role, key in credentials.s3.items()}
             s3 = boto3.client(
                 "s3",
                 endpoint_url=endpoint,
                 region_name="us-east-1",
-                aws_access_key_id=s3_env["AWS_ACCESS_KEY_ID"],
-                aws_secret_access_key=s3_env["AWS_SECRET_ACCESS_KEY"],
+                aws_access_key_id=credentials.s3["admin"][0],
+                aws_secret_access_key=credentials.s3["admin"][1],
             )
-            s3.create_bucket(Bucket=BUCKET)
 
-            # Servers: Prefect and MLflow, both on PostgreSQL; MLflow holds the only S3 credentials consumers need.
+            # Servers: Prefect behind the gateway, and MLflow with authentication, both on PostgreSQL; MLflow holds
+            # the only S3 key for s3://shapca/mlflow (consumers need none).
+            upstream_port, gateway_port = free_port(), free_port()
             penv = make_env(
                 root / "operator",
-                free_port(),
+                gateway_port,
                 {
                     **{k: v for k, v in base_env.items() if k != "HOME"},
-                    **s3_env,
+                    **s3_envs["operator"],
+                    "PREFECT_API_AUTH_STRING": credentials.prefect["operator"],
+                    "HOME": os.environ.get("HOME", str(root)),
+                },
+            )
+            server_penv = make_env(
+                root / "prefect-server",
+                upstream_port,
+                {
+                    **{k: v for k, v in base_env.items() if k != "HOME"},
                     "PREFECT_SERVER_DATABASE_CONNECTION_URL": dbs.prefect_url,
                     # Deployment concurrency leases on the server's disk (PREFECT_HOME), not in its memory: a restarted
                     # server still knows them, and a running training's next lease renewal does not fail (README
@@ -449,28 +626,46 @@ def start_production_stack(project_root: Path, root: Path) -> Iterator[Productio
                     "HOME": os.environ.get("HOME", str(root)),
                 },
             )
-            prefect = prefect_server(penv, logs)
+            prefect = prefect_server(server_penv, logs, auth_string=credentials.prefect_server)
             servers.append(prefect)
             timings["prefect_server_s"] = prefect.start()
-            mlflow = mlflow_server({**base_env, **s3_env}, dbs.mlflow_url, logs)
+            gateway = prefect_gateway(
+                project_root, gateway_port, f"http://127.0.0.1:{upstream_port}", credentials, base_env, logs
+            )
+            servers.append(gateway)
+            timings["gateway_s"] = gateway.start()
+            mlflow = mlflow_server({**base_env, **s3_envs["mlflow"]}, dbs, credentials, root, logs)
             servers.append(mlflow)
             timings["mlflow_server_s"] = mlflow.start()
             timings["servers_s"] = time.monotonic() - t_start
 
-            # The operator, from the checkout: the code to git, data to the S3 remote, the server provisioned.
+            # The operator, from the checkout: the code to git, data to the S3 remote, the servers provisioned.
             repo = root / "git" / "shapca-ops.git"
             repo.parent.mkdir()
             commit = snapshot_repository(project_root, repo)
             tracking_uri = mlflow.health_url.removesuffix("/health")
-            operator = {**penv.env, "MLFLOW_TRACKING_URI": tracking_uri, "SHAPCA_REPO_URL": str(repo)}
+            admin, admin_password = credentials.mlflow["operator"]
+            operator = {
+                **penv.env,
+                "MLFLOW_TRACKING_URI": tracking_uri,
+                "MLFLOW_TRACKING_USERNAME": admin,
+                "MLFLOW_TRACKING_PASSWORD": admin_password,
+                **PROXIED_DOWNLOADS,
+                "SHAPCA_REPO_URL": str(repo),
+            }
             penv.env.update(operator)
             output: dict[str, str] = {}
             t0 = time.monotonic()
             run_checked([str(Path(sys.executable).with_name("dvc")), "push", "-r", "storage"], operator, project_root)
             timings["dvc_push_s"] = time.monotonic() - t0
             output["provision"] = run_checked([sys.executable, "-m", "flows.provision"], operator, project_root)
+            output["provision_mlflow"] = run_checked(
+                [sys.executable, "-m", "flows.provision_mlflow"],
+                {**operator, **credentials.mlflow_users_env()},
+                project_root,
+            )
             t0 = time.monotonic()
-            output["deploy"] = penv.cli("deploy", "--all", cwd=project_root, timeout=180).stdout
+            output["deploy"] = penv.cli("deploy", "--all", cwd=project_root, timeout=600).stdout  # ~1 min idle
             timings["deploy_s"] = time.monotonic() - t0
             worker_bin = worker_venv(root / "worker-venv")
             timings["stack_s"] = time.monotonic() - t_start
@@ -479,12 +674,14 @@ def start_production_stack(project_root: Path, root: Path) -> Iterator[Productio
                 logs=logs,
                 project_root=project_root,
                 base_env=base_env,
-                s3_env=s3_env,
+                s3_envs=s3_envs,
                 s3=s3,
                 moto=moto,
                 prefect=prefect,
+                gateway=gateway,
                 penv=penv,
                 mlflow=mlflow,
+                credentials=credentials,
                 repo=repo,
                 commit=commit,
                 worker_bin=worker_bin,

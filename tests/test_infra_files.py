@@ -8,10 +8,12 @@ with the compose plugin exists, `docker compose config` runs too.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -26,17 +28,20 @@ COMPOSE = INFRA / "docker-compose.yml"
 ENV_EXAMPLE = INFRA / ".env.example"
 K8S_TEMPLATE = INFRA / "k8s" / "gpu-base-job-template.json"
 
-REQUIRED_SERVICES = {"postgres", "prefect-server", "mlflow", "minio", "minio-bootstrap", "worker"}
-SECRET_NAME = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|TOKEN")
-# The variables a worker of the tested topology gets (tests/test_production_topology.py): S3 for boto3, s3fs and
-# dvc-s3, the two servers, the repository the pull step clones.
+REQUIRED_SERVICES = {"postgres", "prefect-server", "prefect-gateway", "mlflow", "minio", "minio-bootstrap", "worker"}
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|TOKEN|AUTH_STRING")
+# The variables a process of the tested topology gets (tests/production_topology.py, `stack.env(role)`): S3 for boto3,
+# s3fs and dvc-s3, the two servers and the role's credentials for them, the repository the pull step clones.
 PROJECT_VARS = {
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_DEFAULT_REGION",
     "AWS_ENDPOINT_URL",
     "MLFLOW_TRACKING_URI",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
     "PREFECT_API_URL",
+    "PREFECT_API_AUTH_STRING",
     "SHAPCA_REPO_URL",
     "HF_HUB_OFFLINE",
 }
@@ -136,22 +141,30 @@ def test_compose_has_every_service_of_the_stack(compose):
     assert "prefect server start" in " ".join(services["prefect-server"]["command"])
     assert "prefect worker start" in " ".join(services["worker"]["command"])
     mlflow_cmd = " ".join(services["mlflow"]["command"])
-    assert "--backend-store-uri=postgresql://" in mlflow_cmd
-    # Artifacts proxied by the server: consumers need MLFLOW_TRACKING_URI only.
-    assert "--artifacts-destination=s3://shapca/mlflow" in mlflow_cmd and "--serve-artifacts" in mlflow_cmd
+    assert "mlflow server --app-name basic-auth" in mlflow_cmd
+    # Artifacts proxied by the server: consumers need MLFLOW_TRACKING_URI and their MLflow user only.
+    assert "--artifacts-destination s3://shapca/mlflow --serve-artifacts" in mlflow_cmd
+    # No database URI (and so no password) on the command line: the environment holds it, without a password.
+    assert "postgres" not in mlflow_cmd
+    mlflow_env = _environment(services["mlflow"])
+    assert re.fullmatch(r"postgresql\+psycopg2://[^:@/]+@postgres:5432/\w+", mlflow_env["MLFLOW_BACKEND_STORE_URI"])
+    assert mlflow_env["MLFLOW_ENABLE_WORKSPACES"] == "true" and mlflow_env["MLFLOW_AUTH_CONFIG_PATH"]
     assert services["prefect-server"]["environment"]["PREFECT_SERVER_DATABASE_DRIVER"] == "postgresql+asyncpg"
+    gateway = " ".join(services["prefect-gateway"]["command"])
+    assert "prefect_gateway.py --upstream http://prefect-server:4200" in gateway
     bootstrap = services["minio-bootstrap"]["command"][0]
     assert 'mc mb --ignore-existing "local/$SHAPCA_S3_BUCKET"' in bootstrap  # $$ became a shell $ after interpolation
 
 
 def test_every_published_port_binds_localhost_only(compose):
     published = {name: _ports(svc) for name, svc in compose["services"].items() if svc.get("ports")}
-    assert {"prefect-server", "mlflow", "minio"} <= set(published)
+    assert {"prefect-gateway", "mlflow", "minio"} <= set(published)
     for name, ports in published.items():
         for host_ip, port in ports:
             assert host_ip == "127.0.0.1", f"service {name} publishes port {port} on {host_ip or 'all interfaces'}"
     assert "ports" not in compose["services"]["postgres"]  # the database is reachable from the network only
-    assert ("127.0.0.1", "4200") in published["prefect-server"] and ("127.0.0.1", "5000") in published["mlflow"]
+    assert "ports" not in compose["services"]["prefect-server"]  # only through the gateway
+    assert ("127.0.0.1", "4200") in published["prefect-gateway"] and ("127.0.0.1", "5000") in published["mlflow"]
 
 
 def test_secrets_come_only_from_the_environment(compose_raw, compose_refs, env_example):
@@ -159,7 +172,7 @@ def test_secrets_come_only_from_the_environment(compose_raw, compose_refs, env_e
     for service, env in raw_envs.items():
         for key, value in env.items():
             if SECRET_NAME.search(key):
-                assert re.fullmatch(r"\$\{[A-Z_]+(:?\?[^}]*)?\}", value), (
+                assert re.fullmatch(r"\$\{[A-Z_][A-Z0-9_]*(:?\?[^}]*)?\}", value), (
                     f"{service}.environment.{key} = {value!r}: a secret must be ${{VAR}} or ${{VAR:?msg}}, "
                     "never a literal or a default"
                 )
@@ -167,7 +180,7 @@ def test_secrets_come_only_from_the_environment(compose_raw, compose_refs, env_e
     secret_ops = {(name, op) for name, op in compose_refs if SECRET_NAME.search(name) or name.endswith("_USER")}
     assert secret_ops and all(op == ":?" for _, op in secret_ops), secret_ops
     # No placeholder credential from .env.example was pasted into a tracked infra file.
-    texts = {p: p.read_text() for p in [COMPOSE, K8S_TEMPLATE, *INFRA.glob("**/Dockerfile*")]}
+    texts = {p: p.read_text() for p in [COMPOSE, K8S_TEMPLATE, *INFRA.glob("**/Dockerfile*"), *INFRA.glob("**/*.ini")]}
     for name, value in env_example.items():
         if SECRET_NAME.search(name) or name.endswith("ROOT_USER"):
             assert value.startswith("change-me"), f".env.example {name} should be an obvious placeholder"
@@ -197,7 +210,9 @@ def test_compose_uses_the_names_of_the_tested_topology(compose):
     for name, svc in workers.items():
         env = _environment(svc)
         assert {"AWS_ENDPOINT_URL", "MLFLOW_TRACKING_URI", "PREFECT_API_URL", "SHAPCA_REPO_URL"} <= set(env), name
+        assert {"PREFECT_API_AUTH_STRING", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= set(env), name
         assert env["AWS_ENDPOINT_URL"] == "http://minio:9000"
+        assert env["PREFECT_API_URL"] == "http://prefect-gateway:4200/api"  # never the server itself
     # One bucket for everything: the DVC remote, the context cache, the task results, MLflow's artifacts.
     job_env = {k: v for d in deployments for k, v in d["work_pool"]["job_variables"]["env"].items()}
     assert job_env["SHAPCA_DVC_REMOTE"] == "storage"
@@ -227,7 +242,7 @@ def test_start_order_is_satisfiable(compose):
                 assert "healthcheck" in services[dep], f"{name} waits for {dep} to be healthy; it has no healthcheck"
             elif condition == "service_completed_successfully":
                 assert services[dep].get("restart") == "no", f"{name} waits for one-shot {dep}, which restarts"
-    for name in ("postgres", "prefect-server", "mlflow", "minio"):
+    for name in ("postgres", "prefect-server", "prefect-gateway", "mlflow", "minio"):
         test = services[name]["healthcheck"]["test"]
         assert test[0] in ("CMD", "CMD-SHELL") and len(test) > 1, f"{name}: malformed healthcheck {test}"
     # The graph has no cycle (compose would refuse to start).
@@ -236,7 +251,8 @@ def test_start_order_is_satisfiable(compose):
         ready = {n for n, deps in graph.items() if n not in done and deps <= done}
         assert ready, f"depends_on cycle among {sorted(set(graph) - done)}"
         done |= ready
-    assert {"prefect-server", "mlflow", "minio-bootstrap"} <= graph["worker"]
+    assert {"prefect-gateway", "mlflow", "minio-bootstrap"} <= graph["worker"]
+    assert "prefect-server" in graph["prefect-gateway"]
 
 
 def test_gpu_worker_reserves_a_gpu_and_builds_the_cuda_image(compose):
@@ -266,6 +282,132 @@ def test_docker_compose_config_accepts_the_file(tmp_path):
         text=True,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+# --- access control ----------------------------------------------------------------------------------------------
+
+# The secrets each service is handed: its own role's and nothing else (README "Production", roles).
+SERVICE_SECRETS = {
+    "postgres": {"POSTGRES_PASSWORD"},
+    "prefect-server": {"POSTGRES_PASSWORD", "PREFECT_SERVER_API_AUTH_STRING"},
+    "prefect-gateway": {
+        "PREFECT_SERVER_API_AUTH_STRING",
+        "PREFECT_API_AUTH_STRING",
+        "SHAPCA_PREFECT_TRAINER_AUTH_STRING",
+        "SHAPCA_PREFECT_WATCHER_AUTH_STRING",
+    },
+    "mlflow": {
+        "POSTGRES_PASSWORD",
+        "MLFLOW_TRACKING_PASSWORD",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY",
+        "S3_MLFLOW_ACCESS_KEY_ID",
+        "S3_MLFLOW_SECRET_ACCESS_KEY",
+    },
+    "minio": {"MINIO_ROOT_PASSWORD"},
+    "minio-bootstrap": {
+        "MINIO_ROOT_PASSWORD",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "S3_TRAINER_ACCESS_KEY_ID",
+        "S3_TRAINER_SECRET_ACCESS_KEY",
+        "S3_MLFLOW_ACCESS_KEY_ID",
+        "S3_MLFLOW_SECRET_ACCESS_KEY",
+    },
+    "worker": {
+        "S3_TRAINER_ACCESS_KEY_ID",
+        "S3_TRAINER_SECRET_ACCESS_KEY",
+        "SHAPCA_PREFECT_TRAINER_AUTH_STRING",
+        "SHAPCA_MLFLOW_TRAINER_PASSWORD",
+    },
+}
+SERVICE_SECRETS["worker-gpu"] = SERVICE_SECRETS["worker"]
+
+
+def test_each_service_gets_only_its_own_roles_secrets(compose_raw, env_example):
+    for name, service in compose_raw["services"].items():
+        refs: list[tuple[str, str | None]] = []
+        interpolate(service, env_example, refs)
+        used = {ref for ref, _ in refs if SECRET_NAME.search(ref)}
+        assert used == SERVICE_SECRETS[name], name
+
+
+POLICIES = INFRA / "minio" / "policies"
+
+
+def _grants(role: str) -> dict[str, set[str]]:
+    """resource -> actions allowed by minio/policies/shapca-<role>.json (every statement an Allow)."""
+    document = json.loads((POLICIES / f"shapca-{role}.json").read_text())
+    grants: dict[str, set[str]] = {}
+    for statement in document["Statement"]:
+        assert statement["Effect"] == "Allow" and "Condition" not in statement  # moto evaluates these too
+        for resource in statement["Resource"]:
+            grants.setdefault(resource, set()).update(statement["Action"])
+    return grants
+
+
+def test_minio_policies_limit_each_role_to_its_prefixes(compose):
+    bucket, listing = "arn:aws:s3:::shapca", {"s3:ListBucket", "s3:GetBucketLocation"}
+    rw = {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"}
+    expected = {
+        "mlflow": {bucket: listing, f"{bucket}/mlflow/*": rw},
+        "operator": {bucket: listing, f"{bucket}/dvc/*": rw},
+        "trainer": {
+            bucket: listing,
+            f"{bucket}/dvc/*": {"s3:GetObject"},
+            **{f"{bucket}/{prefix}/*": rw for prefix in ("contexts", "prefect-results", "checkpoints")},
+        },
+    }
+    assert {p.stem for p in POLICIES.glob("*.json")} == {f"shapca-{role}" for role in expected}
+    for role, grants in expected.items():
+        assert _grants(role) == grants, role
+    bootstrap = compose["services"]["minio-bootstrap"]
+    assert "./minio/policies:/policies:ro" in bootstrap["volumes"]
+    script = bootstrap["command"][0]
+    assert '"/policies/shapca-$1.json"' in script
+    for role in expected:
+        assert re.search(rf'^user {role} "\$\w+" "\$\w+"$', script, re.M), role
+    # The prefixes are the places the project uses.
+    from flows.provision import DEFAULT_RESULTS_URL
+
+    job_env = {
+        k: v
+        for d in yaml.safe_load(PREFECT_YAML.read_text())["deployments"]
+        for k, v in d["work_pool"]["job_variables"]["env"].items()
+    }
+    assert (
+        job_env["SHAPCA_CONTEXT_CACHE"] == "s3://shapca/contexts"
+        and DEFAULT_RESULTS_URL == "s3://shapca/prefect-results"
+    )
+
+
+def test_mlflow_auth_settings_and_the_gateway_file(compose):
+    import configparser
+    import string
+
+    mlflow = compose["services"]["mlflow"]
+    assert "./mlflow/basic_auth.ini:/etc/shapca/basic_auth.ini:ro" in mlflow["volumes"]
+    template = (INFRA / "mlflow" / "basic_auth.ini").read_text()
+    env = _environment(mlflow)
+    ini = configparser.ConfigParser()
+    ini.read_string(string.Template(template).substitute(env))  # every placeholder is set in the service's env
+    settings = ini["mlflow"]
+    assert settings["default_permission"] == "NO_PERMISSIONS" and settings["grant_default_workspace_access"] == "false"
+    assert settings["database_uri"] == f"postgresql+psycopg2://shapca@postgres:5432/{env['MLFLOW_AUTH_DB_NAME']}"
+    assert "admin_password" not in settings  # from MLFLOW_AUTH_ADMIN_PASSWORD only
+    # The gateway runs from the Prefect image: the file it mounts exists and needs nothing of this project.
+    gateway = compose["services"]["prefect-gateway"]
+    source = gateway["volumes"][0].split(":")[0]
+    path = (INFRA / source).resolve()
+    assert path == ROOT / "components" / "access" / "prefect_gateway.py"
+    tree = ast.parse(path.read_text())
+    imported = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    imported |= {
+        node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert imported - set(sys.stdlib_module_names) == {"httpx", "starlette", "uvicorn", "websockets"}, imported
+    assert gateway["image"] == compose["services"]["prefect-server"]["image"]
 
 
 # --- Dockerfiles -------------------------------------------------------------------------------------------------
@@ -340,6 +482,7 @@ def test_mlflow_image_matches_the_lock():
     assert args["MLFLOW_VERSION"] == lock["mlflow"]
     install = next(a for kw, a in steps if kw == "RUN" and "pip install" in a)
     assert f'"boto3=={lock["boto3"]}"' in install and "psycopg2" in install
+    assert f'"Flask-WTF=={lock["flask-wtf"]}"' in install  # the basic-auth app needs it (mlflow[auth])
     assert [a for kw, a in steps if kw == "USER"][-1] == "mlflow"
 
 
@@ -391,7 +534,7 @@ def test_k8s_job_requests_one_nvidia_gpu_and_keeps_the_required_shape(k8s_templa
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert container["resources"]["requests"]["nvidia.com/gpu"] == 1  # extended resources: request == limit
     assert container["image"] == "shapca-train:gpu"
-    assert container["envFrom"] == [{"secretRef": {"name": "shapca-s3-credentials"}}]
+    assert container["envFrom"] == [{"secretRef": {"name": "shapca-trainer"}}]  # the trainer's credentials
     assert job["metadata"]["generateName"] == "train-twitter2017-"
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     assert "serviceAccountName" not in pod  # unset variables drop out instead of rendering empty strings

@@ -1,12 +1,15 @@
 """The production topology, end to end, as the README's "Production" section runs it, on 127.0.0.1 only:
 
-    PostgreSQL -> Prefect server and MLflow tracking server (artifacts proxied to S3) ; moto's S3 server for MinIO
-    operator:  dvc push -r storage ; python -m flows.provision ; prefect --no-prompt deploy --all
+    PostgreSQL -> Prefect server behind its role-aware gateway, and MLflow tracking server with authentication
+                  (artifacts proxied to S3) ; moto's S3 server for MinIO, enforcing one IAM policy per role
+    operator:  dvc push -r storage ; python -m flows.provision ; python -m flows.provision_mlflow ;
+               prefect --no-prompt deploy --all
     worker:    `prefect worker start --pool gpu` from an empty directory, in a virtualenv with the locked
                dependencies and without this repository: the code arrives by the deployment's git_clone pull step,
                the data by DVC from S3, the contexts through the S3 context cache, task results go to S3
-    user:      prefect deployment run train-shapca/gpu (a small CPU override) -> completes, registers, promotes
-    consumer:  a fresh virtualenv with only the model's own requirements.txt loads
+    user:      prefect deployment run train-shapca/gpu (a small CPU override), as the operator -> the worker, holding
+               only the trainer's credentials, completes, registers, promotes
+    consumer:  a fresh virtualenv with only the model's own requirements.txt and the consumer's MLflow user loads
                models:/shapca-twitter2017@champion through the tracking server and predicts, then
                `mlflow models serve` of that URI from the same virtualenv answers a POST
 
@@ -51,8 +54,8 @@ ROW = {
 }
 
 
-@pytest.mark.timeout(1800)  # about 5 minutes on an idle 2-core machine (stack included); the bound is for a loaded one
-def test_production_topology_end_to_end(production_stack: ProductionStack, tmp_path):
+@pytest.mark.timeout(2700)  # about 5 minutes on an idle 2-core machine (stack included); the bound is for a loaded one
+def test_production_topology_end_to_end(production_stack: ProductionStack, tmp_path, monkeypatch):
     stack, penv = production_stack, production_stack.penv
     timings = dict(stack.timings)
     t_start = time.monotonic()
@@ -64,6 +67,9 @@ def test_production_topology_end_to_end(production_stack: ProductionStack, tmp_p
     # One training at a time on the GPU pool, whichever deployment starts it (issue 21); the CPU pool is unbounded.
     pools = {p["name"]: p["concurrency_limit"] for p in stack.penv.api("POST", "/work_pools/filter", {})}
     assert (pools["gpu"], pools["cpu"]) == (1, None), pools
+    provision_mlflow = stack.operator_output["provision_mlflow"]
+    assert f"mlflow registered model {MODEL}: created" in provision_mlflow, provision_mlflow
+    assert "mlflow role shapca-trainer: experiment * EDIT, registered_model * EDIT" in provision_mlflow
     deployments = stack.deployments()
     assert {
         ("train-shapca", "gpu"),
@@ -106,9 +112,9 @@ def test_production_topology_end_to_end(production_stack: ProductionStack, tmp_p
             json.dumps({"overrides": TINY_CPU}),
             "--watch",
             "--watch-timeout",
-            "600",
+            "1500",  # 2-3 minutes idle; 10+ when other jobs load the 2 cores
             cwd=tmp_path,
-            timeout=660,
+            timeout=1560,
         )
         timings["flow_run_s"] = time.monotonic() - t0
         flow_run_id = flow_run_id_from(run.stdout)
@@ -135,6 +141,9 @@ def test_production_topology_end_to_end(production_stack: ProductionStack, tmp_p
         )
         assert progress and progress[0]["type"] == "progress" and float(progress[0]["data"]) == 100.0
 
+        # Read back as the watcher (read-only MLflow user): MLflow's client takes the credentials from the environment.
+        for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            monkeypatch.setenv(key, stack.env("watcher")[key])
         client = MlflowClient(tracking_uri=stack.tracking_uri, registry_uri=stack.tracking_uri)
         champion = client.get_model_version_by_alias(MODEL, "champion")
         mlflow_run = client.get_run(champion.run_id)

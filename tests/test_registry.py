@@ -23,16 +23,22 @@ from components.tracking.registry import (
     CHALLENGER,
     CHAMPION,
     DEFAULT_MIN_DELTA,
+    RETIRED,
     TAG_CHECK,
     TAG_EVALUATION,
+    TAG_HOLDER,
+    TAG_LOCK,
     TAG_PROMOTION,
     TAG_REASON,
     PromotionConflict,
     aliases,
     champion_version,
+    ensure_registered_model,
     lock_name,
     metric_tag,
+    open_tickets,
     promote,
+    reconcile_promotion_tags,
     register_version,
     registered_model_name,
     registry_lock,
@@ -91,7 +97,9 @@ def test_first_version_becomes_champion_and_tags_say_why(store):
     assert aliases(client, name) == {CHALLENGER: v1}  # every registered version starts as challenger
     decision = promote(client, name, v1, metric_name="dev_f1")
     assert decision.promoted and decision.alias == CHAMPION and decision.previous_champion is None
-    assert aliases(client, name) == {CHAMPION: v1}  # promoted: no longer challenger
+    # Promoted. `challenger` stays on it (the newest version): removing an alias needs MLflow's DELETE permission,
+    # which a trainer does not hold under basic-auth (issue 22).
+    assert aliases(client, name) == {CHAMPION: v1, CHALLENGER: v1}
     tags = client.get_model_version(name, v1).tags
     assert tags[TAG_PROMOTION] == CHAMPION
     assert "first version" in tags[TAG_REASON]
@@ -117,7 +125,7 @@ def test_min_delta_decides_and_the_loser_stays_challenger_with_reason(store):
     assert big.promoted and big.previous_champion == v1 and big.champion_metric == 0.50
     assert aliases(client, name)[CHAMPION] == v3
     retired = client.get_model_version(name, v1).tags
-    assert retired[TAG_PROMOTION] == "retired" and f"replaced by v{v3}" in retired[TAG_REASON]
+    assert retired[TAG_PROMOTION] == RETIRED and f"replaced by v{v3}" in retired[TAG_REASON]
     # Re-running the decision for the champion changes nothing.
     again = promote(client, name, v3, min_delta=0.01)
     assert again.alias == CHAMPION and not again.promoted and aliases(client, name)[CHAMPION] == v3
@@ -206,27 +214,119 @@ def test_read_back_detects_a_writer_that_bypasses_the_lock(store):
         promote(Meddler(tracking_uri=store["uri"]), name, v2)
 
 
-def test_the_lock_is_a_registered_model_held_by_one_promoter_and_released(store):
+def test_the_lock_is_a_ticket_queue_held_by_one_promoter_and_released(store):
     client, name = store["client"], "locked"
     with registry_lock(client, name):
-        held = client.get_registered_model(lock_name(name))
-        assert held.tags["holder"].startswith(socket.gethostname() + ":")
-        with pytest.raises(TimeoutError, match="promotion lock locked.promotion-lock held by"):
+        (held,) = open_tickets(client, name)
+        assert held.tags[TAG_HOLDER].startswith(socket.gethostname() + ":") and held.tags[TAG_LOCK] == "open:held"
+        with pytest.raises(TimeoutError, match=r"promotion lock locked.promotion-lock held by .* \(ticket v1\)"):
             with registry_lock(MlflowClient(tracking_uri=store["uri"]), name, timeout=0.5):
                 pass  # a second promoter cannot get in while the first holds it
-    with pytest.raises(Exception) as gone:
-        client.get_registered_model(lock_name(name))
-    assert getattr(gone.value, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
+    assert open_tickets(client, name) == []  # released; the second promoter's ticket was abandoned, not left open
+    states = {str(v.version): v.tags[TAG_LOCK] for v in client.search_model_versions(f"name='{lock_name(name)}'")}
+    assert states == {"1": "closed:released", "2": "closed:abandoned"}
+    with registry_lock(client, name):  # and it is free again: a new ticket, nothing ahead of it
+        assert [str(v.version) for v in open_tickets(client, name)] == ["3"]
 
 
 def test_a_stale_lock_is_broken_with_a_log_line(store, caplog):
     client, name = store["client"], "stale"
-    client.create_registered_model(lock_name(name), tags={"holder": "deadhost:1:x", "acquired_at": "long ago"})
+    ensure_registered_model(client, lock_name(name))
+    dead = client.create_model_version(
+        lock_name(name), "promotion-lock:/stale", tags={TAG_LOCK: "open:held", TAG_HOLDER: "deadhost:1:x"}
+    )
     time.sleep(1.1)
     with caplog.at_level("WARNING", logger="components.tracking.registry"):
         with registry_lock(client, name, timeout=5, stale_after=1.0):
-            assert client.get_registered_model(lock_name(name)).tags["holder"] != "deadhost:1:x"
-    assert "breaking stale promotion lock stale.promotion-lock: held by deadhost:1:x" in caplog.text
+            assert [v.tags[TAG_HOLDER] for v in open_tickets(client, name)] != ["deadhost:1:x"]
+    assert client.get_model_version(lock_name(name), dead.version).tags[TAG_LOCK] == "closed:broken"
+    assert f"breaking stale promotion lock stale.promotion-lock: ticket v{dead.version} held by deadhost:1:x" in (
+        caplog.text
+    )
+
+
+def test_a_ticket_registered_twice_by_one_promoter_does_not_block_it(store, monkeypatch):
+    """A create the client retried after a lost response leaves a second open ticket with our holder: ours."""
+    client, name = store["client"], "retried-ticket"
+    create = client.create_model_version
+
+    def twice(*args, **kwargs):
+        create(*args, **kwargs)  # the first attempt landed, its response was lost
+        return create(*args, **kwargs)
+
+    monkeypatch.setattr(client, "create_model_version", twice)
+    with registry_lock(client, name, timeout=2):
+        monkeypatch.undo()
+        assert [str(v.version) for v in open_tickets(client, name)] == ["2"]
+    assert open_tickets(client, name) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Never half-applied: a promotion that fails at any write leaves @champion explained, and the next promotion repairs
+
+
+class _FailingClient(MlflowClient):
+    """Raises after the n-th registry write of the model under test (lock tickets excluded), as a crash would."""
+
+    def __init__(self, uri, name, fail_at):
+        super().__init__(tracking_uri=uri, registry_uri=uri)
+        self.name, self.fail_at, self.writes = name, fail_at, 0
+
+    def _count(self, name):
+        if name == self.name:
+            self.writes += 1
+            if self.writes == self.fail_at:
+                raise RuntimeError(f"injected failure at write {self.fail_at}")
+
+    def set_model_version_tag(self, name, version, key, value):
+        super().set_model_version_tag(name, version, key, value)
+        self._count(name)
+
+    def set_registered_model_alias(self, name, alias, version):
+        super().set_registered_model_alias(name, alias, version)
+        self._count(name)
+
+
+def assert_champion_explained(client, name, allowed):
+    """What a consumer of @champion sees: one of `allowed`, tagged as champion with a passed check and a reason."""
+    champion = champion_version(client, name)
+    assert champion in allowed, (champion, allowed)
+    tags = client.get_model_version(name, champion).tags
+    assert tags[TAG_PROMOTION] == CHAMPION and tags[TAG_CHECK] == "passed" and tags[TAG_REASON], tags
+    return champion
+
+
+# A promotion of v2 over v1 writes: 4 tags on v2, the alias (the commit point), 2 tags on v1: 7 writes.
+@pytest.mark.parametrize("fail_at", range(1, 8))
+def test_a_promotion_failing_at_any_write_leaves_champion_explained_and_is_repaired(store, fail_at):
+    client, name = store["client"], f"half-{fail_at}"
+    v1 = _register(store, name, 0.5)
+    promote(client, name, v1)
+    v2 = _register(store, name, 0.9)
+    with pytest.raises(RuntimeError, match=f"injected failure at write {fail_at}"):
+        promote(_FailingClient(store["uri"], name, fail_at), name, v2)
+    # Before the alias write (writes 1-4) the consumer still gets v1; from it on (5-7), v2. Either is explained.
+    assert assert_champion_explained(client, name, {v1, v2}) == (v1 if fail_at < 5 else v2)
+    assert open_tickets(client, name) == []  # the failed promoter released its lock
+    # The retry (the flow's, or the next training's promotion) repairs the tags and completes.
+    assert promote(client, name, v2).alias == CHAMPION
+    assert assert_champion_explained(client, name, {v2}) == v2
+    tagged = {str(v.version): v.tags[TAG_PROMOTION] for v in client.search_model_versions(f"name='{name}'")}
+    assert tagged == {v1: RETIRED, v2: CHAMPION}
+
+
+def test_a_version_left_tagged_champion_is_repaired_by_the_next_promotion(store):
+    """The repair on its own: a candidate whose alias write never happened goes back to challenger."""
+    client, name = store["client"], "repair"
+    v1 = _register(store, name, 0.5)
+    promote(client, name, v1)
+    v2 = _register(store, name, 0.9)
+    with pytest.raises(RuntimeError):
+        promote(_FailingClient(store["uri"], name, 4), name, v2)  # all of v2's tags, then the crash
+    assert client.get_model_version(name, v2).tags[TAG_PROMOTION] == CHAMPION and champion_version(client, name) == v1
+    assert reconcile_promotion_tags(client, name) == [f"v{v2}: {CHALLENGER}"]
+    assert "interrupted before the champion alias moved" in client.get_model_version(name, v2).tags[TAG_REASON]
+    assert reconcile_promotion_tags(client, name) == []  # idempotent
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -498,9 +598,8 @@ def test_promoters_on_two_uri_spellings_of_one_server_end_with_a_consistent_cham
     }
     assert tagged == {better}
     # The worse one either lost against the better champion, or won first and was then replaced by it.
-    assert client.get_model_version(f"server-race-{round_}", worse).tags[TAG_PROMOTION] in (CHALLENGER, "retired")
-    with pytest.raises(mlflow.exceptions.MlflowException, match="not found|RESOURCE_DOES_NOT_EXIST"):  # lock released
-        client.get_registered_model(lock_name(f"server-race-{round_}"))
+    assert client.get_model_version(f"server-race-{round_}", worse).tags[TAG_PROMOTION] in (CHALLENGER, RETIRED)
+    assert open_tickets(client, f"server-race-{round_}") == []  # every ticket closed: the lock is free
 
 
 def test_without_the_lock_two_uri_spellings_race_to_the_worse_champion(server, server_promoters):

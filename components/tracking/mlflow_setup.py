@@ -106,9 +106,14 @@ def setup_tracking(
         location = artifact_location or default_artifact_location(uri)
         try:
             client.create_experiment(experiment_name, artifact_location=location)
-        except MlflowException:
+        except MlflowException as exc:
+            if getattr(exc, "error_code", "") == "PERMISSION_DENIED":
+                raise RuntimeError(
+                    f"MLflow at {uri} refused to create the experiment {experiment_name!r} for this user: with "
+                    "authentication on, only the operator creates experiments (`python -m flows.provision_mlflow` "
+                    "makes the pipeline's); use an existing one or ask the operator"
+                ) from exc
             # Another process created it between our lookup and create: use theirs. Anything else re-raises below.
-            pass
         experiment = client.get_experiment_by_name(experiment_name)
         if experiment is None:
             raise RuntimeError(f"could not create or find MLflow experiment {experiment_name!r} in {uri}")

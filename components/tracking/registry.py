@@ -23,24 +23,45 @@ Rules
   ``below_min_delta``           ``candidate > champion and candidate - champion >= min_delta`` (a tie never moves it)
   ============================  =====================================================================================
 
-  The first version that passes the checks before ``champion_unreadable`` becomes champion. A version that is
-  promoted loses ``challenger``; the version it replaces is tagged ``promotion=retired``.
+  The first version that passes the checks before ``champion_unreadable`` becomes champion; the version it replaces
+  is tagged ``promotion=retired``. ``challenger`` stays on the newest registered version, also when that version is
+  promoted: removing an alias needs MLflow's DELETE permission (MANAGE), which the trainer does not hold.
 - ``min_delta`` defaults to :data:`DEFAULT_MIN_DELTA`, ``tracking.min_delta``'s default (components/config.py says
   why it is one F1 point).
 
-Check-and-set, across hosts
----------------------------
+What a promoter needs
+---------------------
+Only what MLflow's ``basic-auth`` grants as EDIT on the registered models (the trainer's role, README "Production"):
+create versions, set aliases, set version tags and descriptions, read. It never deletes an alias, a version or a
+registered model, and it never creates a registered model that already exists (under MLflow's workspaces a trainer
+cannot create one at all: the operator provisions ``shapca-<dataset>`` and its lock, flows/provision_mlflow.py).
+
+Check-and-set, across hosts and users
+-------------------------------------
 MLflow has no compare-and-swap for aliases, so a promotion is a critical section under a lock that lives in the
-registry itself: the registered model ``<name>.promotion-lock``. ``create_registered_model`` is an atomic
-create-if-absent on every MLflow store (a unique name; the REST server answers RESOURCE_ALREADY_EXISTS), so exactly
-one promoter creates it, on whichever host, whatever spelling of the tracking URI it uses. Its tags say who holds it
-(``holder`` = host:pid:nonce) and since when; releasing deletes it (only by its holder). A lock older than
-``LOCK_STALE_S`` (a promotion takes seconds) is from a dead promoter and is broken with a WARNING log line.
+registry itself: a ticket queue on the registered model ``<name>.promotion-lock``. Taking the lock registers a new
+version of it (a *ticket*; its source ``promotion-lock:/<name>`` is never loaded) with the tag ``lock=open:waiting``
+and who holds it (``holder`` = host:pid:nonce). Version numbers are assigned atomically by every MLflow store (a
+unique key), so tickets are totally ordered whatever host or URI spelling created them. A ticket holds the lock when
+no lower ticket is open; releasing sets its tag to ``closed:released``. A ticket older than ``LOCK_STALE_S`` (a
+promotion takes seconds) belongs to a promoter that died: any waiter closes it (``closed:broken``, with a WARNING log
+line). Every step is a version create or a tag write, so it needs EDIT only, and any trainer host, under any user
+with EDIT, can break a stale lock. Ages are measured on the server's clock (ticket creation times), not the hosts'.
 
 Inside the lock: read the champion and its metric, decide, set the alias, then read the alias back and fail loudly
 (:class:`PromotionConflict`) if it is not what was just written. Two promoters racing therefore serialise, and the
 second one compares against the first one's result, so the alias can never end on the worse model. The read-back
 only detects, after the fact, someone who moves the alias by hand without the lock (the UI).
+
+Never half-applied
+------------------
+The ``champion`` alias is the commit point, and everything that explains a promotion is written before it: the
+candidate's ``promotion=champion``, ``promotion_check``, ``promotion_reason`` and ``promotion_compared_to`` first,
+then the alias, then the replaced champion's ``promotion=retired``. After a failure at any step, the version that
+``@champion`` resolves to carries ``promotion=champion``, a passed check and the reason: the old champion (the alias
+did not move) or the new one. What a failure can leave behind is a version tagged champion that does not hold the
+alias (the candidate whose alias write failed, or the champion it replaced); every promotion first repairs those
+tags under the lock (:func:`reconcile_promotion_tags`), so the registry converges on the next promotion or retry.
 """
 
 from __future__ import annotations
@@ -69,11 +90,14 @@ TAG_PROMOTION = "promotion"  # champion | challenger | retired
 TAG_REASON = "promotion_reason"
 TAG_CHECK = "promotion_check"  # "passed" or the code of the rule that refused (see the module docstring)
 TAG_COMPARED_TO = "promotion_compared_to"  # the champion version the decision was made against
+RETIRED = "retired"
 EVALUATION_COMPLETE = "complete"
 DEFAULT_MIN_DELTA: float = TrackingConfig.model_fields["min_delta"].default
 LOCK_SUFFIX = ".promotion-lock"
 LOCK_TIMEOUT_S = 120.0  # how long a promoter waits for the lock before giving up
-LOCK_STALE_S = 900.0  # a lock this old belongs to a promoter that died: break it
+LOCK_STALE_S = 900.0  # a ticket this old belongs to a promoter that died: break it
+TAG_LOCK = "lock"  # a ticket's state: open:waiting, open:held, closed:released, closed:abandoned, closed:broken
+TAG_HOLDER = "holder"
 # Run params the comparability checks read (written by components/runs/training_run.py).
 PARAM_DATASET, PARAM_DEV_SIZE, PARAM_DEV_CAP = "data.dataset", "data.dev_size", "data.max_examples.dev"
 PARAM_DATA_VERSION = "lineage.data_version"
@@ -127,67 +151,94 @@ def lock_name(model_name: str) -> str:
     return model_name + LOCK_SUFFIX
 
 
-def _release(client, name: str, holder: str) -> None:
-    """Delete the lock if it is still ours (a lock broken as stale and re-taken by another promoter is theirs)."""
+def ensure_registered_model(client, name: str, description: str | None = None) -> bool:
+    """Create the registered model ``name`` unless it exists; True if this call created it.
+
+    It reads first: under MLflow's workspaces a user without the workspace grant (the trainer) is refused a create
+    (PERMISSION_DENIED) even for a name that exists, so only a missing model is ever created. A concurrent creator
+    between the read and the create is fine (RESOURCE_ALREADY_EXISTS).
+    """
+    from mlflow.exceptions import MlflowException
+
     try:
-        current = client.get_registered_model(name).tags.get("holder")
-        if current != holder:
-            log.warning("promotion lock %s is now held by %s, not by us (%s): leaving it", name, current, holder)
-            return
-        client.delete_registered_model(name)
-    except Exception as exc:
+        client.get_registered_model(name)
+        return False
+    except MlflowException as exc:
         if not _is_not_found(exc):
             raise
+    try:
+        client.create_registered_model(name, description=description)
+        return True
+    except MlflowException as exc:
+        if not _is_already_exists(exc):
+            raise
+        return False
+
+
+def open_tickets(client, model_name: str, below: int | None = None) -> list:
+    """The lock's open tickets (waiting or holding), lowest first; only those numbered below ``below`` if given."""
+    query = f"name='{lock_name(model_name)}' and tags.{TAG_LOCK} LIKE 'open:%'"
+    if below is not None:
+        query += f" and version_number < {int(below)}"
+    return sorted(client.search_model_versions(query), key=lambda v: int(v.version))
+
+
+def _set_ticket(client, model_name: str, ticket: int | str, state: str) -> None:
+    client.set_model_version_tag(lock_name(model_name), str(ticket), TAG_LOCK, state)
 
 
 @contextlib.contextmanager
 def registry_lock(client, model_name: str, timeout: float = LOCK_TIMEOUT_S, stale_after: float = LOCK_STALE_S):
-    """Hold ``<model_name>.promotion-lock`` (see the module docstring) for the block; TimeoutError after ``timeout``."""
-    from mlflow.exceptions import MlflowException
-
+    """Hold the promotion lock of ``model_name`` (a ticket queue, see the module docstring) for the block;
+    TimeoutError after waiting ``timeout`` seconds."""
     name = lock_name(model_name)
     holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client.create_registered_model(
-                name,
-                tags={"holder": holder, "acquired_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-                description=f"promotion lock of {model_name}: deleted when the promotion ends",
-            )
-            break
-        except MlflowException as exc:
-            if not _is_already_exists(exc):
-                raise
-        try:
-            held = client.get_registered_model(name)
-        except MlflowException as exc:
-            if _is_not_found(exc):
-                continue  # released between our create and this read: try again at once
-            raise
-        age = time.time() - held.creation_timestamp / 1000.0
-        if age > stale_after:
-            log.warning(
-                "breaking stale promotion lock %s: held by %s since %s (%.0f s > %.0f s), its promoter died",
-                name,
-                held.tags.get("holder"),
-                held.tags.get("acquired_at"),
-                age,
-                stale_after,
-            )
-            _release(client, name, held.tags.get("holder", ""))
-            continue
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"promotion lock {name} held by {held.tags.get('holder')} since {held.tags.get('acquired_at')} for "
-                f"more than {timeout:.0f}s; it is broken automatically after {stale_after:.0f}s, or delete the "
-                f"registered model {name!r} by hand if no promotion is running"
-            )
-        time.sleep(0.05 + random.random() * 0.2)  # jitter: waiting promoters do not hammer the store in step
+    ensure_registered_model(
+        client, name, description=f"promotion lock of {model_name}: each version is a ticket (components/tracking)"
+    )
+    ticket = client.create_model_version(
+        name,
+        source=f"promotion-lock:/{model_name}",
+        tags={TAG_LOCK: "open:waiting", TAG_HOLDER: holder},
+        description=f"ticket of {holder}",
+    )
+    mine, issued_ms, t0 = int(ticket.version), int(ticket.creation_timestamp), time.monotonic()
+    final = "closed:abandoned"
     try:
+        while ahead := open_tickets(client, model_name, below=mine):
+            waited = time.monotonic() - t0
+            for other in ahead:
+                if other.tags.get(TAG_HOLDER) == holder:
+                    # Ours: a create the client retried after a lost response registered it twice.
+                    _set_ticket(client, model_name, other.version, "closed:abandoned")
+                    continue
+                # On the server's clock: how long before our ticket it was issued, plus how long we have waited.
+                age = (issued_ms - int(other.creation_timestamp)) / 1000.0 + waited
+                if age > stale_after:
+                    log.warning(
+                        "breaking stale promotion lock %s: ticket v%s held by %s for %.0f s > %.0f s, its promoter "
+                        "died",
+                        name,
+                        other.version,
+                        other.tags.get(TAG_HOLDER),
+                        age,
+                        stale_after,
+                    )
+                    _set_ticket(client, model_name, other.version, "closed:broken")
+            if waited > timeout:
+                first = ahead[0]
+                raise TimeoutError(
+                    f"promotion lock {name} held by {first.tags.get(TAG_HOLDER)} (ticket v{first.version}) for more "
+                    f"than {timeout:.0f}s; it is broken automatically after {stale_after:.0f}s, or close it by hand "
+                    f"(tag {TAG_LOCK}=closed:broken on version {first.version} of {name!r}) if no promotion is "
+                    "running"
+                )
+            time.sleep(0.05 + random.random() * 0.2)  # jitter: waiting promoters do not hammer the store in step
+        _set_ticket(client, model_name, mine, "open:held")
+        final = "closed:released"
         yield
     finally:
-        _release(client, name, holder)
+        _set_ticket(client, model_name, mine, final)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -288,17 +339,6 @@ def evaluation_record(client, run_id: str | None) -> EvaluationRecord:
 # Registering
 
 
-def _ensure_registered_model(client, model_name: str) -> None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.create_registered_model(model_name)
-    except MlflowException as exc:
-        # Already there (maybe created by a concurrent trainer a moment ago): that is what we wanted.
-        if not _is_already_exists(exc):
-            raise
-
-
 def _version_of(client, model_name: str, model_uri: str, run_id: str | None) -> str | None:
     """The version already registered from exactly this model (same source, same run), if any."""
     if run_id is None:
@@ -319,7 +359,8 @@ def register_version(
     evaluation: str = EVALUATION_COMPLETE,
     tags: dict[str, str] | None = None,
 ) -> str:
-    """Register ``model_uri`` as a new version, tag its dev metric and evaluation status, give it ``challenger``.
+    """Register ``model_uri`` as a new version, tag its dev metric and evaluation status, give it ``challenger``
+    (unless a newer version already has it).
 
     ``model_uri`` is what ``mlflow.pyfunc.log_model(...).model_uri`` returns (``models:/m-<id>``; its run is looked
     up) or any artifact URI of a run (then pass ``run_id``). Returns the new version number as a string.
@@ -333,7 +374,7 @@ def register_version(
     if dev_metric is not None:
         version_tags[metric_tag(metric_name)] = repr(float(dev_metric))
 
-    _ensure_registered_model(client, model_name)
+    ensure_registered_model(client, model_name)
     existing = _version_of(client, model_name, model_uri, run_id)
     if existing is not None:
         # A retried pipeline registers the same model again: reuse its version instead of adding a duplicate.
@@ -342,7 +383,9 @@ def register_version(
         model_name, source=model_uri, run_id=run_id, tags=version_tags, model_id=logged_model_id
     )
     version = str(created.version)
-    with registry_lock(client, model_name):
+    # `challenger` only moves forward: a registration that finishes after a newer one leaves it on the newer.
+    current = aliases(client, model_name).get(CHALLENGER)
+    if current is None or int(current) < int(version):
         client.set_registered_model_alias(model_name, CHALLENGER, version)
     return version
 
@@ -442,15 +485,14 @@ def _decide(
     )
 
 
-def _read_facts(client, model_name: str, version: str, metric_name: str) -> tuple[_Facts, dict[str, str]]:
+def _read_facts(client, model_name: str, version: str, metric_name: str) -> _Facts:
     model_version = client.get_model_version(model_name, version)
-    current = aliases(client, model_name)
-    champion = current.get(CHAMPION)
+    champion = champion_version(client, model_name)
     champion_metric = champion_record = None
     if champion not in (None, version):
         champion_metric = version_dev_metric(client, model_name, champion, metric_name)
         champion_record = evaluation_record(client, client.get_model_version(model_name, champion).run_id)
-    facts = _Facts(
+    return _Facts(
         version=version,
         evaluation=model_version.tags.get(TAG_EVALUATION),
         candidate=version_dev_metric(client, model_name, version, metric_name),
@@ -459,7 +501,36 @@ def _read_facts(client, model_name: str, version: str, metric_name: str) -> tupl
         champion_metric=champion_metric,
         champion_record=champion_record,
     )
-    return facts, current
+
+
+def _tag_version(client, model_name: str, version: str, tags: dict[str, str]) -> None:
+    for key, value in tags.items():  # MLflow has no batch write for version tags
+        client.set_model_version_tag(model_name, version, key, value)
+
+
+def reconcile_promotion_tags(client, model_name: str) -> list[str]:
+    """Repair what an interrupted promotion left: every version tagged ``promotion=champion`` that does not hold the
+    ``champion`` alias is re-tagged. If it was compared against the current champion, its own alias write never
+    happened (``challenger``); otherwise it is a champion that was replaced (``retired``). Call under the lock;
+    returns one line per repaired version."""
+    champion = champion_version(client, model_name)
+    repaired = []
+    for stale in client.search_model_versions(f"name='{model_name}' and tags.{TAG_PROMOTION} = '{CHAMPION}'"):
+        version = str(stale.version)
+        if version == champion:
+            continue
+        if champion is not None and stale.tags.get(TAG_COMPARED_TO) == champion:
+            status = CHALLENGER
+            reason = f"a promotion over v{champion} was interrupted before the champion alias moved; promote it again"
+        else:
+            status = RETIRED
+            reason = f"no longer champion (v{champion} is): its retirement was interrupted and repaired"
+        _tag_version(client, model_name, version, {TAG_PROMOTION: status, TAG_REASON: reason})
+        log.warning(
+            "%s v%s was tagged champion without holding the alias: now %s (%s)", model_name, version, status, reason
+        )
+        repaired.append(f"v{version}: {status}")
+    return repaired
 
 
 def promote(
@@ -474,7 +545,7 @@ def promote(
     lock: contextlib.AbstractContextManager | None = None,
 ) -> PromotionDecision:
     """Decide whether ``version`` becomes champion, and apply the decision atomically (check-and-set under the
-    registry lock; see the module docstring for the rules).
+    registry lock, the explanation written before the alias moves; see the module docstring for the rules).
 
     ``dev_metric`` given: it is recorded on the version first (tag ``metric.<metric_name>``); None: the stored tag or
     the run's metric is used. ``min_metric`` is the optional quality floor. ``lock`` replaces the registry lock with
@@ -488,34 +559,35 @@ def promote(
     # Fails early (RESOURCE_DOES_NOT_EXIST) for a version that is not registered.
     client.get_model_version(model_name, version)
     with lock if lock is not None else registry_lock(client, model_name):
+        reconcile_promotion_tags(client, model_name)
         if dev_metric is not None:
             client.set_model_version_tag(model_name, version, metric_tag(metric_name), repr(float(dev_metric)))
-        facts, current = _read_facts(client, model_name, version, metric_name)
+        facts = _read_facts(client, model_name, version, metric_name)
         champion = facts.champion
         promoted, check, reason = _decide(facts, metric_name, min_delta, min_metric, allow_partial_dev)
-
-        if promoted:
-            if champion != version:
-                client.set_registered_model_alias(model_name, CHAMPION, version)
-            if current.get(CHALLENGER) == version:
-                client.delete_registered_model_alias(model_name, CHALLENGER)
+        alias = CHAMPION if promoted else CHALLENGER
+        # The explanation first: whichever version @champion resolves to after a failure is tagged for it.
+        _tag_version(
+            client,
+            model_name,
+            version,
+            {TAG_PROMOTION: alias, TAG_CHECK: check, TAG_REASON: reason, TAG_COMPARED_TO: champion or "none"},
+        )
+        if promoted and champion != version:
+            client.set_registered_model_alias(model_name, CHAMPION, version)  # the commit point
             after = aliases(client, model_name)
             if after.get(CHAMPION) != version:
                 raise PromotionConflict(
                     f"{model_name}: champion is v{after.get(CHAMPION)} right after setting it to v{version}; "
                     "something moves the alias without the registry lock"
                 )
-            if champion not in (None, version):
-                client.set_model_version_tag(model_name, champion, TAG_PROMOTION, "retired")
-                client.set_model_version_tag(model_name, champion, TAG_REASON, f"replaced by v{version}: {reason}")
-        elif current.get(CHALLENGER) != version:
-            client.set_registered_model_alias(model_name, CHALLENGER, version)
-
-        alias = CHAMPION if promoted else CHALLENGER
-        client.set_model_version_tag(model_name, version, TAG_PROMOTION, alias)
-        client.set_model_version_tag(model_name, version, TAG_CHECK, check)
-        client.set_model_version_tag(model_name, version, TAG_REASON, reason)
-        client.set_model_version_tag(model_name, version, TAG_COMPARED_TO, champion or "none")
+            if champion is not None:
+                _tag_version(
+                    client,
+                    model_name,
+                    champion,
+                    {TAG_PROMOTION: RETIRED, TAG_REASON: f"replaced by v{version}: {reason}"},
+                )
     if not promoted:
         log.info("%s v%s stays challenger (%s): %s", model_name, version, check, reason)
     return PromotionDecision(version, alias, reason, champion, facts.candidate, facts.champion_metric, check)
