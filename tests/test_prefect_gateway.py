@@ -43,8 +43,21 @@ ID = "0b8f8a52-3c5e-4bd8-9a34-2f7c9f6d1e11"
         ("POST", "/automations/", {}, True, False, False),
         ("POST", "/block_documents/", {}, True, False, False),
         ("POST", "/variables/", {}, True, False, False),
-        # Secrets of blocks: readable by the roles that use them, not by a watcher.
+        # Secrets of blocks: readable by the roles that use them, not by a watcher, however it asks.
         ("GET", f"/block_documents/{ID}?include_secrets=true", None, True, True, False),
+        ("GET", f"/block_documents/{ID}?include_secrets=1", None, True, True, False),
+        ("GET", f"/block_documents/{ID}?include%5Fsecrets=%74rue", None, True, True, False),
+        ("POST", "/block_documents/filter", {"include_secrets": True}, True, True, False),
+        ("GET", f"/block_documents/{ID}", None, True, True, True),
+        # A path that a client or the server would read as another one is refused for every role: an HTTP client
+        # removes dot segments before sending, so /ui/../deployments/x/create_flow_run would reach the server as
+        # /deployments/x/create_flow_run after matching the read rule /ui/.+ here.
+        ("POST", f"/ui/../deployments/{ID}/create_flow_run", {}, False, False, False),
+        ("POST", f"/ui/./../deployments/{ID}/pause_deployment", None, False, False, False),
+        ("POST", "/flow_runs//filter", {}, False, False, False),
+        ("POST", "/ui/%2e%2e/work_pools/", {"name": "x"}, False, False, False),
+        ("GET", "/ui/..\\deployments", None, False, False, False),
+        ("WS", "/events/in/..", None, False, False, False),
     ],
 )
 def test_each_role_gets_its_requests(method, path, body, operator, trainer, watcher):

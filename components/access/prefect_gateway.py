@@ -43,6 +43,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 import httpx
 import uvicorn
@@ -96,7 +97,9 @@ def _rule(methods: str, pattern: str, check: Check | None = None) -> Rule:
 
 
 def _no_secrets(query: str, body: dict) -> str | None:
-    return "block secrets are not readable with this role" if re.search(r"include_secrets=true", query, re.I) else None
+    # Any spelling, any value, in the query (percent-decoded) or in a JSON body (POST /block_documents/filter).
+    asked = "include_secrets" in unquote(query).lower() or "include_secrets" in body
+    return "block secrets are not readable with this role" if asked else None
 
 
 def _subflow_only(query: str, body: dict) -> str | None:
@@ -149,12 +152,26 @@ RULES: dict[str, tuple[Rule, ...]] = {
             r"|/v2/concurrency_limits/leases/[^/]+/renew|/concurrency_limits/(increment|decrement)",
         ),
     ),
-    "watcher": tuple(Rule(r.methods, r.pattern, _no_secrets) if "GET" in r.methods else r for r in READ),
+    "watcher": tuple(Rule(r.methods, r.pattern, _no_secrets) for r in READ),
 }
+
+
+def _not_canonical(path: str) -> str | None:
+    """Why `path` could mean another path upstream, or None. The rules match the path as decoded here; an HTTP client
+    removes dot segments before sending (`/ui/../deployments/x` reaches the server as `/deployments/x`), and a `%` left
+    after decoding is decoded again by the server. So only a path that is its own normal form is checked at all."""
+    segments = path.split("/")[1:]
+    if not path.startswith("/") or "%" in path or "\\" in path:
+        return "the path must start with / and hold no % or backslash after decoding"
+    if any(segment in (".", "..") for segment in segments) or "" in segments[:-1]:
+        return "the path must hold no '.', '..' or empty segment"
+    return None
 
 
 def decide(role: str, method: str, path: str, query: str = "", body: bytes = b"") -> str | None:
     """None if `role` may make the request (`path` under /api), else why not."""
+    if (odd := _not_canonical(path)) is not None:
+        return odd
     for rule in RULES[role]:
         if rule.matches(method, path):
             if rule.check is None:
