@@ -329,6 +329,16 @@ def test_a_version_left_tagged_champion_is_repaired_by_the_next_promotion(store)
     assert reconcile_promotion_tags(client, name) == []  # idempotent
 
 
+def test_an_interrupted_first_promotion_is_repaired_as_challenger_not_retired(store):
+    """No champion yet: the candidate's tags were written, the alias never was; it never was champion."""
+    client, name = store["client"], "repair-first"
+    v1 = _register(store, name, 0.5)
+    client.set_model_version_tag(name, v1, TAG_PROMOTION, CHAMPION)  # what the tag writes before the alias leave
+    assert champion_version(client, name) is None
+    assert reconcile_promotion_tags(client, name) == [f"v{v1}: {CHALLENGER}"]
+    assert "first promotion was interrupted" in client.get_model_version(name, v1).tags[TAG_REASON]
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Item 7 of issue 14: each way an incomparable or unfinished version was promoted, now refused with its reason
 

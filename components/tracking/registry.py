@@ -510,16 +510,19 @@ def _tag_version(client, model_name: str, version: str, tags: dict[str, str]) ->
 
 def reconcile_promotion_tags(client, model_name: str) -> list[str]:
     """Repair what an interrupted promotion left: every version tagged ``promotion=champion`` that does not hold the
-    ``champion`` alias is re-tagged. If it was compared against the current champion, its own alias write never
-    happened (``challenger``); otherwise it is a champion that was replaced (``retired``). Call under the lock;
-    returns one line per repaired version."""
+    ``champion`` alias is re-tagged. If there is no champion, or it was compared against the current one, its own
+    alias write never happened (``challenger``); otherwise it is a champion that was replaced (``retired``). Call
+    under the lock; returns one line per repaired version."""
     champion = champion_version(client, model_name)
     repaired = []
     for stale in client.search_model_versions(f"name='{model_name}' and tags.{TAG_PROMOTION} = '{CHAMPION}'"):
         version = str(stale.version)
         if version == champion:
             continue
-        if champion is not None and stale.tags.get(TAG_COMPARED_TO) == champion:
+        if champion is None:  # promotion never deletes the alias: with none, no version ever held it
+            status = CHALLENGER
+            reason = "a first promotion was interrupted before the champion alias was set; promote it again"
+        elif stale.tags.get(TAG_COMPARED_TO) == champion:
             status = CHALLENGER
             reason = f"a promotion over v{champion} was interrupted before the champion alias moved; promote it again"
         else:
