@@ -40,12 +40,24 @@ def validate_data(
         key=f"validation-{dataset}",
         description=f"Great Expectations report for {dataset} ({context_generator} contexts) at data {version}",
     )
-    create_link_artifact(
-        log_data_docs(report).url,
-        link_text=f"Great Expectations Data Docs: {dataset}",
-        key=f"data-docs-{dataset}",
-        description="HTML validation report, also an MLflow artifact",
-    )
+    # A validation reused from the cache (per data version, on S3) names the Data Docs of the clone that computed it,
+    # on another host or already deleted: that run logged them to MLflow; this one links only Data Docs it built.
+    docs = report.data_docs
+    if docs is not None and docs.is_file() and docs.resolve().is_relative_to(find_project_root().resolve()):
+        create_link_artifact(
+            log_data_docs(report).url,
+            link_text=f"Great Expectations Data Docs: {dataset}",
+            key=f"data-docs-{dataset}",
+            description="HTML validation report, also an MLflow artifact",
+        )
+    else:
+        get_run_logger().warning(
+            "validation of %s at data %s was reused from the cache: its Data Docs (%s) were built and logged to MLflow "
+            "by the run that computed it (experiment shapca-validation), not in this working copy",
+            dataset,
+            version,
+            docs,
+        )
     get_run_logger().info("validation of %s at data %s:\n%s", dataset, version, render_report(report))
     if not report.success:
         raise DataValidationFailed(render_report(report))

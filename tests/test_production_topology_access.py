@@ -148,14 +148,17 @@ def test_mlflow_allows_each_role_its_job_and_refuses_the_rest(production_stack: 
         AuthServiceClient(uri).grant_user_permission(consumer, "registered_model", name, "MANAGE")
 
     def load_champion():  # as a consumer does: models:/ resolved on the tracking server, files through its proxy
-        previous = mlflow.get_tracking_uri()
+        # Both URIs: an earlier test of the session may have set a registry URI of its own in this process.
+        previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
         mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
         try:
             dst = tmp_path / f"dl-{time.monotonic_ns()}"
             dst.mkdir()
             mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}", dst_path=str(dst)).predict(["a"])
         finally:
-            mlflow.set_tracking_uri(previous)
+            mlflow.set_tracking_uri(previous[0])
+            mlflow.set_registry_uri(previous[1])
 
     actions = {
         "model load": load_champion,
