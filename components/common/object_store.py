@@ -155,9 +155,27 @@ class S3Store:
         return sorted(item["Key"][len(self.prefix) :] for page in pages for item in page.get("Contents", []))
 
     def delete(self, names: Names) -> None:
+        """Delete these objects (missing ones count as deleted); raises naming every object that is still there.
+
+        DeleteObjects answers 200 even when it deleted nothing: the refusals are per key, in the body. A key it
+        refused is tried once more alone (DeleteObject), because S3-compatible stores differ on the batch call: moto
+        authorizes it against the bucket rather than each key, so a policy that allows s3:DeleteObject on a prefix
+        gets AccessDenied for every key of the batch and a plain DELETE of each."""
+        from botocore.exceptions import ClientError
+
+        refused: dict[str, str] = {}
         for start in range(0, len(names), 1000):  # DeleteObjects takes at most 1000 keys
             batch = [{"Key": self._key(n)} for n in names[start : start + 1000]]
-            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            response = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            for error in response.get("Errors", []):
+                try:
+                    self.client.delete_object(Bucket=self.bucket, Key=error["Key"])
+                except ClientError as exc:
+                    refused[error["Key"]] = exc.response.get("Error", {}).get("Code") or str(exc)
+        if refused:
+            listed = ", ".join(f"s3://{self.bucket}/{key} ({code})" for key, code in sorted(refused.items())[:5])
+            more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
+            raise OSError(f"could not delete {len(refused)} object(s): {listed}{more}")
 
 
 def open_store(location: str | Path) -> ObjectStore:
