@@ -340,8 +340,12 @@ def test_a_lost_worker_a_killed_process_and_server_outages_are_recovered(
     history_a = runs.history(a)
     assert ("Crashed", f"No heartbeat for {ZOMBIE_AFTER_S} s: its process or host is gone") in history_a, history_a
     assert "AwaitingRetry" in [name for name, _ in history_a], history_a
-    assert runs.state(a)["run_count"] == 2
     logs_a = runs.logs(a)
+    # A's second attempt may also be stopped by Prefect itself: its deployment concurrency lease (300 s, renewed every
+    # 225 s) lapses when the Prefect outage covers a renewal and outlasts the lease's 75 s margin, as it can on a
+    # loaded machine (README, failure modes); that attempt is retried like any crash and resumes from its checkpoint.
+    lease_lost = any(m.startswith("Concurrency lease renewal failed") for m in logs_a)
+    assert runs.state(a)["run_count"] == (3 if lease_lost else 2), history_a
     assert any(m.startswith("pulled the checkpoint of epoch 1 from s3://shapca/checkpoints/") for m in logs_a), logs_a
     assert any("resumed from" in m and "after epoch 1" in m for m in logs_a), logs_a
     assert a in gpu_2.log(200_000), "the second worker did not run A's retry"
