@@ -130,7 +130,9 @@ def predict(
     from components.serving.limits import ServingLimits
 
     loaded = mlflow.pyfunc.load_model(model)
-    chunk = ServingLimits.resolve().max_rows  # the model refuses bigger requests
+    # A model predicts any number of rows in process, but a version logged before that (its code travels with it)
+    # refuses more than max_rows per call: chunks of max_rows serve both.
+    chunk = ServingLimits.resolve().max_rows
     predictions = []
     for start in range(0, len(rows), chunk):
         predictions += loaded.predict(pd.DataFrame(rows[start : start + chunk]))

@@ -117,12 +117,43 @@ def test_rows_over_a_limit_get_their_own_error(ner):
     assert out[5]["error"] == "row 5: context must be a string, got dict"
 
 
-def test_a_request_over_the_row_limit_is_refused_whole(ner):
+def test_the_row_limit_binds_the_scoring_server_not_an_in_process_call(ner, monkeypatch):
+    """max_rows is a server setting: in MLflow's scoring server (which marks its process with the variable below; the
+    real `mlflow models serve` is tests/test_serving.py's) a request over it is refused whole, with HTTP 400; in
+    process the same call is predicted, chunk by chunk."""
     ner.limits = ServingLimits(max_rows=3)
-    with pytest.raises(MlflowException, match="request has 4 rows, over the limit of 3 rows") as refused:
-        ner.predict(pd.DataFrame({"text": ["a b"] * 4}))
-    ner.limits = ServingLimits()
-    assert refused.value.get_http_status_code() == 400
+    frame = pd.DataFrame({"text": ["a b"] * 4})
+    try:
+        assert [o["error"] for o in ner.predict(frame, params={"batch_size": 2})] == [None] * 4
+        monkeypatch.setenv("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "true")
+        with pytest.raises(MlflowException, match="request has 4 rows, over the limit of 3 rows") as refused:
+            ner.predict(frame)
+        assert refused.value.get_http_status_code() == 400
+        assert len(ner.predict(frame.head(3))) == 3  # at the limit: served
+    finally:
+        ner.limits = ServingLimits()
+
+
+def test_chunks_do_not_change_predictions_and_errors_keep_their_row(ner):
+    """Many rows in small chunks: each row's output is the one it gets in a single batch, and a bad row in a later
+    chunk names its position in the whole input."""
+    texts = ["Tony lives in Paris", "Kawhi plays for the Spurs", "Obama visits Berlin", "a b c"] * 5
+    texts[13] = "x" * 30
+    frame = pd.DataFrame({"text": texts, "context": ["a man near a bridge", None] * 10})
+    ner.limits = ServingLimits(max_field_chars=25)
+    try:
+        whole = ner.predict(frame, params={"batch_size": 32})
+        chunked = ner.predict(frame, params={"batch_size": 3})
+    finally:
+        ner.limits = ServingLimits()
+    assert whole[13]["error"] == chunked[13]["error"] == "row 13: text is 30 characters, over the limit of 25"
+    assert [o["error"] is None for o in chunked] == [i != 13 for i in range(20)]
+    assert sum(len(o.get("entities", [])) for o in whole) > 0  # the tiny model tags something to compare
+    for a, b in zip(whole, chunked, strict=True):
+        assert [(e["start"], e["end"], e["type"]) for e in a.get("entities", [])] == [
+            (e["start"], e["end"], e["type"]) for e in b.get("entities", [])
+        ]
+        assert [e["score"] for e in a.get("entities", [])] == pytest.approx([e["score"] for e in b.get("entities", [])])
 
 
 @pytest.mark.parametrize(

@@ -17,10 +17,13 @@ IMAGE_DIR_ENV = "SHAPCA_IMAGE_DIR"
 
 @dataclass(frozen=True)
 class ServingLimits:
-    """What one request may ask of the model. Defaults, overridden by the model's MLflow ``model_config``
+    """What one request may ask of the model (``max_rows``: one request to the scoring server; the others: each row
+    of any predict call, in or out of a server). Defaults, overridden by the model's MLflow ``model_config``
     (``{"serving": {...}}``), overridden by the environment (``SHAPCA_SERVE_<FIELD>``, ``SHAPCA_IMAGE_DIR``)."""
 
-    max_rows: int = 256  # rows per request; more: the request is refused (HTTP 400)
+    # Rows per request to MLflow's scoring server (`mlflow models serve`); more: the request is refused (HTTP 400).
+    # A server setting: in-process predict takes any number of rows, in chunks of batch_size (pyfunc.py).
+    max_rows: int = 256
     max_field_chars: int = 20_000  # characters of a text or context (tokens of a token-list text); more: row error
     max_image_bytes: int = 5 * 1024 * 1024  # an image's bytes, given inline or read from image_dir; more: row error
     max_image_pixels: int = 16_000_000  # width x height before decoding (48 MB as RGB); more: row error

@@ -64,8 +64,9 @@ def signature_and_example(task: str) -> tuple[ModelSignature, pd.DataFrame]:
     columns += [ColSpec(AnyType(), name) for name in rules.serving_spans]
     example = {name: [value] for name, value in rules.serving_example().items()}
     example["context"] = ["a man in a suit standing in front of a red bridge"]
-    # batch_size travels as a request param (predict checks its range against the serving limits).
-    params = ParamSchema([ParamSpec("batch_size", "long", 32)])
+    # batch_size travels as a request param (predict checks its range against the serving limits); output="json"
+    # answers each row as one JSON string, for consumers whose column types cannot hold a row's nulls (Spark).
+    params = ParamSchema([ParamSpec("batch_size", "long", 32), ParamSpec("output", "string", "dict")])
     return ModelSignature(inputs=Schema(columns), params=params), pd.DataFrame(example)
 
 

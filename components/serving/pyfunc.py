@@ -10,17 +10,22 @@ Input: a DataFrame, one row per text.
 Output: one dict per row, in row order: the task's prediction as JSON (its `to_json`, components/tasks/<task>/task.py;
 e.g. {"entities": [{"start", "end", "type", "text", "score"}]}), with `error` None or a message for that row
 (a bad row never fails the batch), and `truncated` None or {"kept_words", "dropped_words"} when the text ran past the
-model's token window.
+model's token window. With the param ``output="json"``, each row's dict as one JSON string (for Spark's `from_json`).
 
-Bounded work (see :class:`ServingLimits`, limits.py): a request of more than ``max_rows`` rows is refused as a whole
-(MlflowException INVALID_PARAMETER_VALUE: HTTP 400 from ``mlflow models serve``); a text or context of more than
-``max_field_chars`` characters (or tokens), or an image over ``max_image_bytes``, is a per-row error; a text past the
-window is cut before any per-word work (components/model/processor.py). So one request costs at most
-``max_rows x max_text_tokens`` word states, whatever it holds.
+Bounded work (see :class:`ServingLimits`, limits.py): any number of rows is predicted in chunks of ``batch_size``
+rows, each read, decoded (its images too), predicted and let go before the next, so memory is bounded by one chunk
+(plus the input and the outputs); a text or context of more than ``max_field_chars`` characters (or tokens), or an
+image over ``max_image_bytes``, is a per-row error; a text past the window is cut before any per-word work
+(components/model/processor.py). So one chunk costs at most ``batch_size x max_text_tokens`` word states, whatever it
+holds. The scoring server (``mlflow models serve``, its Docker image) also refuses a request of more than ``max_rows``
+rows as a whole (MlflowException INVALID_PARAMETER_VALUE: HTTP 400), so one request's time stays bounded too;
+in-process callers (``mlflow.pyfunc.load_model(...).predict``, ``spark_udf(..., env_manager="local")``) are not held
+to it: see :func:`_in_scoring_server`.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +102,18 @@ def _batch_size(params: dict | None, limits: ServingLimits) -> int:
     return size
 
 
+def _output_format(params: dict | None) -> str:
+    """``dict`` (the default): a list of dicts. ``json``: each row's dict as a JSON string, for consumers whose column
+    types cannot hold a value that is sometimes null and sometimes a struct (`spark_udf` converts every row of a struct
+    result to the declared type; `from_json` reads a JSON string into one, nulls included)."""
+    from mlflow.exceptions import MlflowException
+
+    output = (params or {}).get("output", "dict")
+    if output not in ("dict", "json"):
+        raise MlflowException.invalid_parameter_value(f"output must be 'dict' or 'json', got {output!r}")
+    return str(output)
+
+
 def _span(value: Any, field: str, n_tokens: int) -> Span:
     if _is_missing(value):
         raise ValueError(f"{field} span is missing (expected [start, end) token offsets)")
@@ -132,6 +149,23 @@ def _image(row_id: str, value: Any, limits: ServingLimits) -> Image.Image:
         return images.decode_image(row_id, data, max_pixels, where=repr(value))
     except images.ImageProblem as error:
         raise ValueError(f"image {error.reason}") from error
+
+
+def _in_scoring_server() -> bool:
+    """Whether this process is MLflow's scoring server, where ``max_rows`` applies to each request.
+
+    MLflow's scoring server sets ``_MLFLOW_IS_IN_SERVING_ENVIRONMENT=true`` in its own process when it starts
+    (mlflow/pyfunc/scoring_server/__init__.py, ``init``): `mlflow models serve`, the image of `mlflow models
+    build-docker`, and spark_udf's per-executor server (env managers other than ``local``) all go through it. It is read
+    on every call, not in load_context: the server loads the model first and sets the variable afterwards. The other
+    choices were worse: a server-only wrapper would need its own server, and a limit the operator must remember to set
+    would leave `mlflow models serve` unbounded by default. MLflow's own batch CLI (`mlflow models predict`) simulates
+    that environment and so is held to the limit too. tests/test_serving.py checks the refusal against a real
+    `mlflow models serve`, so a change in MLflow that drops the variable fails a test rather than unbounding the server.
+    """
+    from mlflow.environment_variables import _MLFLOW_IS_IN_SERVING_ENVIRONMENT
+
+    return bool(_MLFLOW_IS_IN_SERVING_ENVIRONMENT.get())
 
 
 def load_shapca(model_uri: str) -> ShapCA:
@@ -186,9 +220,37 @@ class ShapCAPyfunc(PythonModel):
             for (_, record), prediction, k in zip(rows, predictions, kept, strict=False)
         ]
 
+    def _predict_chunk(self, offset: int, rows: list[dict]) -> list[dict]:
+        """Outputs of ``rows`` (input positions ``offset``, ``offset + 1``, ...): read, their images decoded, predicted.
+        Everything built here is let go when it returns: at most one chunk of records and decoded images at a time."""
+        limits = self.limits
+        outputs: list[dict | None] = [None] * len(rows)
+        valid: list[tuple[int, Any]] = []  # (row position, record) of the rows that parsed
+        contexts: dict[str, str] = {}
+        images: dict[str, Image.Image] = {}
+        for j, row in enumerate(rows):
+            i = offset + j
+            row_id = str(i)
+            try:
+                record = self._record(row_id, row)
+                context = _context(row.get("context"), limits.max_field_chars, self.model.config.max_context_tokens)
+                value = row.get("image")
+                if not _is_missing(value) and self.model.uses_images:
+                    images[row_id] = _image(row_id, value, limits)
+            except ValueError as error:
+                outputs[j] = {"truncated": None, "error": f"row {i}: {error}"}
+                continue
+            if context:
+                contexts[row_id] = context
+            valid.append((i, record))
+        if valid:
+            for (i, _), output in zip(valid, self._predict_rows(valid, contexts, images), strict=False):
+                outputs[i - offset] = output
+        return outputs  # type: ignore[return-value]
+
     # No MLflow context argument: MLflow passes one only to a predict that names it (its documented form, which the
     # base class's signature does not spell), and everything the model needs was read in load_context.
-    def predict(self, model_input: pd.DataFrame, params: dict | None = None) -> list[dict]:  # type: ignore[override]
+    def predict(self, model_input: pd.DataFrame, params: dict | None = None) -> list[dict] | list[str]:  # type: ignore[override]
         from mlflow.exceptions import MlflowException
 
         limits = self.limits
@@ -196,41 +258,17 @@ class ShapCAPyfunc(PythonModel):
             raise MlflowException.invalid_parameter_value(
                 f"expected a DataFrame with a 'text' column, got {type(model_input).__name__}"
             )
-        if len(model_input) > limits.max_rows:
+        if len(model_input) > limits.max_rows and _in_scoring_server():
             # Refused before a single row is read: the caller splits the request (HTTP 400 from mlflow models serve).
             raise MlflowException.invalid_parameter_value(
                 f"request has {len(model_input)} rows, over the limit of {limits.max_rows} rows per request; "
                 "split it into smaller requests"
             )
         batch_size = _batch_size(params, limits)
-        rows = model_input.to_dict(orient="records")
-        outputs: list[dict | None] = [None] * len(rows)
-        valid: list[tuple[int, Any]] = []  # (row position, record) of the rows that parsed
-        contexts: dict[str, str] = {}
-        for i, row in enumerate(rows):
-            row_id = str(i)
-            try:
-                record = self._record(row_id, row)
-                context = _context(row.get("context"), limits.max_field_chars, self.model.config.max_context_tokens)
-            except ValueError as error:
-                outputs[i] = {"truncated": None, "error": f"row {i}: {error}"}
-                continue
-            if context:
-                contexts[row_id] = context
-            valid.append((i, record))
-        for start in range(0, len(valid), batch_size):
-            # Images are read and decoded one batch at a time: at most batch_size decoded images are held at once.
-            chunk, images = [], {}
-            for i, record in valid[start : start + batch_size]:
-                value = rows[i].get("image")
-                if not _is_missing(value) and self.model.uses_images:
-                    try:
-                        images[record.id] = _image(record.id, value, limits)
-                    except ValueError as error:
-                        outputs[i] = {"truncated": None, "error": f"row {i}: {error}"}
-                        continue
-                chunk.append((i, record))
-            if chunk:
-                for (i, _), output in zip(chunk, self._predict_rows(chunk, contexts, images), strict=False):
-                    outputs[i] = output
-        return outputs  # type: ignore[return-value]
+        output = _output_format(params)
+        outputs: list = []
+        for start in range(0, len(model_input), batch_size):
+            rows = model_input.iloc[start : start + batch_size].to_dict(orient="records")
+            chunk = self._predict_chunk(start, rows)
+            outputs += [json.dumps(o, ensure_ascii=False) for o in chunk] if output == "json" else chunk
+        return outputs
