@@ -461,13 +461,19 @@ _VARIANTS_READING = [
     "quantised per call, and both precision (81.27 → 78.82) and recall (83.20 → 79.87) drop; which layers "
     "cost the most F1 was not isolated.",
     "",
+    "Also tried in process, not as options of the model (one-off script, the champion's weights, 4-row requests "
+    "interleaved, 32 each, load average 6 rising to 15 while it ran): `torch.compile(dynamic=True)` on the text "
+    "encoder took 209 s to compile and then ran as plain did (2.5 vs 2.6 rows/s); one torch thread instead of two "
+    "ran 18.3 rows/s against 2.6 (p50 207 vs 1529 ms), because two OpenMP threads on two cores that other "
+    "processes also want wait on each other. That is a setting of the host, not of the model: on a shared or "
+    "oversubscribed CPU start the server with `OMP_NUM_THREADS=1` (torch reads it at start); on an idle machine "
+    "it was not measured.",
+    "",
     'So `int8` stays an option a consumer can choose (`model_config={"inference": "int8"}`, '
     "`SHAPCA_SERVE_INFERENCE=int8`) and measure on their own CPU (one with AVX-512 VNNI or AMX runs int8 "
     "products natively, and large batches amortise the activation pass), but the default stays `plain`, and it "
     "is not recommended here. Not tried within this change: ONNX Runtime (a new dependency and an export "
-    "artifact at log time), `torch.compile` (the per-request shapes vary with the tweets' lengths), batching "
-    "across requests (the server answers one request at a time), thread tuning (a machine setting, not an "
-    "option of the model).",
+    "artifact at log time) and batching across requests (the server answers one request at a time).",
 ]
 
 
