@@ -230,5 +230,9 @@ def score_variants(
     scores = {}
     for variant in variants:
         loaded = mlflow.pyfunc.load_model(model_uri, model_config={INFERENCE_CONFIG_KEY: variant})
+        # MLflow drops a key the logged model_config lacks (a model logged before the option): say so, not score it
+        applied = getattr(loaded.unwrap_python_model(), "inference", "plain")
+        if applied != variant:
+            raise RuntimeError(f"{model_uri} loaded as {applied!r}, not {variant!r}: its code has no such option")
         scores[variant] = evaluate_split(loaded.unwrap_python_model().model, data, "test").scores.as_dict("test")
     return scores
