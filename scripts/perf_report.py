@@ -447,11 +447,15 @@ def _serve_variants_section(items: list[tuple[Path, dict]]) -> list[str]:
 # What the measurements of the variants say (issue 25), kept with the table they explain.
 _VARIANTS_READING = [
     "",
-    "Reading it (`serve-variants.json`: the Twitter-2017 MiniLM champion's weights, test micro-F1 82.22 as "
-    "registered, logged and served by this branch's code, its working tree on top of `dbc3ff4`; AMD EPYC, 2 cores "
-    "with AVX2 and no AVX-512/VNNI, shared with other sessions: load average 6.5 before and 8.4 after the run). "
-    "The goal is not reached: int8 serves 0.95× the plain rows/s (p50 64 vs 65 ms) and loses 2.88 F1 points "
-    "(79.34 vs 82.22). Why no speed: a quiet-path request is 4 tweets, about 100 word pieces, so each Linear is a "
+    "Reading it (`serve-variants.json`, `serve-variants-2.json`: the Twitter-2017 MiniLM champion's weights, "
+    "test micro-F1 82.22 as registered, logged and served by this branch's code: the first run from its "
+    "uncommitted working tree on top of `dbc3ff4`, the second at `eb4dbf1`; AMD EPYC, 2 cores with AVX2 and no "
+    "AVX-512/VNNI, shared with other sessions: load average 6.5 "
+    "before and 8.4 after the first run, 5.8 before and 12.9 after the second; the second skipped the F1, which "
+    "load does not change). The goal is not reached: int8 served 0.95× and 1.46× the plain rows/s in the two "
+    "runs (the load moved between each pair of requests), never 2×, and loses 2.88 F1 points (79.34 vs 82.22), "
+    "ten times the 0.3 allowed. Why so little speed: a quiet-path request is 4 tweets, about 100 word pieces, so "
+    "each Linear is a "
     "(100 × 384) by (384 × 1536) product at most; fp32 GEMM does that well on AVX2, while dynamic quantisation "
     "adds a per-call pass over the activations (scale, round, dequantise) and this CPU has no VNNI int8 "
     "instructions to win it back. A cProfile of 40 in-process 4-row requests of the same model (same load) puts "
