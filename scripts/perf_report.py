@@ -464,7 +464,7 @@ _VARIANTS_READING = [
     "both encoders' states (text and context, fused before the CRF) go through int8 weights and activations "
     "quantised per call, and both precision (81.27 → 78.82) and recall (83.20 → 79.87) drop. Quantising the text "
     "encoder alone (context encoder float32; one-off in-process run) scores 79.34 too: the loss is all the text "
-    "encoder's, whose states the CRF tags directly.",
+    "encoder's, whose states the fusion and the CRF build on.",
     "",
     "Also tried in process, not as options of the model (one-off script, the champion's weights, 4-row requests "
     "interleaved, 32 each, load average 6 rising to 15 while it ran): `torch.compile(dynamic=True)` on the text "
