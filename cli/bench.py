@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from pathlib import Path
 from typing import Annotated
@@ -106,7 +107,12 @@ def add_commands(app: typer.Typer) -> None:
         )
         typer.echo(json.dumps(result, indent=2))
 
-    @bench.command("serve", epilog="Example: shapca bench serve --requests 40 --output docs/perf/serve-new.json")
+    @bench.command(
+        "serve",
+        epilog="Example: shapca bench serve --requests 40 --output docs/perf/serve-new.json; with a trained model's "
+        "weights and the F1 of each variant: shapca bench serve --model-dir outputs/twitter2017/best "
+        "--f1-dataset twitter2017 --output docs/perf/serve-variants.json",
+    )
     def serve(
         model_uri: str = typer.Option(
             "",
@@ -114,31 +120,68 @@ def add_commands(app: typer.Typer) -> None:
             "of the paper's config (random heads) logged to a temporary sqlite store",
         ),
         tracking_uri: str = typer.Option("", help="the store of --model-uri"),
+        model_dir: Path = typer.Option(
+            None, help="a trained Twitter-2017 model's save_pretrained directory, logged by this code and served"
+        ),
         code_root: Path = typer.Option(
             None, help="checkout whose `components` logs and serves the model (another commit)"
         ),
         requests: int = typer.Option(40, help="timed sequential 4-row requests"),
+        variants: str = typer.Option(
+            "plain,int8",
+            help="inference variants served side by side (one server each, requests interleaved); "
+            "the first also takes the hostile battery. A commit without the option: plain",
+        ),
+        f1_dataset: str = typer.Option("", help="also score each variant in process on this dataset's test split"),
+        data_dir: Path = typer.Option(Path("data"), help="where --f1-dataset's data lives"),
+        context_generator: str = typer.Option("blip2", help="the contexts --f1-dataset's rows are scored with"),
         encoder: str = typer.Option("minilm", help="text encoder of the default model: minilm or a local directory"),
         output: Path = typer.Option(None, help="also write the JSON here"),
     ) -> None:
-        """Print {"rows_per_second", "p50_ms", "p95_ms", "rss_before_mb", "rss_after_battery_mb", "battery", ...}."""
+        """Print {"rows_per_second", "p50_ms", "p95_ms", "rss_before_mb", "rss_after_battery_mb", "battery",
+        "variants": {variant: {"rows_per_second", "p50_ms", "p95_ms", "test_micro_f1"?}}, ...}."""
         import dataclasses
         import subprocess
         import tempfile
 
-        from components.benchmarks.serving import log_bench_model, run_serve_benchmark
+        from components.benchmarks.serving import compare_variants, log_bench_model, run_serve_benchmark, score_variants
         from components.machine import machine_description
         from components.serving.harness import start_serve
+        from components.serving.inference import INFERENCE_ENV, INFERENCE_VARIANTS
 
+        load_before = os.getloadavg()  # what else the machine runs, before this benchmark adds its own
+        names = [name.strip() for name in variants.split(",") if name.strip()]
+        bad = [name for name in names if name not in INFERENCE_VARIANTS]
+        if not names or bad or len(set(names)) != len(names):
+            raise typer.BadParameter(
+                f"--variants: distinct names among {', '.join(INFERENCE_VARIANTS)}, got {variants!r}"
+            )
         with tempfile.TemporaryDirectory(prefix="shapca-bench-serve-") as tmp:
             root = Path(tmp)
             if not model_uri:
-                model_uri, tracking_uri = log_bench_model(root, encoder, code_root)
-            server = start_serve(model_uri, tracking_uri, root / "serve.log", code_root=code_root)
+                model_uri, tracking_uri = log_bench_model(root, encoder, code_root, model_dir)
+            servers = {}
             try:
-                result = run_serve_benchmark(server, requests=requests, battery_timeout=65.0, after_budget_s=60.0)
+                for name in names:
+                    servers[name] = start_serve(
+                        model_uri, tracking_uri, root / f"serve-{name}.log", {INFERENCE_ENV: name}, code_root
+                    )
+                side_by_side = compare_variants({name: server.url for name, server in servers.items()}, requests)
+                for name in names[1:]:  # the battery's server alone on the machine
+                    servers.pop(name).stop()
+                result = run_serve_benchmark(
+                    servers[names[0]], requests=requests, battery_timeout=65.0, after_budget_s=60.0
+                )
             finally:
-                server.stop()
+                for server in servers.values():
+                    server.stop()
+            if f1_dataset:
+                import mlflow
+
+                mlflow.set_tracking_uri(tracking_uri)
+                for name, scores in score_variants(model_uri, names, f1_dataset, data_dir, context_generator).items():
+                    kept = ("test_precision", "test_recall", "test_f1")
+                    side_by_side[name] |= {key: round(scores[key], 4) for key in kept}
         where = code_root or Path.cwd()
         commit = subprocess.run(
             ["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
@@ -147,9 +190,13 @@ def add_commands(app: typer.Typer) -> None:
             "kind": "serve_benchmark",
             "model": model_uri if tracking_uri else "",
             "encoder": encoder,
+            "model_dir": str(model_dir) if model_dir else None,
             "server_commit": commit,
             "machine": machine_description(),
+            "load_average_before": [round(v, 2) for v in load_before],
             **dataclasses.asdict(result),
+            "variants": side_by_side,
+            "f1_dataset": f1_dataset or None,
         }
         text = json.dumps(document, indent=2)
         if output is not None:

@@ -47,25 +47,32 @@ except ImportError:  # a commit before components/serving/
     from components.tracking.pyfunc_model import log_shapca_model
 
 root, encoder = Path(sys.argv[1]), sys.argv[2]
-torch.manual_seed(0)
-paper = dict(text_encoder=encoder, context_mode="fusion", alignment="shapley", context_trainable_layers=None)
-config = ShapCAConfig(**{k: v for k, v in paper.items() if k in ShapCAConfig.model_fields})  # an older commit's
 spec = get_spec("twitter2017")
-ShapCA.from_config(config, spec.task, spec.labels).save_pretrained(root / "best")
+best = root / "best"
+if len(sys.argv) > 3:  # a trained model's save_pretrained directory, logged as it is
+    best = Path(sys.argv[3])
+else:
+    torch.manual_seed(0)
+    paper = dict(text_encoder=encoder, context_mode="fusion", alignment="shapley", context_trainable_layers=None)
+    config = ShapCAConfig(**{k: v for k, v in paper.items() if k in ShapCAConfig.model_fields})  # an older commit's
+    ShapCA.from_config(config, spec.task, spec.labels).save_pretrained(best)
 uri = f"sqlite:///{root / 'mlflow.db'}"
 setup = setup_tracking("bench-serve", tracking_uri=uri, artifact_location=(root / "artifacts").as_uri())
 mlflow.set_tracking_uri(uri)
 with mlflow.start_run(experiment_id=setup.experiment_id):
-    info = log_shapca_model(root / "best", spec.task)
+    info = log_shapca_model(best, spec.task)
 print(json.dumps([info.model_uri, uri]))
 """
 
 
-def log_bench_model(root: Path, encoder: str, code_root: Path | None = None) -> tuple[str, str]:
-    """Log the benchmark model (see _LOG_BENCH_MODEL) under root; returns (model URI, tracking URI)."""
+def log_bench_model(
+    root: Path, encoder: str, code_root: Path | None = None, model_dir: Path | None = None
+) -> tuple[str, str]:
+    """Log the benchmark model (see _LOG_BENCH_MODEL) under root, or with `model_dir` that trained Twitter-2017
+    model's `save_pretrained` directory (logged by the same code that serves it); returns (model URI, tracking URI)."""
     env = os.environ | ({"PYTHONPATH": str(code_root)} if code_root is not None else {})
     done = subprocess.run(
-        [sys.executable, "-c", _LOG_BENCH_MODEL, str(root), encoder],
+        [sys.executable, "-c", _LOG_BENCH_MODEL, str(root), encoder, *([str(model_dir)] if model_dir else [])],
         env=env,
         capture_output=True,
         text=True,
@@ -98,6 +105,11 @@ class ServeBenchmark:
     serves_after_battery: bool = False
 
 
+def _records(i: int, rows_per_request: int) -> list[dict]:
+    """The i-th request of the quiet path: `rows_per_request` tweets, cycling through TWEETS."""
+    return [{"text": TWEETS[(i * rows_per_request + r) % len(TWEETS)]} for r in range(rows_per_request)]
+
+
 def throughput(
     url: str,
     requests: int,
@@ -111,7 +123,7 @@ def throughput(
     earlier requests then scores what it managed); without it, any failure is an error."""
 
     def records(i: int) -> list[dict]:
-        return [{"text": TWEETS[(i * rows_per_request + r) % len(TWEETS)]} for r in range(rows_per_request)]
+        return _records(i, rows_per_request)
 
     for i in range(warmup):
         invoke(url, records(i))
@@ -160,3 +172,67 @@ def run_serve_benchmark(
         battery=battery,
         serves_after_battery=bool(after_latencies),
     )
+
+
+def compare_variants(
+    urls: dict[str, str], requests: int, rows_per_request: int = 4, warmup: int = 3
+) -> dict[str, dict[str, float]]:
+    """The quiet path of one server per inference variant (`urls`: variant -> server URL), measured side by side:
+    request i goes to every server in turn before request i + 1 goes to any, so whatever else the machine runs slows
+    each variant alike. Per variant: rows/s = rows sent / the sum of its own latencies, p50/p95 nearest-rank.
+
+    A variant whose answers equal the first variant's to the last digit is an error: that server did not apply it
+    (a commit without the option ignores SHAPCA_SERVE_INFERENCE)."""
+    first = next(iter(urls))
+    answers: dict[str, str] = {}
+    for variant, url in urls.items():
+        for i in range(warmup):
+            answer = invoke(url, _records(i, rows_per_request))
+            if answer.status != 200:
+                raise RuntimeError(f"variant {variant}: a warm-up request failed: {answer.status} {answer.body[:300]}")
+            answers.setdefault(variant, answer.body)
+    same = [variant for variant in urls if variant != first and answers[variant] == answers[first]]
+    if same:
+        raise RuntimeError(f"variants {same} answer exactly as {first!r}: their servers did not apply the option")
+    latencies: dict[str, list[float]] = {variant: [] for variant in urls}
+    for i in range(requests):
+        for variant, url in urls.items():
+            answer = invoke(url, _records(i, rows_per_request))
+            if answer.status != 200:
+                raise RuntimeError(f"variant {variant}: request {i} failed: {answer.status} {answer.body[:300]}")
+            latencies[variant].append(answer.seconds)
+    return {
+        variant: {
+            "rows_per_second": round(len(seconds) * rows_per_request / sum(seconds), 2),
+            "p50_ms": round(percentile(seconds, 50) * 1000, 1),
+            "p95_ms": round(percentile(seconds, 95) * 1000, 1),
+        }
+        for variant, seconds in latencies.items()
+    }
+
+
+def score_variants(
+    model_uri: str, variants: list[str], dataset: str, data_dir: Path, context_generator: str = "blip2"
+) -> dict[str, dict[str, float]]:
+    """Each variant's scores on the dataset's test split, in process: the model loaded with
+    ``model_config={"inference": variant}`` and scored by `evaluate_split`, as `shapca evaluate` scores a model."""
+    import mlflow.pyfunc
+
+    from components.config import DataConfig
+    from components.serving.inference import INFERENCE_CONFIG_KEY, INFERENCE_ENV
+
+    if os.environ.get(INFERENCE_ENV):
+        raise ValueError(f"{INFERENCE_ENV} is set: it would override every variant's model_config; unset it")
+    from components.training.data import load_training_data
+    from components.training.evaluate import evaluate_split
+
+    data = load_training_data(DataConfig(dataset=dataset, data_dir=data_dir, context_generator=context_generator))
+    scores = {}
+    for variant in variants:
+        loaded = mlflow.pyfunc.load_model(model_uri, model_config={INFERENCE_CONFIG_KEY: variant})
+        # MLflow drops a key the logged model_config lacks (a model logged before the option): say so, not score it
+        applied = getattr(loaded.unwrap_python_model(), "inference", "plain")
+        if applied != variant:
+            raise RuntimeError(f"{model_uri} loaded as {applied!r}, not {variant!r}: its code has no such option")
+        scores[variant] = evaluate_split(loaded.unwrap_python_model().model, data, "test").scores.as_dict("test")
+    return scores

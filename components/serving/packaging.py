@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import mlflow.pyfunc
 import pandas as pd
 
+from components.serving.inference import INFERENCE_CONFIG_KEY, resolve_inference
 from components.serving.pyfunc import MODEL_ARTIFACT
 from components.tasks import get_task
 
@@ -88,8 +89,13 @@ def copy_served_code(destination: Path) -> Path:
     return code
 
 
-def log_shapca_model(model_dir: Path, task: str, name: str = "model") -> ModelInfo:
-    """Log a `save_pretrained` directory as a self-contained pyfunc in the active run; returns MLflow's ModelInfo."""
+def log_shapca_model(model_dir: Path, task: str, name: str = "model", inference: str = "plain") -> ModelInfo:
+    """Log a `save_pretrained` directory as a self-contained pyfunc in the active run; returns MLflow's ModelInfo.
+
+    `inference` is the variant the model loads with (inference.py); it is logged in the model_config because MLflow
+    lets a consumer override at load (`load_model(uri, model_config={"inference": "int8"})`) only the keys the
+    logged model_config already has."""
+    model_config = {INFERENCE_CONFIG_KEY: resolve_inference({INFERENCE_CONFIG_KEY: inference}, environ={})}
     signature, example = signature_and_example(task)
     with tempfile.TemporaryDirectory() as tmp:
         return mlflow.pyfunc.log_model(
@@ -100,4 +106,5 @@ def log_shapca_model(model_dir: Path, task: str, name: str = "model") -> ModelIn
             pip_requirements=serving_requirements(),
             signature=signature,
             input_example=example,
+            model_config=model_config,
         )

@@ -26,6 +26,7 @@ to it: see :func:`_in_scoring_server`.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ import pandas as pd
 from mlflow.pyfunc.model import PythonModel, PythonModelContext
 
 from components.data.records import Example, Span
+from components.serving.inference import apply_inference, resolve_inference
 from components.serving.limits import IMAGE_DIR_ENV, ServingLimits
 from components.tasks import get_task
 
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
 
     from components.model.shapca import ShapCA
 
+_log = logging.getLogger(__name__)
 MODEL_ARTIFACT = "model"  # the artifact key under which `ShapCA.save_pretrained` output travels
 
 
@@ -177,14 +180,17 @@ class ShapCAPyfunc(PythonModel):
     # Class-level defaults so that a wrapper built in-process (tests, `evaluate`) is bounded too; load_context resolves
     # the model_config and the operator's environment.
     limits: ServingLimits = ServingLimits()
+    inference: str = "plain"  # the inference variant (inference.py), resolved by load_context
     model: ShapCA  # set by load_context (or by hand in-process)
 
     def load_context(self, context: PythonModelContext) -> None:  # MLflow's name: the model's artifacts and config
         from components.model.shapca import ShapCA
 
-        self.limits = ServingLimits.resolve(getattr(context, "model_config", None))
-        self.model = ShapCA.from_pretrained(context.artifacts[MODEL_ARTIFACT])
-        self.model.eval()
+        model_config = getattr(context, "model_config", None)
+        self.limits = ServingLimits.resolve(model_config)
+        self.inference = resolve_inference(model_config)  # before the weights: a bad value fails fast
+        self.model = apply_inference(ShapCA.from_pretrained(context.artifacts[MODEL_ARTIFACT]), self.inference)
+        _log.info("shapca model loaded: inference %s", self.inference)
 
     def _record(self, row_id: str, row: dict) -> Example:
         """The row as the record the processor takes (the task says which; its gold labels are placeholders that
