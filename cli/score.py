@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from cli._choices import Dataset
 from cli.run import EPHEMERAL_STARTUP_TIMEOUT_S
 
 Format = Literal["jsonl", "parquet"]
@@ -19,7 +20,7 @@ def score(
     output: Annotated[str, typer.Option(help="where the parts and manifest.json go: a directory or s3://...")] = (
         "outputs/scores"
     ),
-    dataset: Annotated[str, typer.Option(help="scores with models:/shapca-<dataset>")] = "twitter2017",
+    dataset: Annotated[Dataset, typer.Option(help="scores with models:/shapca-<dataset>")] = "twitter2017",
     version: Annotated[str, typer.Option(help="a version number or an alias")] = "champion",
     lines_per_shard: Annotated[int, typer.Option(min=1, help="input lines per shard (a task, and a part)")] = 1000,
     format: Annotated[Format, typer.Option("--format", help="the parts' format")] = "jsonl",
