@@ -29,16 +29,28 @@ def score(
     (SHAPCA_DASK_ADDRESS, or a local one); a rerun skips the shards already written. Prints the manifest."""
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(EPHEMERAL_STARTUP_TIMEOUT_S))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     from flows.score_tweets import score_tweets
 
-    content = score_tweets(
-        input=input,
-        output=output,
-        dataset=dataset,
-        version=version,
-        lines_per_shard=lines_per_shard,
-        output_format=format,
-    )
+    api_url = PREFECT_API_URL.value()
+    if not api_url:
+        # One temporary server, named in the environment the Dask workers inherit: otherwise each worker process would
+        # start a temporary server of its own (a minute each on 2 cores) and report its task runs there.
+        from prefect.server.api.server import SubprocessASGIServer
+
+        server = SubprocessASGIServer()
+        server.start(timeout=EPHEMERAL_STARTUP_TIMEOUT_S)  # stopped at exit
+        api_url = os.environ["PREFECT_API_URL"] = server.api_url
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        content = score_tweets(
+            input=input,
+            output=output,
+            dataset=dataset,
+            version=version,
+            lines_per_shard=lines_per_shard,
+            output_format=format,
+        )
     typer.echo(json.dumps(content, indent=2))
 
 
