@@ -32,10 +32,17 @@ from components.runs.batch_scoring import (
     write_manifest,
 )
 from components.tracking.registry import registered_model_name
-from flows.tasks import _retry_if_transient
 
 DASK_ADDRESS_ENV = "SHAPCA_DASK_ADDRESS"
 DASK_WORKERS_ENV = "SHAPCA_DASK_WORKERS"
+
+
+def _retry_if_transient(task, task_run, state) -> bool:
+    # flows.tasks imports the training and validation stack: imported only when a shard failed, so that a Dask worker
+    # process, which imports this module to run its tasks, starts without it.
+    from flows.tasks import is_transient
+
+    return is_transient(state.result(raise_on_failure=False))
 
 
 def dask_task_runner() -> TaskRunner[Any]:  # Any: Prefect's flow decorator wants PrefectFuture, not Dask's
