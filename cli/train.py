@@ -73,9 +73,9 @@ def evaluate(
 # A JSONL line longer than this cannot hold a row the model accepts (the text and context limits, 4 bytes per
 # character at most in UTF-8, plus room for the JSON around them): it is refused before the model is loaded.
 def _max_line_bytes() -> int:
-    from components.serving.limits import ServingLimits
+    from components.runs.batch_scoring import max_line_bytes
 
-    return 2 * 4 * ServingLimits.resolve().max_field_chars + 65_536
+    return max_line_bytes()
 
 
 def read_prediction_rows(path: Path) -> list[dict]:

@@ -28,6 +28,7 @@ def test_the_tree_holds_every_command():
         "validate",
         "contexts",
         "run",
+        "score",
         "bench shapley",
         "bench step",
         "experiment ablation",

@@ -77,6 +77,7 @@ def test_production_topology_end_to_end(production_stack: ProductionStack, tmp_p
         ("train-shapca", "weekly-retrain"),
         ("validate-data", "default"),
         ("evaluate-model", "default"),
+        ("score-tweets", "default"),
         ("generate-contexts", "gpu"),
     } <= set(deployments)
     weekly = deployments[("train-shapca", "weekly-retrain")]
