@@ -16,10 +16,11 @@
     Crashed, which also frees its deployment concurrency slot. Its process is gone (a preempted node, a killed pod)
     or cut off from the API for that long; if it is only cut off, it stops itself when it sees the Crashed state
     (flows/attempt_watch.py). The window must exceed the heartbeat interval plus the Prefect outages to ride out;
-  - *retry crashed flow runs*: a deployment's shapca flow run that has stayed Crashed for `--retry-after` seconds is
-    rescheduled (AwaitingRetry) for any worker of its pool, as long as it has run fewer than `--max-attempts` times.
-    The wait outlasts the crash report a worker sends again after cleaning up a killed process (its second report
-    would otherwise undo a retry sent earlier), so a retry sent by hand right after a crash is redone too.
+  - *retry crashed flow runs*: a deployment's shapca flow run that has not started again (Pending, Running) or ended
+    otherwise within `--retry-after` seconds of being Crashed is rescheduled (AwaitingRetry) for any worker of its
+    pool, as long as it has run fewer than `--max-attempts` times. A retry sent by hand right after a crash does not
+    stop it: the crash report a worker sends again after cleaning up a killed process (about 10-25 s later) would
+    undo that retry, and the automation then reschedules the run.
 """
 
 from __future__ import annotations
@@ -45,14 +46,14 @@ DEFAULT_RESULTS_URL = "s3://shapca/prefect-results"
 TAG = "shapca"  # every deployment in prefect.yaml carries it, and so do their flow runs
 ZOMBIE_AUTOMATION = "shapca: crash flow runs without heartbeats"
 RETRY_AUTOMATION = "shapca: retry crashed flow runs"
-# Every state a rescheduled, running or finished flow run enters after Crashed (event names are state names).
+# The states that show a crashed flow run is being handled: it runs again, or it ended otherwise (event names are
+# state names). Not the Scheduled ones (a retry by hand, AwaitingRetry, Late, AwaitingConcurrencySlot): a worker's
+# late second crash report can undo a retry sent by hand, and Prefect keeps one bucket per flow run open for the whole
+# window after the first Crashed, so that second Crashed starts no window of its own: had the Scheduled counted, the
+# run would stay Crashed. Rescheduling a run that is Scheduled already changes nothing.
 AFTER_CRASH = {
     f"prefect.flow-run.{name}"
     for name in (
-        "Scheduled",
-        "AwaitingRetry",
-        "AwaitingConcurrencySlot",
-        "Late",
         "Pending",
         "Running",
         "Retrying",
