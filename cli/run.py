@@ -34,16 +34,21 @@ def run(
     root = find_project_root()
     config_path = (config or root / "configs" / "default.yaml").resolve()
     cfg = load_config(config_path, override or [])
-    # Read by Prefect's settings when it is imported below; a value the user set wins. Without analytics the
-    # temporary server writes no telemetry row while its first migration still holds the new database's lock.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(EPHEMERAL_STARTUP_TIMEOUT_S))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    temporary_server_settings()
     with contextlib.chdir(root):
         # Prefect (and the flow's imports) only once the config is known to be valid.
         from flows.train_shapca import train_shapca
 
         outcome = train_shapca(config=cfg)
     typer.echo(outcome.text())
+
+
+def temporary_server_settings() -> None:
+    """Settings of the temporary Prefect server a command starts when PREFECT_API_URL names none; call before Prefect
+    is imported (its settings read them then). A value the user set wins. Without analytics the temporary server
+    writes no telemetry row while its first migration still holds the new database's lock."""
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(EPHEMERAL_STARTUP_TIMEOUT_S))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def add_commands(app: typer.Typer) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 import typer
 
 from cli._choices import Dataset
-from cli.run import EPHEMERAL_STARTUP_TIMEOUT_S
+from cli.run import EPHEMERAL_STARTUP_TIMEOUT_S, temporary_server_settings
 
 Format = Literal["jsonl", "parquet"]
 
@@ -27,8 +27,7 @@ def score(
 ) -> None:
     """Score every line of a JSONL input with a registered model, its shards in parallel on a Dask cluster
     (SHAPCA_DASK_ADDRESS, or a local one); a rerun skips the shards already written. Prints the manifest."""
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(EPHEMERAL_STARTUP_TIMEOUT_S))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    temporary_server_settings()
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.score_tweets import score_tweets
