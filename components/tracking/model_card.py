@@ -25,10 +25,14 @@ MAX_DESCRIPTION = 5000  # MLflow's registry keeps at most 5000 characters of a d
 HEADLINE = ("f1", "precision", "recall")
 
 
-# The study of the recipe's variants over seeds (docs/RESULTS.md), by the dataset it measured: its section, which a
-# card of that dataset links to. A card states its own run's facts; the study's are read there, never pasted.
+# The newest study of the recipe's variants over seeds, by the dataset it measured: the file and section that a card of
+# that dataset links to. A card states its own run's facts; the study's are read there, never pasted. Twitter-2015's
+# newest grid is the round archived on 2026-12-02 (docs/RESULTS.md says what ran since).
 STUDY = "docs/RESULTS.md"
-STUDY_SECTIONS = {"twitter2017": "twitter2017 · contexts: blip2", "twitter2015": "twitter2015 · contexts: blip2"}
+STUDY_SECTIONS = {
+    "twitter2017": (STUDY, "twitter2017 · contexts: blip2"),
+    "twitter2015": ("docs/results/RESULTS-2026-12-02-round2.md", "twitter2015 · contexts: blip2"),
+}
 
 
 @dataclass
@@ -161,11 +165,11 @@ def _limits(facts: CardFacts) -> list[str]:
         "Trained and scored on English tweets / news captions of 2016-2017 (the benchmark's domain); other "
         "domains are untested."
     )
-    section = STUDY_SECTIONS.get(facts.dataset)
-    if section:
+    study = STUDY_SECTIONS.get(facts.dataset)
+    if study:
         commit = params.get("lineage.git_commit", "")[:12]
         at = f" at git `{commit}`" if commit else ""
-        out.append(f'How this recipe\'s variants compare over seeds on this dataset: {STUDY}, section "{section}"{at}.')
+        out.append(f'How this recipe\'s variants compare over seeds on this dataset: {study[0]}, section "{study[1]}"{at}.')
     return [f"- {line}" for line in out]
 
 
