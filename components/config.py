@@ -45,6 +45,9 @@ class TrainConfig(BaseModel):
     lr_encoder: float = 1e-4  # pretrained encoders
     lr_head: float = 5e-3  # everything trained from scratch (projections, fusion, heads, CRF)
     lr_fusion: float | None = None  # the fusion module's own rate (None: lr_head), e.g. to let an open gate stay open
+    # The word features' own rate (None: lr_head). Added into the encoder's input embeddings, features trained at
+    # lr_head swamp the pretrained word embeddings in the first epoch (docs/RESULTS.md, case features).
+    lr_word_features: float | None = None
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     grad_clip: float = 1.0

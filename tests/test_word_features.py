@@ -239,3 +239,15 @@ def test_lr_fusion_gives_the_fusion_a_group_of_its_own(tiny_bert_dir):
     assert {id(p) for p in split.param_groups[2]["params"]} == fusion
     assert not fusion & {id(p) for p in split.param_groups[1]["params"]}
     assert sum(len(g["params"]) for g in split.param_groups) == sum(len(g["params"]) for g in default.param_groups)
+
+
+def test_lr_word_features_gives_the_word_features_a_group_of_their_own(tiny_bert_dir):
+    model = ShapCA.from_config(_config(tiny_bert_dir, word_features="chars+shape"), "ner", TYPES)
+    words = {id(p) for p in model.word_features.parameters()}
+    fusion = {id(p) for p in model.fusion.parameters()}
+    default = build_optimizer(model, TrainConfig())
+    both = build_optimizer(model, TrainConfig(lr_fusion=1e-3, lr_word_features=1e-4))
+    assert [g["lr"] for g in both.param_groups] == [1e-4, 5e-3, 1e-3, 1e-4]
+    assert [{id(p) for p in g["params"]} for g in both.param_groups[2:]] == [fusion, words]
+    assert not (words | fusion) & {id(p) for p in both.param_groups[1]["params"]}
+    assert sum(len(g["params"]) for g in both.param_groups) == sum(len(g["params"]) for g in default.param_groups)

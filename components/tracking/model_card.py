@@ -169,7 +169,8 @@ def _limits(facts: CardFacts) -> list[str]:
     if study:
         commit = params.get("lineage.git_commit", "")[:12]
         at = f" at git `{commit}`" if commit else ""
-        out.append(f'How this recipe\'s variants compare over seeds on this dataset: {study[0]}, section "{study[1]}"{at}.')
+        path, section = study
+        out.append(f'How this recipe\'s variants compare over seeds on this dataset: {path}, section "{section}"{at}.')
     return [f"- {line}" for line in out]
 
 

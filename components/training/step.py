@@ -1,6 +1,6 @@
 """One training step, the same for the trainer and for every benchmark (components/benchmarks/):
 
-    optimizer = build_optimizer(model, cfg.train)              # AdamW, two learning rates (3: train.lr_fusion)
+    optimizer = build_optimizer(model, cfg.train)              # AdamW, 2 learning rates (+ fusion, word features)
     scheduler = build_scheduler(optimizer, cfg.train, total)   # linear warmup, then linear decay
     out = forward(model, batch, precision)                     # loss must be finite
     backward(out, grad_accum)                                  # gradients of loss / grad_accum
@@ -26,16 +26,22 @@ class NonFiniteLossError(RuntimeError):
 
 def build_optimizer(model: ShapCA, train: TrainConfig) -> torch.optim.Optimizer:
     """AdamW with two learning rates: the pretrained encoders (lr_encoder) and the layers trained from scratch
-    (lr_head); with `train.lr_fusion`, the fusion module gets a third group of its own."""
+    (lr_head); `train.lr_fusion` and `train.lr_word_features` give the fusion module and the word features a group of
+    their own (in that order, after the two)."""
     groups = model.parameter_groups()
+    own_rates = [(model.fusion, train.lr_fusion), (model.word_features, train.lr_word_features)]
+    scratch, own_groups = groups["other"], []
+    for module, lr in own_rates:
+        if module is None or lr is None:
+            continue
+        ids = {id(p) for p in module.parameters()}
+        own_groups.append({"params": [p for p in scratch if id(p) in ids], "lr": lr})
+        scratch = [p for p in scratch if id(p) not in ids]
     param_groups = [
         {"params": groups["encoder"], "lr": train.lr_encoder},
-        {"params": groups["other"], "lr": train.lr_head},
+        {"params": scratch, "lr": train.lr_head},
+        *own_groups,
     ]
-    if train.lr_fusion is not None and model.fusion is not None:
-        fusion = {id(p) for p in model.fusion.parameters()}
-        param_groups[1]["params"] = [p for p in groups["other"] if id(p) not in fusion]
-        param_groups.append({"params": [p for p in groups["other"] if id(p) in fusion], "lr": train.lr_fusion})
     return torch.optim.AdamW(param_groups, weight_decay=train.weight_decay)
 
 
