@@ -301,8 +301,9 @@ def test_the_gate_variants_and_case_features_are_settings_the_report_tells_apart
     with pytest.raises(ValueError, match="model.context_gate_floor is what the ablation variants set"):
         point_config(base, VARIANTS["infonce"], 13, overrides=["model.context_gate_floor=0.1"])
 
-    chars = point_config(base, VARIANTS["infonce"], 13, overrides=["model.word_features=chars"])
-    plain = point_config(base, VARIANTS["infonce"], 13)
+    plain = point_config(base, VARIANTS["infonce"], 13, overrides=["model.word_features=none"])
+    chars = point_config(base, VARIANTS["infonce"], 13)  # the default's case features
+    assert chars.model.word_features == "chars"
     assert config_hash(chars, include_seed=False) != config_hash(plain, include_seed=False)
     baseline = {k: v for k, v in config_identity(base).items() if k != "train.seed"}
 
@@ -335,5 +336,5 @@ def test_the_gate_variants_and_case_features_are_settings_the_report_tells_apart
     section = text.split("## twitter2017 · contexts: blip2")[1].split("## Runs")[0]
     rows = [line for line in section.splitlines() if line.startswith("| 4 ")]
     assert len(rows) == 6  # main table, per-type table, probe table: one row per setting each
-    labelled = [row for row in rows if "`model.word_features=chars`" in row]
-    assert len(labelled) == 3 and all(config_hash(chars, include_seed=False)[:8] in row for row in labelled)
+    labelled = [row for row in rows if "`model.word_features=none`" in row]
+    assert len(labelled) == 3 and all(config_hash(plain, include_seed=False)[:8] in row for row in labelled)

@@ -14,6 +14,7 @@ def test_the_classes_defaults_are_the_default_yaml(project_root):
     assert load_config() == ExperimentConfig()  # no file: the same recipe
     model = ShapCAConfig()
     assert (model.alignment, model.context_trainable_layers, model.context_mode) == ("infonce", 1, "fusion")
+    assert (model.word_features, model.word_features_at) == ("chars", "states")  # the dev winner of issue 24
 
 
 def test_the_paper_config_says_what_it_trains(project_root):

@@ -242,6 +242,7 @@ def test_gpu_deployments_train_the_larger_encoder_that_the_gpu_image_holds():
     assert set(configs) == {"gpu", "cpu", "weekly-retrain"}
     for name in ("gpu", "weekly-retrain"):
         assert (configs[name].model.text_encoder, configs[name].train.device) == ("mpnet", "cuda"), name
+        assert configs[name].model.word_features == "none", name  # all-mpnet-base-v2 as measured (docs/RESULTS.md)
     assert configs["cpu"].model.text_encoder == ExperimentConfig().model.text_encoder == "minilm"
     gpu_build = yaml.safe_load((INFRA / "docker-compose.yml").read_text())["services"]["worker-gpu"]["build"]["args"]
     assert gpu_build.get("WITH_MPNET", "auto") != "0"  # the Dockerfile's auto puts it into every CUDA build

@@ -131,7 +131,7 @@ def test_the_same_model_without_word_features_is_the_same_text_only_model(tiny_b
     weights (WordFeatures is built last) and the zero-initialised projection leaves the predictions as they were."""
     batch_items = [(_ner(["Obama", "visits", "Paris"]), "a man at a desk", None)]
     torch.manual_seed(0)
-    off = ShapCA.from_config(_config(tiny_bert_dir), "ner", TYPES).eval()
+    off = ShapCA.from_config(_config(tiny_bert_dir, word_features="none"), "ner", TYPES).eval()
     torch.manual_seed(0)
     on = ShapCA.from_config(_config(tiny_bert_dir, word_features="chars+shape"), "ner", TYPES).eval()
     assert off.word_features is None and not any("word_features" in k for k in off.state_dict())
@@ -251,3 +251,16 @@ def test_lr_word_features_gives_the_word_features_a_group_of_their_own(tiny_bert
     assert [{id(p) for p in g["params"]} for g in both.param_groups[2:]] == [fusion, words]
     assert not (words | fusion) & {id(p) for p in both.param_groups[1]["params"]}
     assert sum(len(g["params"]) for g in both.param_groups) == sum(len(g["params"]) for g in default.param_groups)
+
+
+def test_relation_extraction_says_that_features_at_the_states_reach_nothing(tiny_bert_dir, caplog):
+    """The default puts the character CNN at the states, which the RE head never reads (only its markers' states):
+    a relation model built so says how to make the features count, and one at the embeddings does not."""
+    with caplog.at_level("WARNING", logger="components.model.shapca"):
+        ShapCA.from_config(_config(tiny_bert_dir), "re", RELATIONS)
+    assert "set model.word_features_at=embeddings" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="components.model.shapca"):
+        ShapCA.from_config(_config(tiny_bert_dir, word_features_at="embeddings"), "re", RELATIONS)
+        ShapCA.from_config(_config(tiny_bert_dir), "ner", TYPES)
+    assert "reaches nothing" not in caplog.text

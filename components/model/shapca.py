@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,8 @@ from components.model.processor import ShapCAProcessor
 from components.model.shapca_config import ShapCAConfig
 from components.model.word_features import WordFeatures, add_at_words
 from components.tasks import TaskName, get_task
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 # 2: task, labels and tokenizers are the processor's (processor.json); 3: the head's settings are `model.head`
@@ -183,6 +186,12 @@ class ShapCA(nn.Module):
     def from_config(cls, config: ShapCAConfig, task: TaskName | str, labels: list[str]) -> ShapCA:
         """A new model on pretrained encoders loaded from local paths (head, fusion, projections from scratch)."""
         get_task(task).check_labels(labels)
+        if task == "re" and config.word_features != "none" and config.word_features_at == "states":
+            log.warning(
+                "model.word_features=%s at the states reaches nothing in relation extraction (its head reads only the "
+                "entity markers' states): set model.word_features_at=embeddings, or model.word_features=none",
+                config.word_features,
+            )
         text = load_text_encoder(config.text_encoder)
         context = (
             load_text_encoder(config.context_encoder, "context_encoder")

@@ -7,8 +7,8 @@ gate closes (to about 0 in every run): variant 4 with a gate that cannot close b
 opened at the start (sigmoid(2) = 0.88) and the fusion trained at a fifth of lr_head, so that it opens slowly if at
 all. Both values are a first guess, not tuned. They run only when named (`--variants gatefloor,gateopen`).
 
-Settings beyond the variant (case features: `-o model.word_features=chars`) are overrides of the base, not variants:
-the report shows them as settings of the same variant, each row labelled with what it changes.
+Settings beyond the variant (without the default case features: `-o model.word_features=none`) are overrides of the
+base, not variants: the report shows them as settings of the same variant, each row labelled with what it changes.
 """
 
 from __future__ import annotations
