@@ -26,12 +26,12 @@ HEADLINE = ("f1", "precision", "recall")
 
 
 # The newest study of the recipe's variants over seeds, by the dataset it measured: the file and section that a card of
-# that dataset links to. A card states its own run's facts; the study's are read there, never pasted. Twitter-2015's
-# newest grid is the round archived on 2026-12-02 (docs/RESULTS.md says what ran since).
+# that dataset links to (an archived round, docs/results/, where the newest has no grid of that dataset). A card states
+# its own run's facts; the study's are read there, never pasted.
 STUDY = "docs/RESULTS.md"
 STUDY_SECTIONS = {
     "twitter2017": (STUDY, "twitter2017 · contexts: blip2"),
-    "twitter2015": ("docs/results/RESULTS-2026-12-02-round2.md", "twitter2015 · contexts: blip2"),
+    "twitter2015": (STUDY, "twitter2015 · contexts: blip2"),
 }
 
 
