@@ -25,14 +25,10 @@ MAX_DESCRIPTION = 5000  # MLflow's registry keeps at most 5000 characters of a d
 HEADLINE = ("f1", "precision", "recall")
 
 
-# The newest study of the recipe's variants over seeds, by the dataset it measured: the file and section that a card of
-# that dataset links to (an archived round, docs/results/, where the newest has no grid of that dataset). A card states
-# its own run's facts; the study's are read there, never pasted.
+# The study of the recipe's variants over seeds (docs/RESULTS.md), by the dataset it measured: its section, which a
+# card of that dataset links to. A card states its own run's facts; the study's are read there, never pasted.
 STUDY = "docs/RESULTS.md"
-STUDY_SECTIONS = {
-    "twitter2017": (STUDY, "twitter2017 · contexts: blip2"),
-    "twitter2015": (STUDY, "twitter2015 · contexts: blip2"),
-}
+STUDY_SECTIONS = {"twitter2017": "twitter2017 · contexts: blip2", "twitter2015": "twitter2015 · contexts: blip2"}
 
 
 @dataclass
@@ -165,12 +161,11 @@ def _limits(facts: CardFacts) -> list[str]:
         "Trained and scored on English tweets / news captions of 2016-2017 (the benchmark's domain); other "
         "domains are untested."
     )
-    study = STUDY_SECTIONS.get(facts.dataset)
-    if study:
+    section = STUDY_SECTIONS.get(facts.dataset)
+    if section:
         commit = params.get("lineage.git_commit", "")[:12]
         at = f" at git `{commit}`" if commit else ""
-        path, section = study
-        out.append(f'How this recipe\'s variants compare over seeds on this dataset: {path}, section "{section}"{at}.')
+        out.append(f'How this recipe\'s variants compare over seeds on this dataset: {STUDY}, section "{section}"{at}.')
     return [f"- {line}" for line in out]
 
 
