@@ -69,9 +69,8 @@ test_frame.__test__ = False  # type: ignore[attr-defined]  # a helper, not a tes
 
 
 # In a subprocess, so that its memory is this call's alone: the model loaded from the registry, the test split read
-# with the project's reader, a warm-up predict on the 32 longest rows and the row with the longest word (one full chunk
-# at the split's longest padding of words and of word bytes: torch's and the allocator's one-time costs), then the
-# whole split in one call. Before each call the kernel's peak
+# with the project's reader, a warm-up predict on the 32 longest rows (one full chunk at the split's longest padding:
+# torch's and the allocator's one-time costs), then the whole split in one call. Before each call the kernel's peak
 # RSS (VmHWM) is reset to the current RSS (`5 > /proc/self/clear_refs`), so each peak growth is that call's own.
 RSS_PROBE = """
 import json, sys
@@ -96,11 +95,7 @@ examples = data.splits["test"]
 frame = pd.DataFrame({"text": [e.tokens for e in examples], "context": [contexts.get(e.image_id) for e in examples]})
 model = mlflow.pyfunc.load_model(sys.argv[1])
 batch = int(sys.argv[3])
-# The warm-up chunk is the split's largest in every padded dimension: its most words (token padding) and its longest
-# word (the character CNN's byte padding, at most max_word_bytes).
-by_words = frame["text"].map(len).sort_values(ascending=False).index
-longest_word = frame["text"].map(lambda words: max(len(w.encode()) for w in words)).idxmax()
-longest = frame.loc[[longest_word] + [i for i in by_words if i != longest_word][: batch - 1]]
+longest = frame.loc[frame["text"].map(len).sort_values(ascending=False).index[:batch]]
 _, warm = peak_growth(lambda: model.predict(longest, params={"batch_size": batch}))
 out, call = peak_growth(lambda: model.predict(frame, params={"batch_size": batch}))
 print(json.dumps({"rows": len(out), "errors": sum(o["error"] is not None for o in out), "warm_mib": warm,
