@@ -82,10 +82,11 @@ def report(
         "configs/default.yaml"
     ),
 ) -> None:
-    """Render the ablation's MLflow runs as markdown: mean ± std per variant, per-type F1, runs and configs."""
+    """Render the ablation's MLflow runs as markdown: mean ± std per variant, per-type F1, runs and configs. An
+    existing output with the report's marker line keeps what is above it (the hand-written summary)."""
     from components.config import config_identity, load_config
     from components.experiments.ablation.collect import collect_ablation_runs
-    from components.experiments.ablation.report import render_results_markdown
+    from components.experiments.ablation.report import keep_hand_written_summary, render_results_markdown
     from components.experiments.ablation.summary import summarize_runs
     from components.tracking.mlflow_setup import setup_tracking
 
@@ -105,8 +106,9 @@ def report(
         baseline=baseline_identity,
         baseline_name=str(baseline),
     )
+    previous = output.read_text(encoding="utf-8") if output.exists() else None
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text, encoding="utf-8")
+    output.write_text(keep_hand_written_summary(previous, text), encoding="utf-8")
     typer.echo(f"{len(summaries)} settings from {len(runs)} runs -> {output}")
 
 

@@ -12,7 +12,7 @@ from components.config import config_hash, config_identity, load_config
 from components.experiments.ablation.collect import collect_ablation_runs
 from components.experiments.ablation.grid import run_ablation
 from components.experiments.ablation.lookup import find_finished_run
-from components.experiments.ablation.report import render_results_markdown
+from components.experiments.ablation.report import GENERATED_MARKER, render_results_markdown
 from components.experiments.ablation.summary import summarize_runs
 from components.experiments.ablation.variants import VARIANTS, parse_variants, point_config
 from components.tracking.mlflow_setup import setup_tracking
@@ -183,6 +183,23 @@ def test_summary_and_rendered_table_come_from_the_mlflow_runs(grid, monkeypatch)
     assert done.exit_code == 0, done.output
     assert "2 settings from 2 runs" in done.output
     assert text_row in output.read_text()
+
+    # Written again over a document with a hand-written summary above the marker: the summary stays word for word,
+    # the old tables go, the new ones come once (and the title once).
+    summary = f"# Results\n\n## Summary\n\nWritten by hand from the tables.\n\n{GENERATED_MARKER}\n"
+    output.write_text(summary + "\n| 1 | text only | stale row |\n", encoding="utf-8")
+    done = CliRunner().invoke(app, ["experiment", "report", "--experiment", EXPERIMENT, "--output", str(output)])
+    assert done.exit_code == 0, done.output
+    rewritten = output.read_text()
+    assert rewritten.startswith(summary) and "stale row" not in rewritten
+    assert rewritten.count(text_row) == 1 and rewritten.count("# Results\n") == 1
+    # Without the marker the file is the report alone, as before.
+    output.write_text("# Results\n\nno marker here\n", encoding="utf-8")
+    assert (
+        CliRunner().invoke(app, ["experiment", "report", "--experiment", EXPERIMENT, "--output", str(output)]).exit_code
+        == 0
+    )
+    assert "no marker here" not in output.read_text() and text_row in output.read_text()
 
 
 def test_an_interrupted_point_resumes_its_run_from_the_checkpoint(tmp_path, tiny_bert_dir, data_dir, monkeypatch):

@@ -2,7 +2,9 @@
 seeds, per-type F1, the runs behind every number and the config of every setting.
 
 F1 values are printed as percentages (micro-F1 x 100) with two decimals, as the Shap-CA paper and its peers do.
-Reference points printed beside ours come from published training logs, not from this project (`REFERENCES`).
+Reference points printed beside ours come from published training logs or papers, not from this project
+(`REFERENCES`). Written over a document that has `GENERATED_MARKER`, the report keeps everything above the marker (the
+summary a person writes from the tables) and replaces everything below it (`keep_hand_written_summary`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ _UMT = "UMT peer (BERT-base + ResNet-152 on the real images)"
 REFERENCES = (
     Reference("twitter2015", _UMT, 73.20, "its published training logs"),
     Reference("twitter2017", _UMT, 85.09, "its published training logs"),
+    Reference("mnre", "MEGA peer (BERT-base + the real images)", 66.41, "the MNRE paper (Zheng et al. 2021)"),
 )
+# Everything below this line in docs/RESULTS.md is the report's; everything above it is written by hand.
+GENERATED_MARKER = "<!-- Everything below this line is written by `shapca experiment report`: edit above it. -->"
 GROUP_ORDER = (
     "twitter2017/blip2",
     "twitter2017/mplug-owl",
@@ -238,3 +243,12 @@ def render_results_markdown(
             f"seeds {', '.join(map(str, s.seeds))}): {_config_diff(s.identity, baseline)}"
         )
     return "\n".join(lines) + "\n"
+
+
+def keep_hand_written_summary(previous: str | None, generated: str) -> str:
+    """`generated` below the hand-written part of `previous` (everything up to and including `GENERATED_MARKER`), so
+    that regenerating the tables keeps the summary written from them; without the marker, `generated` alone."""
+    if previous is None or GENERATED_MARKER not in previous:
+        return generated
+    head = previous[: previous.index(GENERATED_MARKER) + len(GENERATED_MARKER)]
+    return head + "\n" + generated.removeprefix("# Results\n")  # the hand-written part has the title
