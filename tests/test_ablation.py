@@ -9,16 +9,19 @@ from typer.testing import CliRunner
 
 from cli import app
 from components.config import config_hash, config_identity, load_config
+from components.experiments.ablation import grid as grid_module
 from components.experiments.ablation.collect import collect_ablation_runs
 from components.experiments.ablation.grid import run_ablation
 from components.experiments.ablation.lookup import find_finished_run
 from components.experiments.ablation.report import GENERATED_MARKER, render_results_markdown
 from components.experiments.ablation.summary import summarize_runs
 from components.experiments.ablation.variants import VARIANTS, parse_variants, point_config
+from components.tracking.lineage import git_commit
 from components.tracking.mlflow_setup import setup_tracking
 from components.tracking.run_logging import start_run
 
 EXPERIMENT = "ablation-test"
+LOADED_COMMIT = "c0de" * 10
 
 
 class Interrupted(Exception):
@@ -51,9 +54,15 @@ def grid(tmp_path_factory, tiny_bert_dir, data_dir):
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
         base = _base(tmp_path, tiny_bert_dir, data_dir)
         first = run_ablation("twitter2017", 1, base, epochs=1, variants=parse_variants("1"), experiment=EXPERIMENT)
+        # The second grid process started on an older commit than the HEAD its run starts at (a commit landed
+        # between): its run is tagged with the code the process runs.
+        heads = iter([LOADED_COMMIT])
+        mp.setattr(grid_module, "git_commit", lambda root: next(heads, git_commit(root)))
         second = run_ablation(
             "twitter2017", 1, base, epochs=1, variants=parse_variants("1,shapca"), experiment=EXPERIMENT
         )
+        mp.undo()
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
         third = run_ablation("twitter2017", 1, base, epochs=1, variants=parse_variants("text,5"), experiment=EXPERIMENT)
         setup = setup_tracking(EXPERIMENT)
         client = MlflowClient(setup.tracking_uri)
@@ -86,6 +95,14 @@ def test_each_point_is_one_tagged_finished_run(grid):
         assert run.data.params["tracking.register_model"] == "False"
         assert run.data.params["train.epochs"] == "1"
         assert "test_f1" in run.data.metrics and "best_dev_f1" in run.data.metrics
+    # The code each run executed: HEAD at its process's start (the shapca point's process started on another commit
+    # than the HEAD its run's lineage records); the report reads the tag.
+    assert by_variant["text"].data.tags["ablation.code_commit"] == by_variant["text"].data.params["lineage.git_commit"]
+    assert by_variant["shapca"].data.tags["ablation.code_commit"] == LOADED_COMMIT
+    assert by_variant["shapca"].data.params["lineage.git_commit"] != LOADED_COMMIT
+    collected = {r.variant: r for r in grid["collected"]}
+    assert collected["shapca"].commit == LOADED_COMMIT
+    assert collected["text"].commit == by_variant["text"].data.params["lineage.git_commit"]
     assert by_variant["text"].data.params["model.context_mode"] == "none"
     assert by_variant["text"].data.params["model.alignment"] == "none"
     assert by_variant["shapca"].data.params["model.context_mode"] == "fusion"

@@ -102,8 +102,10 @@ def collect_ablation_runs(experiment: str = DEFAULT_EXPERIMENT, group: str | Non
             best_epoch=int(best_epoch) if best_epoch is not None else None,
             epochs_run=epochs_run,
             wall_seconds=duration_seconds(run),
-            commit=run.data.params.get("lineage.git_commit", tags.get("lineage.git_commit", "unknown")),
-            dirty=run.data.params.get("lineage.git_dirty") == "True",
+            # The code the grid process ran (grid.py); HEAD at the run's start for runs from before that tag.
+            commit=tags.get(f"{TAG_PREFIX}code_commit")
+            or run.data.params.get("lineage.git_commit", tags.get("lineage.git_commit", "unknown")),
+            dirty=tags.get(f"{TAG_PREFIX}code_dirty", run.data.params.get("lineage.git_dirty")) == "True",
             resumed=tags.get(f"{TAG_PREFIX}resumed") == "true",
             identity=identity,
             probe=_probe(run.data.metrics),

@@ -12,6 +12,10 @@ A grid point (variant, seed) is one `train_and_log` run, seed = base `train.seed
 
     ablation.group=<dataset>/<generator>  ablation.variant=<key>  ablation.seed  ablation.config_hash
     ablation.setting_hash (the config hash without the seed: the runs a mean ± std is taken over)
+    ablation.code_commit, ablation.code_dirty (the checkout when the grid process started: the code it runs)
+
+A run's `lineage.git_commit` is HEAD when the run starts; a grid process imported its code when it started, so a commit
+landing while it runs would tag its later runs with code they did not run. The report reads `ablation.code_commit`.
 
 Identity of a run is its config, read back from the params `train_and_log` logs (`cfg.flat()`), without the keys
 that say where things go rather than what is trained (`IDENTITY_EXCLUDED`): a grid point whose identity already has a
@@ -34,6 +38,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from components.common.project_root import find_project_root
 from components.config import ExperimentConfig, config_hash
 from components.experiments.ablation.collect import duration_seconds
 from components.experiments.ablation.lookup import (
@@ -45,6 +50,7 @@ from components.experiments.ablation.lookup import (
 )
 from components.experiments.ablation.variants import Variant, default_variants, group_name, point_config
 from components.runs.training_run import train_and_log
+from components.tracking.lineage import git_commit, git_dirty
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +120,9 @@ def run_ablation(
         for variant in chosen
     ]
     client, experiment_id = experiment_client(experiment)
+    root = find_project_root()
+    code_commit = git_commit(root)
+    code = {f"{TAG_PREFIX}code_commit": code_commit, f"{TAG_PREFIX}code_dirty": str(git_dirty(root))}
     rows: list[AblationRow] = []
     for variant, cfg in tqdm(points, desc=f"ablation {dataset}", unit="run"):
         finished = find_finished_run(client, experiment_id, cfg)
@@ -144,9 +153,18 @@ def run_ablation(
         log.info(
             "%s %s seed %d -> %s", "resume" if resume_id else "train", variant.key, cfg.train.seed, cfg.train.output_dir
         )
-        result = train_and_log(
-            cfg, resume=resume_id is not None, tags=_tags(cfg, variant, resumed=resume_id is not None)
-        )
+        head = git_commit(root)
+        if head != code_commit:
+            log.warning(
+                "HEAD moved from %s to %s since this grid started: this run executes %s (its %scode_commit tag), "
+                "whatever its lineage.git_commit says",
+                code_commit[:12],
+                head[:12],
+                code_commit[:12],
+                TAG_PREFIX,
+            )
+        tags = {**_tags(cfg, variant, resumed=resume_id is not None), **code}
+        result = train_and_log(cfg, resume=resume_id is not None, tags=tags)
         if not keep_checkpoints:
             shutil.rmtree(Path(cfg.train.output_dir) / "checkpoints", ignore_errors=True)
         rows.append(
