@@ -247,7 +247,7 @@ def test_the_version_card_compares_with_the_champion_it_was_decided_against():
     assert "No images" not in card and "Images through `clip`" in card  # the limit follows the config
 
 
-def test_study_findings_are_linked_for_their_dataset_only(project_root):
+def test_study_findings_are_linked_for_their_dataset_only(project_root, monkeypatch):
     """A card states its own run's facts: the study of docs/RESULTS.md is a link in a card of a dataset it measured
     (a section that exists), and absent from any other dataset's card."""
     from components.tracking.model_card import STUDY, STUDY_SECTIONS, CardFacts, registered_model_card, version_card
@@ -267,5 +267,10 @@ def test_study_findings_are_linked_for_their_dataset_only(project_root):
     twitter = cards("twitter2015", "blip2")
     assert f'{STUDY}, section "twitter2015 · contexts: blip2" at git `0123456789ab`' in twitter
     mnre = cards("mnre", "none")
-    assert STUDY not in mnre and "Twitter" not in mnre and "UMT" not in mnre
+    assert f'{STUDY}, section "mnre · contexts: none" at git' in mnre
+    assert "Twitter" not in mnre and "UMT" not in mnre
     assert "Text only: no contexts were used (none are published for this dataset's images)." in mnre
+    # A dataset the study has no section for gets no link.
+    monkeypatch.delitem(STUDY_SECTIONS, "mnre-joint")
+    joint = cards("mnre-joint", "none")
+    assert STUDY not in joint and "Text only: no contexts were used" in joint

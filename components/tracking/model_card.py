@@ -28,7 +28,12 @@ HEADLINE = ("f1", "precision", "recall")
 # The study of the recipe's variants over seeds (docs/RESULTS.md), by the dataset it measured: its section, which a
 # card of that dataset links to. A card states its own run's facts; the study's are read there, never pasted.
 STUDY = "docs/RESULTS.md"
-STUDY_SECTIONS = {"twitter2017": "twitter2017 · contexts: blip2", "twitter2015": "twitter2015 · contexts: blip2"}
+STUDY_SECTIONS = {
+    "twitter2017": "twitter2017 · contexts: blip2",
+    "twitter2015": "twitter2015 · contexts: blip2",
+    "mnre": "mnre · contexts: none",
+    "mnre-joint": "mnre-joint · contexts: none",
+}
 
 
 @dataclass
