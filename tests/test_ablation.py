@@ -57,12 +57,11 @@ def grid(tmp_path_factory, tiny_bert_dir, data_dir):
         # The second grid process started on an older commit than the HEAD its run starts at (a commit landed
         # between): its run is tagged with the code the process runs.
         heads = iter([LOADED_COMMIT])
-        mp.setattr(grid_module, "git_commit", lambda root: next(heads, git_commit(root)))
-        second = run_ablation(
-            "twitter2017", 1, base, epochs=1, variants=parse_variants("1,shapca"), experiment=EXPERIMENT
-        )
-        mp.undo()
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+        with pytest.MonkeyPatch.context() as moved:
+            moved.setattr(grid_module, "git_commit", lambda root: next(heads, git_commit(root)))
+            second = run_ablation(
+                "twitter2017", 1, base, epochs=1, variants=parse_variants("1,shapca"), experiment=EXPERIMENT
+            )
         third = run_ablation("twitter2017", 1, base, epochs=1, variants=parse_variants("text,5"), experiment=EXPERIMENT)
         setup = setup_tracking(EXPERIMENT)
         client = MlflowClient(setup.tracking_uri)
