@@ -51,12 +51,8 @@ lint: setup
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-# Two workers (pytest-xdist): the production-stack tests on one, the rest of the suite on the other (tests/conftest.py).
-# `make test TEST_WORKERS=0` runs it in one process.
-TEST_WORKERS ?= 2
-
 test: lint
-	$(BIN)/pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
+	$(BIN)/pytest -q
 
 # uv alone, hash-checked from the dev lock: `make lock` must not need a setup that pyproject.toml is already ahead of.
 $(BIN)/uv: | $(BIN)/python

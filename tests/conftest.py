@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -21,11 +20,6 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 pytest_plugins = ["s3_fixtures", "production_topology"]  # moto_endpoint, s3_env; production_stack
 
-# In a pytest-xdist worker (`make test`) `__main__` is bare (`python -c`), which pyspark takes for a doctest run and
-# exits on: see tests/xdist_worker_main.py.
-if os.environ.get("PYTEST_XDIST_WORKER") and not hasattr(sys.modules["__main__"], "__file__"):
-    sys.modules["__main__"].__file__ = str(Path(__file__).with_name("xdist_worker_main.py"))
-
 # Prefect writes under PREFECT_HOME (its memo store, the ephemeral server's database, local results), ~/.prefect by
 # default: the whole suite gets a throwaway one, set before any test module imports prefect, so no test touches the
 # user's. Tests that need a specific (empty) home still set their own.
@@ -40,21 +34,6 @@ import dvc  # noqa: E402, F401
 
 def pytest_unconfigure(config) -> None:
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
-
-
-# `make test` runs the suite on two pytest-xdist workers (`-n 2 --dist loadgroup`). Every test that uses the production
-# stack goes to one worker as one unit, so that the stack (a session fixture: one per worker process) is built once;
-# that unit is the longest (about 16 minutes, mostly waits on purpose: timeouts, outages) and, holding the most tests,
-# xdist hands it out first, and the other worker runs the rest of the suite beside it. tryfirst: xdist reads the
-# marks in its own hook of this name.
-PRODUCTION_STACK_GROUP = "production-stack"
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items) -> None:
-    for item in items:
-        if "production_stack" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group(PRODUCTION_STACK_GROUP))
 
 
 @pytest.fixture(scope="session")
