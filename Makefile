@@ -51,8 +51,10 @@ lint: setup
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
+# The suite in two pytest processes side by side (tests/run_suite.py): the production-topology tests, which mostly wait
+# on their servers, beside the rest. `$(BIN)/pytest` alone runs it in one process.
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/python tests/run_suite.py -q
 
 # uv alone, hash-checked from the dev lock: `make lock` must not need a setup that pyproject.toml is already ahead of.
 $(BIN)/uv: | $(BIN)/python

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -222,6 +225,40 @@ def test_local_edits_are_an_error_unless_forced(dvc_project):
 
     restored = ensure_data_matches_pointer(dvc_project, force=True)
     assert restored.pulled and fingerprint_directory(dvc_project / "data") == before
+
+
+def hold_dvc_lock(root: Path, seconds: float) -> subprocess.Popen:
+    """Another process holding the repository's DVC lock (as `dvc push` does while it runs), from when this returns."""
+    script = (
+        "import sys, time\n"
+        "from dvc.repo import Repo\n"
+        "repo = Repo(sys.argv[1])\n"
+        "with repo.lock:\n"
+        "    print('locked', flush=True)\n"
+        "    time.sleep(float(sys.argv[2]))\n"
+    )
+    command = [sys.executable, "-c", script, str(root), str(seconds)]
+    holder = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+    return holder
+
+
+def test_the_check_waits_for_another_dvc_process_then_gives_up_with_a_clear_error(dvc_project):
+    ensure_data_matches_pointer(dvc_project)  # pulled: the checks below only need the lock
+
+    holder = hold_dvc_lock(dvc_project, seconds=6)
+    started = time.monotonic()
+    assert not ensure_data_matches_pointer(dvc_project, lock_wait_s=60).pulled
+    assert time.monotonic() - started > 3  # it waited beyond DVC's own 3 s, for the holder's end
+    assert holder.wait(timeout=30) == 0
+
+    holder = hold_dvc_lock(dvc_project, seconds=30)
+    try:
+        with pytest.raises(DataVersionError, match=r"another DVC process held the repository's lock .* for over 1 s"):
+            ensure_data_matches_pointer(dvc_project, lock_wait_s=1)
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_a_malformed_pointer_names_the_file_and_the_field(tmp_path):

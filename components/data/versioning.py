@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from components.common.hashing import sha256_named_files
 log = logging.getLogger(__name__)
 
 DVC_REMOTE_ENV = "SHAPCA_DVC_REMOTE"  # which DVC remote a pull reads; unset: core.remote of .dvc/config
+LOCK_WAIT_S = 300.0  # how long a check waits for another DVC process's repository lock (a large pull takes minutes)
+LOCK_POLL_S = 2.0
 
 
 class DataVersionError(RuntimeError):
@@ -59,23 +62,50 @@ def _describe(status: dict[str, Any]) -> str:
 
 
 def ensure_data_matches_pointer(
-    project_root: str | Path, pointer: str = "data.dvc", *, pull: bool = True, force: bool = False
+    project_root: str | Path,
+    pointer: str = "data.dvc",
+    *,
+    pull: bool = True,
+    force: bool = False,
+    lock_wait_s: float = LOCK_WAIT_S,
 ) -> DataVersion:
     """Check `data/` against `pointer` with `dvc status`; pull when it differs, from the remote named by
     $SHAPCA_DVC_REMOTE (workers set `storage`, the S3 remote in .dvc/config) or else DVC's default remote.
 
     `force=True` lets the pull overwrite local edits (what `dvc pull --force` does); without it they are an error.
+    While another DVC process holds the repository's lock (a `dvc push` or `dvc pull` in a terminal, a second run on
+    this checkout), the check waits for it, up to `lock_wait_s` seconds; DVC itself gives up after 3.
     """
-    from dvc.exceptions import DvcException
-    from dvc.repo import Repo
+    from dvc.lock import LockError
 
     root = Path(project_root).resolve()
     md5, out_path = read_pointer(root / pointer)
+    deadline = time.monotonic() + lock_wait_s
+    while True:
+        try:
+            pulled = _check_and_pull(root, pointer, out_path, pull=pull, force=force)
+            return DataVersion(md5=md5, path=out_path, pulled=pulled)
+        except LockError as err:
+            if time.monotonic() >= deadline:
+                raise DataVersionError(
+                    f"{root}: another DVC process held the repository's lock (.dvc/tmp/lock) for over "
+                    f"{lock_wait_s:.0f} s, so {pointer} could not be checked: {err}"
+                ) from err
+            log.info("%s: another DVC process holds the repository's lock; checking again in %.0f s", root, LOCK_POLL_S)
+            time.sleep(LOCK_POLL_S)
+
+
+def _check_and_pull(root: Path, pointer: str, out_path: Path, *, pull: bool, force: bool) -> bool:
+    """One `dvc status` (and `dvc pull` when it differs) under the repository's lock; True when it pulled."""
+    from dvc.exceptions import DvcException
+    from dvc.lock import LockError
+    from dvc.repo import Repo
+
     # DVC resolves output paths against the process's working directory, so it must be the project root.
     with contextlib.chdir(root), Repo(str(root)) as repo:
         status = repo.status(targets=[pointer])
         if not status:
-            return DataVersion(md5=md5, path=out_path, pulled=False)
+            return False
         if not pull:
             raise DataVersionError(f"{out_path} does not match {pointer} ({_describe(status)}); run `dvc pull`")
         remote = os.environ.get(DVC_REMOTE_ENV) or None
@@ -88,6 +118,8 @@ def ensure_data_matches_pointer(
         )
         try:
             repo.pull(targets=[pointer], remote=remote, force=force)
+        except LockError:
+            raise  # not a failed pull: the caller waits for the lock and checks again
         except DvcException as err:
             raise DataVersionError(
                 f"{out_path} does not match {pointer} ({_describe(status)}) and `dvc pull` failed: {err}\n"
@@ -97,7 +129,7 @@ def ensure_data_matches_pointer(
         after = repo.status(targets=[pointer])
     if after:
         raise DataVersionError(f"{out_path} still differs from {pointer} after `dvc pull`: {_describe(after)}")
-    return DataVersion(md5=md5, path=out_path, pulled=True)
+    return True
 
 
 def fingerprint_directory(path: str | Path) -> str:
