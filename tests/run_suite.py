@@ -1,10 +1,10 @@
 """`make test`: the suite as two pytest processes side by side, so that it lasts as long as its longer half.
 
 The production-topology tests (tests/test_production_topology*.py: end to end, access, faults) share one stack of
-real servers and spend most of their 16 minutes waiting on it: heartbeat timeouts, retry delays and the outages the
-fault test imposes. The rest of the suite, about 9 minutes of work, runs beside them instead of after them. The halves
-share no state: each pytest process has its own PREFECT_HOME, temporary directories and servers on free ports, and only
-the production half starts PostgreSQL.
+real servers and spend most of their 16-18 minutes waiting on it: heartbeat timeouts, retry delays and the outages the
+fault test imposes. The rest of the suite (about 9 minutes alone, 12 beside them) runs beside them, not after them.
+The halves share no state: each pytest process has its own PREFECT_HOME, temporary directories and servers on free
+ports, and only the production half starts PostgreSQL.
 
 The rest prints to the terminal as it runs. The production half writes to a log (its path is printed first: `tail -f`
 it), which is then printed here and followed until that half ends. The exit status is non-zero when either half
