@@ -11,7 +11,7 @@ import pytest
 
 RUNNER = Path(__file__).with_name("run_suite.py")
 
-# Each scratch test records when it ran, waits until the other half's test has started (both halves at once), then
+# Each scratch test marks that it started, waits until the other half's test has started (both halves at once), then
 # passes or fails as its half is told to.
 SCRATCH_TEST = """
 import os, time
