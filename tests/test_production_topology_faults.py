@@ -350,8 +350,15 @@ def test_a_lost_worker_a_killed_process_and_server_outages_are_recovered(
     lease_lost = any(m.startswith("Concurrency lease renewal failed") for m in logs_a)
     assert runs.state(a)["run_count"] == (3 if lease_lost else 2), history_a
     assert any(m.startswith("pulled the checkpoint of epoch 1 from s3://shapca/checkpoints/") for m in logs_a), logs_a
-    assert any("resumed from" in m and "after epoch 1" in m for m in logs_a), logs_a
-    assert a in gpu_2.log(200_000), "the second worker did not run A's retry"
+    # The resume is in the output of A's process (the second worker's log), and in the flow run's logs unless its line
+    # was sent early in the Prefect outage: A resumes once its MLflow retries reach the restarted server, up to 120 s
+    # after B, and Prefect drops a batch of log lines it could not send in 5 retries (about 62 s), saying so on the
+    # process's stderr (README, failure modes).
+    output_2 = gpu_2.log(10_000_000)
+    assert a in output_2, "the second worker did not run A's retry"
+    assert f"resumed from outputs/flow-run-{a}/checkpoints/last after epoch 1" in output_2, output_2[-3000:]
+    if not any("resumed from" in m and "after epoch 1" in m for m in logs_a):
+        assert "--- Error logging to API ---" in output_2, logs_a
     (run_a,) = mlflow_runs_of(mlflow, a)
     assert run_a.info.status == "FINISHED"
     assert steps(mlflow, run_a.info.run_id, "dev_f1") == list(range(1, EPOCHS + 1))
