@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+from collections.abc import Iterator
+
 from mlflow import MlflowClient
 
 from components.config import load_config
 from components.runs.training_run import train_and_log
 from components.training.data import load_training_data
 from components.training.sampler import BucketBatchSampler
+
+# torchrun's static rendezvous port (--master_port's default). A single-node torchrun given no --master_port picks a
+# free port instead (torch/distributed/run.py `run`), which is what lets two DDP jobs share a host; naming a port in
+# _train_under_torchrun would break that.
+TORCHRUN_DEFAULT_PORT = 29500
+
+
+@contextlib.contextmanager
+def port_in_use(port: int) -> Iterator[None]:
+    """Another DDP job on this host: its rendezvous store listens on `port` (or something else already does)."""
+    with socket.socket() as sock:
+        with contextlib.suppress(OSError):  # already taken: the same situation
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+        yield
 
 
 def test_two_ranks_train_on_different_data_and_log_once(tmp_path, tiny_bert_dir, data_dir, monkeypatch):
@@ -30,7 +49,8 @@ def test_two_ranks_train_on_different_data_and_log_once(tmp_path, tiny_bert_dir,
             "tracking.experiment=ddp-test",
         ],
     )
-    result = train_and_log(cfg)
+    with port_in_use(TORCHRUN_DEFAULT_PORT):  # another DDP job on the host holds it
+        result = train_and_log(cfg)
 
     # The shards the trainer's sampler gives each rank (same lengths, seed and epoch as the training above).
     lengths = [len(e.tokens) for e in load_training_data(cfg.data).splits["train"]]
